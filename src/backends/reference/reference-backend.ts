@@ -1,0 +1,289 @@
+/**
+ * The reference backend: every op in plain TypeScript over float32 arrays. It is the oracle the
+ * other backends are checked against, so each op reads like its definition in
+ * src/interfaces/tensor-backend.ts. Accumulations (norms, softmax) run in float64.
+ */
+import type {
+  DType, MatmulOptions, OpName, Tensor, TensorBackend,
+} from '../../interfaces/tensor-backend.js';
+import { matmulPlain, matmulTransposedB } from './matmul.js';
+import { ReferenceTensor, sizeOf } from './reference-tensor.js';
+
+const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
+
+export class ReferenceBackend implements TensorBackend {
+  readonly name = 'reference';
+  readonly engine = 'reference (TypeScript, float32)';
+
+  supports(op: OpName, dtype: DType = 'f32'): boolean {
+    return dtype === 'f32' && op.length > 0;
+  }
+
+  // ── memory ──────────────────────────────────────────────────────────────
+  upload(data: Float32Array | Uint16Array, shape: readonly number[], dtype: DType = 'f32'): Tensor {
+    if (dtype !== 'f32' || !(data instanceof Float32Array)) {
+      throw new Error(`reference backend stores only f32 tensors (got ${dtype})`);
+    }
+    return new ReferenceTensor([...shape], new Float32Array(data));
+  }
+
+  zeros(shape: readonly number[]): Tensor {
+    return new ReferenceTensor([...shape], new Float32Array(sizeOf(shape)));
+  }
+
+  async read(t: Tensor): Promise<Float32Array> {
+    return new Float32Array(ref(t).data);
+  }
+
+  dispose(_t: Tensor | readonly Tensor[]): void {
+    // Garbage-collected memory: nothing to release.
+  }
+
+  // ── linear algebra ──────────────────────────────────────────────────────
+  matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
+    const A = ref(a), B = ref(b);
+    if (A.shape.length !== 2 || B.shape.length !== 2) {
+      throw new Error(`matmul expects 2-D tensors, got [${A.shape}] and [${B.shape}]`);
+    }
+    const [m, k] = A.shape;
+    const [n, kb] = opts.transposeB ? B.shape : [B.shape[1], B.shape[0]];
+    if (k !== kb) throw new Error(`matmul inner sizes differ: [${A.shape}] · [${B.shape}]${opts.transposeB ? 'ᵀ' : ''}`);
+    const out = new Float32Array(m * n);                                  // [M, N]
+    if (opts.transposeB) matmulTransposedB(A.data, B.data, out, m, k, n);
+    else matmulPlain(A.data, B.data, out, m, k, n);
+    if (opts.bias) {
+      const bias = ref(opts.bias).data;                                   // [N]
+      if (bias.length !== n) throw new Error(`matmul bias has ${bias.length} elements, expected ${n}`);
+      for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) out[i * n + j] += bias[j];
+    }
+    return new ReferenceTensor([m, n], out);
+  }
+
+  // ── elementwise ─────────────────────────────────────────────────────────
+  add(a: Tensor, b: Tensor): Tensor {
+    return broadcast(ref(a), ref(b), (x, y) => x + y, 'add');
+  }
+
+  mul(a: Tensor, b: Tensor): Tensor {
+    return broadcast(ref(a), ref(b), (x, y) => x * y, 'mul');
+  }
+
+  scale(a: Tensor, s: number): Tensor {
+    return new ReferenceTensor(a.shape, ref(a).data.map((x) => x * s));
+  }
+
+  gelu(a: Tensor): Tensor {
+    return new ReferenceTensor(a.shape, ref(a).data.map(
+      (x) => 0.5 * x * (1 + Math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))),
+    ));
+  }
+
+  // ── normalisation over the last axis ────────────────────────────────────
+  layerNorm(x: Tensor, w: Tensor, b: Tensor, eps: number): Tensor {
+    const X = ref(x), W = ref(w).data, B = ref(b).data;
+    const d = lastDim(X);
+    const out = new Float32Array(X.size);
+    for (let r = 0; r < X.size / d; r++) {
+      const o = r * d;
+      let mean = 0;
+      for (let i = 0; i < d; i++) mean += X.data[o + i];
+      mean /= d;
+      let v = 0;
+      for (let i = 0; i < d; i++) v += (X.data[o + i] - mean) ** 2;
+      const inv = 1 / Math.sqrt(v / d + eps);
+      for (let i = 0; i < d; i++) out[o + i] = (X.data[o + i] - mean) * inv * W[i] + B[i];
+    }
+    return new ReferenceTensor(x.shape, out);
+  }
+
+  rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
+    const X = ref(x), W = ref(w).data;
+    const d = lastDim(X);
+    const out = new Float32Array(X.size);
+    for (let r = 0; r < X.size / d; r++) {
+      const o = r * d;
+      let ms = 0;
+      for (let i = 0; i < d; i++) ms += X.data[o + i] ** 2;
+      const inv = 1 / Math.sqrt(ms / d + eps);
+      for (let i = 0; i < d; i++) out[o + i] = X.data[o + i] * inv * (1 + W[i]);
+    }
+    return new ReferenceTensor(x.shape, out);
+  }
+
+  softmax(x: Tensor): Tensor {
+    const X = ref(x);
+    const d = lastDim(X);
+    const out = new Float32Array(X.size);
+    for (let r = 0; r < X.size / d; r++) softmaxRow(X.data, out, r * d, d);
+    return new ReferenceTensor(x.shape, out);
+  }
+
+  rope(x: Tensor, positions: Int32Array, theta: number): Tensor {
+    const X = ref(x);
+    if (X.shape.length !== 3) throw new Error(`rope expects [T, H, D], got [${X.shape}]`);
+    const [t, h, d] = X.shape;
+    if (positions.length !== t) throw new Error(`rope got ${positions.length} positions for ${t} rows`);
+    const half = d / 2;
+    const out = new Float32Array(X.size);
+    for (let ti = 0; ti < t; ti++) {
+      for (let i = 0; i < half; i++) {
+        const angle = positions[ti] * Math.pow(theta, (-2 * i) / d);
+        const c = Math.cos(angle), s = Math.sin(angle);
+        for (let hi = 0; hi < h; hi++) {
+          const o = (ti * h + hi) * d;
+          const x1 = X.data[o + i], x2 = X.data[o + i + half];
+          out[o + i] = x1 * c - x2 * s;                                   // first half
+          out[o + i + half] = x2 * c + x1 * s;                            // second half
+        }
+      }
+    }
+    return new ReferenceTensor(x.shape, out);
+  }
+
+  // ── indexing and layout ─────────────────────────────────────────────────
+  embedding(table: Tensor, ids: Int32Array): Tensor {
+    const T = ref(table);
+    const [v, h] = T.shape;
+    const out = new Float32Array(ids.length * h);                         // [T, H]
+    ids.forEach((id, i) => {
+      if (id < 0 || id >= v) throw new Error(`token id ${id} is outside the vocabulary of ${v}`);
+      out.set(T.data.subarray(id * h, (id + 1) * h), i * h);
+    });
+    return new ReferenceTensor([ids.length, h], out);
+  }
+
+  concat(ts: readonly Tensor[], axis: number): Tensor {
+    const parts = ts.map(ref);
+    const first = parts[0].shape;
+    const outer = sizeOf(first.slice(0, axis));
+    const inners = parts.map((p) => sizeOf(p.shape.slice(axis)));
+    const shape = [...first];
+    shape[axis] = parts.reduce((s, p) => s + p.shape[axis], 0);
+    const out = new Float32Array(sizeOf(shape));
+    const rowOut = inners.reduce((a, b) => a + b, 0);
+    for (let o = 0; o < outer; o++) {
+      let off = o * rowOut;
+      parts.forEach((p, pi) => {
+        out.set(p.data.subarray(o * inners[pi], (o + 1) * inners[pi]), off);
+        off += inners[pi];
+      });
+    }
+    return new ReferenceTensor(shape, out);
+  }
+
+  slice(x: Tensor, axis: number, start: number, end: number): Tensor {
+    const X = ref(x);
+    const outer = sizeOf(X.shape.slice(0, axis));
+    const inner = sizeOf(X.shape.slice(axis + 1));
+    const len = end - start;
+    const shape = [...X.shape];
+    shape[axis] = len;
+    const out = new Float32Array(outer * len * inner);
+    for (let o = 0; o < outer; o++) {
+      const src = (o * X.shape[axis] + start) * inner;
+      out.set(X.data.subarray(src, src + len * inner), o * len * inner);
+    }
+    return new ReferenceTensor(shape, out);
+  }
+
+  reshape(x: Tensor, shape: readonly number[]): Tensor {
+    return new ReferenceTensor([...shape], ref(x).data);                  // shares storage
+  }
+
+  transpose(x: Tensor, perm: readonly number[]): Tensor {
+    const X = ref(x);
+    const rank = X.shape.length;
+    const shape = perm.map((p) => X.shape[p]);
+    const inStrides = strides(X.shape);
+    const outStrides = strides(shape);
+    const out = new Float32Array(X.size);
+    for (let flat = 0; flat < X.size; flat++) {
+      let rem = flat, src = 0;
+      for (let d = 0; d < rank; d++) {
+        const idx = Math.floor(rem / outStrides[d]);
+        rem -= idx * outStrides[d];
+        src += idx * inStrides[perm[d]];
+      }
+      out[flat] = X.data[src];
+    }
+    return new ReferenceTensor(shape, out);
+  }
+
+  writeRows(dst: Tensor, src: Tensor, offset: number): void {
+    const D = ref(dst), S = ref(src);
+    const row = sizeOf(D.shape.slice(1));
+    if (sizeOf(S.shape.slice(1)) !== row || offset + S.shape[0] > D.shape[0]) {
+      throw new Error(`writeRows: [${S.shape}] does not fit [${D.shape}] at row ${offset}`);
+    }
+    D.data.set(S.data, offset * row);
+  }
+
+  // ── vision ──────────────────────────────────────────────────────────────
+  patchEmbed(pixels: Tensor, weight: Tensor, bias: Tensor, patch: number): Tensor {
+    const X = ref(pixels), W = ref(weight), B = ref(bias).data;
+    const [c, h, w] = X.shape;
+    const o = W.shape[0];
+    const gh = h / patch, gw = w / patch;
+    const k = c * patch * patch;
+    // Gather each patch into a row in (channel, y, x) order, then one matmul with W [O, C·P·P].
+    const cols = new Float32Array(gh * gw * k);                           // [N, C·P·P]
+    for (let py = 0; py < gh; py++) {
+      for (let px = 0; px < gw; px++) {
+        const row = (py * gw + px) * k;
+        for (let ci = 0; ci < c; ci++) {
+          for (let y = 0; y < patch; y++) {
+            const src = ci * h * w + (py * patch + y) * w + px * patch;
+            cols.set(X.data.subarray(src, src + patch), row + (ci * patch + y) * patch);
+          }
+        }
+      }
+    }
+    const out = new Float32Array(gh * gw * o);                            // [N, O]
+    matmulTransposedB(cols, W.data, out, gh * gw, k, o);
+    for (let n = 0; n < gh * gw; n++) for (let j = 0; j < o; j++) out[n * o + j] += B[j];
+    return new ReferenceTensor([gh * gw, o], out);
+  }
+}
+
+function ref(t: Tensor): ReferenceTensor {
+  if (!(t instanceof ReferenceTensor)) throw new Error('tensor does not belong to the reference backend');
+  return t;
+}
+
+function lastDim(t: ReferenceTensor): number {
+  return t.shape[t.shape.length - 1];
+}
+
+function strides(shape: readonly number[]): number[] {
+  const s = new Array<number>(shape.length);
+  let acc = 1;
+  for (let d = shape.length - 1; d >= 0; d--) { s[d] = acc; acc *= shape[d]; }
+  return s;
+}
+
+/** b is a's shape or a's trailing dims; b repeats over a's leading dims. */
+function broadcast(
+  a: ReferenceTensor, b: ReferenceTensor, f: (x: number, y: number) => number, op: string,
+): ReferenceTensor {
+  const tail = a.shape.slice(a.shape.length - b.shape.length);
+  if (b.shape.length > a.shape.length || tail.some((d, i) => d !== b.shape[i])) {
+    throw new Error(`${op}: [${b.shape}] does not broadcast onto [${a.shape}]`);
+  }
+  const out = new Float32Array(a.size);
+  const n = b.size;
+  for (let i = 0; i < a.size; i++) out[i] = f(a.data[i], b.data[i % n]);
+  return new ReferenceTensor(a.shape, out);
+}
+
+/** Max-subtracted softmax of data[o, o + d) into out; float64 sum. */
+export function softmaxRow(data: Float32Array, out: Float32Array, o: number, d: number): void {
+  let max = -Infinity;
+  for (let i = 0; i < d; i++) if (data[o + i] > max) max = data[o + i];
+  let sum = 0;
+  for (let i = 0; i < d; i++) {
+    const e = Math.exp(data[o + i] - max);
+    out[o + i] = e;
+    sum += e;
+  }
+  for (let i = 0; i < d; i++) out[o + i] /= sum;
+}

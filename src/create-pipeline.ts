@@ -1,0 +1,115 @@
+/**
+ * Composition root: loads the built-in and user plugins into one registry, picks each part by
+ * name (or takes the instance you pass), loads the checkpoint, binds everything in an inversify
+ * container and resolves the pipeline from it.
+ *
+ * ```ts
+ * const pipe = await createPipeline({ model: './paligemma-3b-mix-224', backend: 'onnx' });
+ * const { text } = await pipe.generate('cat.jpg', 'caption en');
+ * ```
+ */
+import 'reflect-metadata';
+import type { Container } from 'inversify';
+import { BUILTIN_PLUGINS } from './builtin-plugins.js';
+import { AttentionKernel } from './interfaces/attention-kernel.js';
+import type { BackendOptions, SamplerOptions } from './interfaces/contributions.js';
+import { PaliGemmaError } from './interfaces/errors.js';
+import { ImageProcessor } from './interfaces/image-processor.js';
+import { KVCacheStore } from './interfaces/kv-cache-store.js';
+import { Sampler } from './interfaces/sampler.js';
+import { TensorBackend } from './interfaces/tensor-backend.js';
+import { Tokenizer } from './interfaces/tokenizer.js';
+import { loadCheckpoint, type LoadProgress } from './pipeline/checkpoint/load-checkpoint.js';
+import { ModelCheckpointToken, PaliGemmaPipeline } from './pipeline/paligemma-pipeline.js';
+import type { PaliGemmaPlugin } from './plugin/define-plugin.js';
+import { loadPluginModule } from './plugin/load-plugin.js';
+import { PartRegistry } from './plugin/part-registry.js';
+import { ensureDemoCheckpoint } from './testing/demo-checkpoint.js';
+
+export interface CreatePipelineOptions {
+  /** Hugging Face PaliGemma folder. Default: the built-in tiny demo checkpoint (random weights). */
+  model?: string;
+  /** Backend name (default 'reference') or your own instance. */
+  backend?: string | TensorBackend;
+  backendOptions?: BackendOptions;
+  /** Attention kernel name or instance (default: the backend's own, else 'plain'). */
+  attention?: string | AttentionKernel;
+  /** KV cache store name or instance (default: 'contiguous'). */
+  kvCache?: string | KVCacheStore;
+  /** Sampler name ('greedy', 'temperature', 'top-k', 'top-p', or a plugin's) or instance. */
+  sampler?: string | Sampler;
+  samplerOptions?: SamplerOptions;
+  tokenizer?: Tokenizer;
+  imageProcessor?: ImageProcessor;
+  /** Plugin objects, file paths or package names, loaded after the built-in ones. */
+  plugins?: ReadonlyArray<PaliGemmaPlugin | string>;
+  /** Called as checkpoint bytes load. */
+  onProgress?: (p: LoadProgress) => void;
+  /** Last word on the container: rebind any part before the pipeline is resolved. */
+  configure?: (container: Container) => void;
+}
+
+/** A registry holding the built-in plugins and the given ones. */
+export async function createRegistry(plugins: ReadonlyArray<PaliGemmaPlugin | string> = []): Promise<PartRegistry> {
+  const registry = new PartRegistry();
+  for (const p of BUILTIN_PLUGINS) registry.load(p);
+  for (const p of plugins) registry.load(typeof p === 'string' ? await loadPluginModule(p) : p);
+  return registry;
+}
+
+/** Creates and starts the backend named `name` from the registry. */
+export async function startBackend(registry: PartRegistry, name: string, options: BackendOptions = {}): Promise<TensorBackend> {
+  const contribution = registry.get('backend', name);
+  const where = registry.list().find((p) => p.kind === 'backend' && p.name === name);
+  try {
+    const backend = await contribution.create(options);
+    await backend.init?.();
+    return backend;
+  } catch (e) {
+    if (e instanceof PaliGemmaError) throw e;
+    throw new PaliGemmaError(`backend ${name} (plugin ${where?.plugin}) failed to start: ${(e as Error).message.split('\n')[0]}`);
+  }
+}
+
+export async function createPipeline(options: CreatePipelineOptions = {}): Promise<PaliGemmaPipeline> {
+  const registry = await createRegistry(options.plugins);
+  const dir = options.model ?? await ensureDemoCheckpoint();
+
+  const backendName = typeof options.backend === 'string' ? options.backend : options.backend?.name ?? 'reference';
+  const backend = typeof options.backend === 'object'
+    ? options.backend
+    : await startBackend(registry, backendName, options.backendOptions);
+  const defaults = registry.names('backend').includes(backendName) ? registry.get('backend', backendName) : undefined;
+
+  const attention = typeof options.attention === 'object'
+    ? options.attention
+    : registry.get('attention', options.attention ?? defaults?.defaultAttention ?? 'plain').create();
+  const kvCache = typeof options.kvCache === 'object'
+    ? options.kvCache
+    : registry.get('kvCache', options.kvCache ?? defaults?.defaultKvCache ?? 'contiguous').create();
+  const sampler = typeof options.sampler === 'object'
+    ? options.sampler
+    : registry.get('sampler', options.sampler ?? 'greedy').create(options.samplerOptions ?? {});
+
+  const tokenizer = options.tokenizer ?? await registry.get('tokenizer', 'hf').load(dir);
+  const checkpoint = await loadCheckpoint(dir, backend, { onProgress: options.onProgress });
+  try {
+    const imageProcessor = options.imageProcessor
+      ?? await registry.get('imageProcessor', 'siglip').load(dir, checkpoint.config.vision.imageSize);
+
+    const c = registry.container;
+    c.bind(TensorBackend).toConstantValue(backend);
+    c.bind(AttentionKernel).toConstantValue(attention);
+    c.bind(KVCacheStore).toConstantValue(kvCache);
+    c.bind(Sampler).toConstantValue(sampler);
+    c.bind(Tokenizer).toConstantValue(tokenizer);
+    c.bind(ImageProcessor).toConstantValue(imageProcessor);
+    c.bind(ModelCheckpointToken).toConstantValue(checkpoint);
+    c.bind(PaliGemmaPipeline).toSelf().inSingletonScope();
+    options.configure?.(c);
+    return c.get(PaliGemmaPipeline);
+  } catch (e) {
+    checkpoint.dispose();
+    throw e;
+  }
+}

@@ -1,0 +1,93 @@
+/**
+ * Contribution points. A plugin binds any number of these (multi-bindings) in its
+ * ContainerModule; the PartRegistry collects them by name. Built-in parts use the same points.
+ *
+ * ```ts
+ * export default definePlugin('my-backend', ({ bind }) => {
+ *   bind(BackendContribution).toConstantValue({
+ *     name: 'mine', description: 'my backend', create: () => new MyBackend(),
+ *   });
+ * });
+ * ```
+ */
+import type { AttentionKernel } from './attention-kernel.js';
+import type { ImageProcessor } from './image-processor.js';
+import type { KVCacheStore } from './kv-cache-store.js';
+import type { Sampler } from './sampler.js';
+import type { TensorBackend } from './tensor-backend.js';
+import type { Tokenizer } from './tokenizer.js';
+
+/** Options every backend factory receives; backends ignore what they do not use. */
+export interface BackendOptions {
+  /** 'cpu' | 'cuda' | 'gpu' ...; each backend documents what it accepts. */
+  device?: string;
+  /** Backend-specific settings (e.g. { engine: 'wasm' } for tfjs). */
+  [key: string]: unknown;
+}
+
+export const BackendContribution = Symbol('BackendContribution');
+export interface BackendContribution {
+  readonly name: string;
+  readonly description: string;
+  create(options: BackendOptions): TensorBackend | Promise<TensorBackend>;
+  /** Name of the attention kernel to use by default on this backend ('plain' if omitted). */
+  readonly defaultAttention?: string;
+  /** Name of the KV cache store to use by default on this backend ('contiguous' if omitted). */
+  readonly defaultKvCache?: string;
+}
+
+export const AttentionKernelContribution = Symbol('AttentionKernelContribution');
+export interface AttentionKernelContribution {
+  readonly name: string;
+  readonly description: string;
+  create(): AttentionKernel;
+}
+
+export const KVCacheStoreContribution = Symbol('KVCacheStoreContribution');
+export interface KVCacheStoreContribution {
+  readonly name: string;
+  readonly description: string;
+  create(): KVCacheStore;
+}
+
+/** Options a sampler factory receives (from the CLI flags or createPipeline). */
+export interface SamplerOptions {
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  [key: string]: unknown;
+}
+
+export const SamplerContribution = Symbol('SamplerContribution');
+export interface SamplerContribution {
+  readonly name: string;
+  readonly description: string;
+  create(options: SamplerOptions): Sampler;
+}
+
+export const TokenizerContribution = Symbol('TokenizerContribution');
+export interface TokenizerContribution {
+  readonly name: string;
+  readonly description: string;
+  /** Loads the tokenizer of a model folder. */
+  load(modelDir: string): Promise<Tokenizer>;
+}
+
+export const ImageProcessorContribution = Symbol('ImageProcessorContribution');
+export interface ImageProcessorContribution {
+  readonly name: string;
+  readonly description: string;
+  /** Loads the processor of a model folder; imageSize is the vision tower's input size. */
+  load(modelDir: string, imageSize: number): Promise<ImageProcessor>;
+}
+
+/** The kinds of part a plugin can contribute, by contribution token. */
+export const CONTRIBUTION_KINDS = {
+  backend: BackendContribution,
+  attention: AttentionKernelContribution,
+  kvCache: KVCacheStoreContribution,
+  sampler: SamplerContribution,
+  tokenizer: TokenizerContribution,
+  imageProcessor: ImageProcessorContribution,
+} as const;
+export type ContributionKind = keyof typeof CONTRIBUTION_KINDS;

@@ -1,0 +1,24 @@
+/**
+ * ImageProcessor: image file or bytes → normalised pixels for the vision tower.
+ *
+ * ```ts
+ * const { data, shape } = await processor.process('cat.jpg');   // shape [3, 224, 224]
+ * ```
+ */
+export const ImageProcessor = Symbol('ImageProcessor');
+
+export interface PixelValues {
+  /** CHW float32, normalised. */
+  data: Float32Array;
+  shape: [channels: number, height: number, width: number];
+}
+
+/** A path, encoded image bytes (PNG/JPEG/WebP), or decoded RGB(A) pixels. */
+export type ImageInput =
+  | string
+  | Uint8Array
+  | { data: Uint8Array; width: number; height: number; channels: 3 | 4 };
+
+export interface ImageProcessor {
+  process(image: ImageInput): Promise<PixelValues>;
+}

@@ -1,0 +1,112 @@
+/**
+ * TensorBackend: owns device memory and runs the small, named op set the model needs.
+ *
+ * Tensors are opaque handles owned by the backend that made them; only `read()` brings data
+ * back to JS, and it is async because device readback is. A backend may record ops lazily and
+ * flush at `read()`. All model compute is float32; weights may be stored as f16/bf16 when the
+ * backend says it supports them (`supports('upload', 'bf16')`).
+ *
+ * ```ts
+ * const a = backend.upload(new Float32Array([1, 2, 3, 4, 5, 6]), [2, 3]);
+ * const b = backend.upload(new Float32Array(12).fill(1), [4, 3]);
+ * const c = backend.matmul(a, b, { transposeB: true });   // [2, 4]
+ * console.log(await backend.read(c));
+ * backend.dispose([a, b, c]);
+ * ```
+ */
+export const TensorBackend = Symbol('TensorBackend');
+
+/** Storage dtype of a tensor. Compute is float32; 16-bit types exist for weights. */
+export type DType = 'f32' | 'f16' | 'bf16';
+
+/** Opaque handle. Only its backend may look inside. */
+export interface Tensor {
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+}
+
+/** Names of every op; `supports(op)` and the conformance kit speak these names. */
+export type OpName =
+  | 'upload' | 'read'
+  | 'matmul' | 'add' | 'mul' | 'scale'
+  | 'layerNorm' | 'rmsNorm' | 'gelu' | 'softmax' | 'rope'
+  | 'embedding' | 'concat' | 'slice' | 'reshape' | 'transpose'
+  | 'patchEmbed' | 'writeRows';
+
+export interface MatmulOptions {
+  /** b is [N, K] (PyTorch Linear layout) instead of [K, N]. */
+  transposeB?: boolean;
+  /** [N], added to every output row. */
+  bias?: Tensor;
+}
+
+export interface TensorBackend {
+  /** Registry name, e.g. 'reference'. */
+  readonly name: string;
+  /** What actually runs, e.g. 'tfjs (wasm)' or 'webgpu (google/swiftshader)'. Defaults to name. */
+  readonly engine?: string;
+  /** Called once before first use (load native code, open a device). */
+  init?(): Promise<void>;
+  /** Whether this backend implements `op` for tensors stored as `dtype` (default f32). */
+  supports(op: OpName, dtype?: DType): boolean;
+  /** Releases everything the backend holds. The backend is unusable afterwards. */
+  close?(): Promise<void>;
+
+  // ── memory ────────────────────────────────────────────────────────────────
+  /** Copies host data into a new tensor. `Uint16Array` data is raw f16/bf16 bits. */
+  upload(data: Float32Array | Uint16Array, shape: readonly number[], dtype?: DType): Tensor;
+  /** A new zero-filled f32 tensor (KV caches, accumulators). */
+  zeros(shape: readonly number[]): Tensor;
+  /** Reads a tensor back as float32, row-major. */
+  read(t: Tensor): Promise<Float32Array>;
+  dispose(t: Tensor | readonly Tensor[]): void;
+
+  // ── linear algebra ────────────────────────────────────────────────────────
+  /** a [M, K] · b [K, N] (or b [N, K] with transposeB) + bias [N] → [M, N]. */
+  matmul(a: Tensor, b: Tensor, opts?: MatmulOptions): Tensor;
+
+  // ── elementwise; b is a's shape or a's trailing dims (broadcast over leading ones) ──
+  add(a: Tensor, b: Tensor): Tensor;
+  mul(a: Tensor, b: Tensor): Tensor;
+  scale(a: Tensor, s: number): Tensor;
+  /** Tanh-approximated GELU (PyTorch's gelu(approximate='tanh')). */
+  gelu(a: Tensor): Tensor;
+
+  // ── normalisation and friends, all over the last axis ─────────────────────
+  /** (x - mean) / sqrt(var + eps) · w + b. */
+  layerNorm(x: Tensor, w: Tensor, b: Tensor, eps: number): Tensor;
+  /** x · rsqrt(mean(x²) + eps) · (1 + w), in float32 (Gemma's convention). */
+  rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor;
+  /** Numerically stable softmax over the last axis. */
+  softmax(x: Tensor): Tensor;
+  /**
+   * Rotate-half rotary embedding. x [T, H, D]; row t uses position positions[t]:
+   * angle_i = pos · theta^(-2i/D) for i < D/2; out = x·cos + rotate_half(x)·sin.
+   */
+  rope(x: Tensor, positions: Int32Array, theta: number): Tensor;
+
+  // ── indexing and layout ───────────────────────────────────────────────────
+  /** table [V, H], ids [T] → [T, H]. */
+  embedding(table: Tensor, ids: Int32Array): Tensor;
+  concat(ts: readonly Tensor[], axis: number): Tensor;
+  /** Rows [start, end) along `axis`, copied. */
+  slice(x: Tensor, axis: number, start: number, end: number): Tensor;
+  /**
+   * Same data, new shape (same element count). May share storage with x; disposing either
+   * handle is safe, and shared storage lives while any handle to it does.
+   */
+  reshape(x: Tensor, shape: readonly number[]): Tensor;
+  transpose(x: Tensor, perm: readonly number[]): Tensor;
+  /**
+   * In place: dst[offset + i, ...] = src[i, ...] along axis 0. The one mutating op; KV caches
+   * use it to fill preallocated buffers without reallocating.
+   */
+  writeRows(dst: Tensor, src: Tensor, offset: number): void;
+
+  // ── vision ────────────────────────────────────────────────────────────────
+  /**
+   * Non-overlapping patch convolution (kernel = stride = patch, no padding).
+   * pixels [C, H, W], weight [O, C, P, P], bias [O] → [(H/P)·(W/P), O], patches row-major.
+   */
+  patchEmbed(pixels: Tensor, weight: Tensor, bias: Tensor, patch: number): Tensor;
+}

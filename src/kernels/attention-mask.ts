@@ -1,0 +1,31 @@
+import type { AttentionMask, AttentionOptions } from '../interfaces/attention-kernel.js';
+
+/**
+ * Whether query at absolute index q may see key j (both 0-based indices into the key rows).
+ * The single definition every kernel and the conformance kit share.
+ */
+export function keyVisible(mask: AttentionMask, q: number, j: number, slidingWindow?: number): boolean {
+  if (slidingWindow !== undefined && q - j >= slidingWindow) return false;
+  switch (mask.kind) {
+    case 'bidirectional': return true;
+    case 'causal': return j <= q;
+    case 'prefixLm': return j < mask.prefixLength || j <= q;
+  }
+}
+
+/** Additive mask [Tq, kvLength]: 0 where visible, -Infinity elsewhere. */
+export function additiveMask(tq: number, kvLength: number, opts: AttentionOptions): Float32Array {
+  const off = opts.queryOffset ?? 0;
+  const out = new Float32Array(tq * kvLength);
+  for (let i = 0; i < tq; i++) {
+    for (let j = 0; j < kvLength; j++) {
+      if (!keyVisible(opts.mask, off + i, j, opts.slidingWindow)) out[i * kvLength + j] = -Infinity;
+    }
+  }
+  return out;
+}
+
+/** Query head h reads this kv head (grouped-query attention). */
+export function kvHeadFor(h: number, numHeads: number, numKvHeads: number): number {
+  return Math.floor(h / (numHeads / numKvHeads));
+}

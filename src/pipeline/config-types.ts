@@ -1,0 +1,45 @@
+/** Resolved model configuration (Hugging Face defaults already filled in), camelCase. */
+import type { DType } from '../interfaces/tensor-backend.js';
+
+export interface VisionConfig {
+  hiddenSize: number;          // 1152 in So400m
+  intermediateSize: number;    // 4304
+  numLayers: number;           // 27
+  numHeads: number;            // 16
+  patchSize: number;           // 14
+  imageSize: number;           // 224
+  numChannels: number;         // 3
+  layerNormEps: number;        // 1e-6
+}
+
+export interface TextConfig {
+  hiddenSize: number;          // 2048
+  intermediateSize: number;    // 16384
+  numLayers: number;           // 18
+  numHeads: number;            // 8
+  numKvHeads: number;          // 1
+  headDim: number;             // 256
+  vocabSize: number;           // 257216
+  rmsNormEps: number;          // 1e-6
+  ropeTheta: number;           // 10000
+  maxPositionEmbeddings: number;
+  /** Gemma 2 fields, unset for PaliGemma 1. */
+  attnLogitSoftcapping?: number;
+  finalLogitSoftcapping?: number;
+  slidingWindow?: number;
+  queryPreAttnScalar?: number;
+}
+
+export interface PaliGemmaConfig {
+  vision: VisionConfig;
+  text: TextConfig;
+  projectionDim: number;       // = text.hiddenSize
+  imageTokenIndex: number;     // 257152
+  /** (imageSize / patchSize)². */
+  numImageTokens: number;
+  bosTokenId: number;
+  eosTokenId: number;
+  padTokenId: number;
+  /** config.json's torch_dtype, if given. */
+  torchDtype?: DType;
+}

@@ -1,0 +1,159 @@
+/**
+ * PaliGemma 1 (Beyer et al., "PaliGemma: A versatile 3B VLM for transfer"): SigLIP image rows
+ * projected into Gemma's embedding space, followed by the prompt, decoded with a prefix-LM mask.
+ *
+ * Lifecycle (explicit, no hidden state):
+ *   const rows = model.imageRows(pixels);                 // [N, H]
+ *   const s = model.session(capacity);                    // allocates the KV cache once
+ *   const last = await s.prefill(model.embedPrompt(ids, rows), ids.length);   // logits [V]
+ *   const next = await s.step(tokenId);                   // one decode step
+ *   s.dispose();
+ */
+import type { AttentionKernel, AttentionMask } from '../interfaces/attention-kernel.js';
+import type { PixelValues } from '../interfaces/image-processor.js';
+import type { KVCache, KVCacheStore } from '../interfaces/kv-cache-store.js';
+import type { DType, Tensor, TensorBackend } from '../interfaces/tensor-backend.js';
+import type { PaliGemmaConfig } from './config-types.js';
+import { GemmaDecoder } from './gemma.js';
+import { ModelWeights } from './model-weights.js';
+import { roundToDtype } from './round-to-dtype.js';
+import { SiglipVisionTower, projectImageFeatures } from './siglip.js';
+
+export interface ModelParts {
+  backend: TensorBackend;
+  attention: AttentionKernel;
+  kvCacheStore: KVCacheStore;
+}
+
+export interface ModelCheckpoint {
+  config: PaliGemmaConfig;
+  weights: ReadonlyMap<string, Tensor>;
+  /** Stored dtype of the embeddings; √H is rounded to it, as Hugging Face does. */
+  weightDtype: DType;
+}
+
+export class PaliGemmaModel {
+  readonly config: PaliGemmaConfig;
+  readonly backend: TensorBackend;
+  private readonly weights: ModelWeights;
+  private readonly vision: SiglipVisionTower;
+  private readonly decoder: GemmaDecoder;
+  /** √H rounded to the weight dtype: text rows are embed·√H. */
+  readonly embedScale: number;
+
+  constructor(private readonly parts: ModelParts, checkpoint: ModelCheckpoint) {
+    this.config = checkpoint.config;
+    this.backend = parts.backend;
+    this.weights = new ModelWeights(checkpoint.weights);
+    this.vision = new SiglipVisionTower(parts.backend, parts.attention, this.weights, this.config.vision);
+    this.decoder = new GemmaDecoder(parts.backend, parts.attention, this.weights, this.config.text);
+    this.embedScale = roundToDtype(Math.sqrt(this.config.text.hiddenSize), checkpoint.weightDtype);
+  }
+
+  /** Normalised pixels → vision tower output [N, Dv] (after post_layernorm). */
+  visionFeatures(pixels: PixelValues): Tensor {
+    const px = this.backend.upload(pixels.data, pixels.shape);          // [C, S, S]
+    const out = this.vision.forward(px);
+    this.backend.dispose(px);
+    return out;
+  }
+
+  /** Normalised pixels → image rows [N, H] that replace the <image> tokens. */
+  imageRows(pixels: PixelValues): Tensor {
+    const features = this.visionFeatures(pixels);                       // [N, Dv]
+    const rows = projectImageFeatures(this.backend, this.weights, features);
+    this.backend.dispose(features);
+    return rows;
+  }
+
+  /**
+   * ids [T] → decoder input [T, H]: text rows are embed(id)·√H; the i-th <image> token takes
+   * image row i. Hugging Face divides the features by √H before the decoder multiplies every
+   * row by √H, so image rows enter as the projector output itself.
+   */
+  embedPrompt(ids: Int32Array, imageRows: Tensor): Tensor {
+    const b = this.backend, image = this.config.imageTokenIndex;
+    const pieces: Tensor[] = [];
+    let imageRow = 0;
+    for (let start = 0; start < ids.length;) {
+      const isImage = ids[start] === image;
+      let end = start + 1;
+      while (end < ids.length && (ids[end] === image) === isImage) end++;
+      if (isImage) {
+        if (imageRow + (end - start) > imageRows.shape[0]) {
+          throw new Error(`prompt has more <image> tokens than the ${imageRows.shape[0]} image rows`);
+        }
+        pieces.push(b.slice(imageRows, 0, imageRow, imageRow + end - start));   // [n, H]
+        imageRow += end - start;
+      } else {
+        const raw = this.decoder.embed(ids.subarray(start, end));                // [n, H]
+        pieces.push(b.scale(raw, this.embedScale));
+        b.dispose(raw);
+      }
+      start = end;
+    }
+    const out = pieces.length === 1 ? pieces[0] : b.concat(pieces, 0);           // [T, H]
+    if (pieces.length > 1) b.dispose(pieces);
+    return out;
+  }
+
+  /** A decoding session whose KV cache holds up to `capacity` positions. */
+  session(capacity: number): ModelSession {
+    const t = this.config.text;
+    const cache = this.parts.kvCacheStore.create(this.backend, {
+      layers: t.numLayers, kvHeads: t.numKvHeads, headDim: t.headDim, capacity,
+    });
+    return new ModelSession(this, this.decoder, cache);
+  }
+
+  /** Text rows for ids [T]: embed·√H. */
+  embedText(ids: Int32Array): Tensor {
+    const raw = this.decoder.embed(ids);
+    const out = this.backend.scale(raw, this.embedScale);
+    this.backend.dispose(raw);
+    return out;
+  }
+}
+
+/** Prefill + decode over one KV cache. */
+export class ModelSession {
+  private mask: AttentionMask = { kind: 'causal' };
+
+  constructor(
+    private readonly model: PaliGemmaModel,
+    private readonly decoder: GemmaDecoder,
+    readonly cache: KVCache,
+  ) {}
+
+  /**
+   * Prefill: runs the whole input [T, H] through the decoder at once. The first
+   * `prefixLength` rows attend bidirectionally (image + prompt); later rows are causal.
+   * Returns logits [R, V] for rows [logitsFrom, T) (default: the last row only).
+   */
+  async prefill(embeds: Tensor, prefixLength: number, logitsFrom = embeds.shape[0] - 1): Promise<Float32Array> {
+    this.mask = { kind: 'prefixLm', prefixLength };
+    return this.run(embeds, logitsFrom);
+  }
+
+  /** Decode: one token at the next position; it sees the whole cache. Returns logits [V]. */
+  async step(tokenId: number): Promise<Float32Array> {
+    const x = this.model.embedText(Int32Array.of(tokenId));                       // [1, H]
+    const logits = await this.run(x, 0);
+    this.model.backend.dispose(x);
+    return logits;
+  }
+
+  dispose(): void {
+    this.cache.dispose();
+  }
+
+  private async run(x: Tensor, logitsFrom: number): Promise<Float32Array> {
+    const b = this.model.backend;
+    const hidden = this.decoder.forward(x, this.cache, this.mask);                // [T, H]
+    const rows = logitsFrom === 0 ? hidden : b.slice(hidden, 0, logitsFrom, hidden.shape[0]);
+    const logits = this.decoder.logits(rows);                                     // [R, V]
+    const out = await b.read(logits);
+    b.dispose(rows === hidden ? [hidden, logits] : [hidden, rows, logits]);
+    return out;
+  }
+}

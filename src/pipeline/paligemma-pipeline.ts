@@ -1,0 +1,176 @@
+/**
+ * The user-facing pipeline: image + prompt → streamed tokens, text, log-probabilities and
+ * scores. Every part is injected (inversify), so any of them can be swapped by rebinding.
+ */
+import 'reflect-metadata';
+import { inject, injectable } from 'inversify';
+import { AttentionKernel } from '../interfaces/attention-kernel.js';
+import { PaliGemmaError } from '../interfaces/errors.js';
+import { ImageProcessor, type ImageInput } from '../interfaces/image-processor.js';
+import { KVCacheStore } from '../interfaces/kv-cache-store.js';
+import { Sampler } from '../interfaces/sampler.js';
+import { TensorBackend } from '../interfaces/tensor-backend.js';
+import { Tokenizer } from '../interfaces/tokenizer.js';
+import { logSoftmax } from '../samplers/log-softmax.js';
+import { seededRng } from '../samplers/rng.js';
+import type {
+  GenerateOptions, GeneratedToken, GenerationResult, ScoreResult, TokenLogprob,
+} from './generation-types.js';
+import { PaliGemmaModel, type ModelCheckpoint } from './paligemma-model.js';
+import { promptIds, suffixIds } from './prompt-format.js';
+
+/** DI token of the loaded checkpoint the pipeline runs. */
+export const ModelCheckpointToken = Symbol('ModelCheckpoint');
+export type LoadedModel = ModelCheckpoint & { dispose?(): void };
+
+const DEFAULT_MAX_NEW_TOKENS = 32;
+
+@injectable()
+export class PaliGemmaPipeline {
+  readonly model: PaliGemmaModel;
+
+  constructor(
+    @inject(TensorBackend) readonly backend: TensorBackend,
+    @inject(AttentionKernel) attention: AttentionKernel,
+    @inject(KVCacheStore) kvCacheStore: KVCacheStore,
+    @inject(Sampler) readonly sampler: Sampler,
+    @inject(Tokenizer) readonly tokenizer: Tokenizer,
+    @inject(ImageProcessor) readonly imageProcessor: ImageProcessor,
+    @inject(ModelCheckpointToken) private readonly checkpoint: LoadedModel,
+  ) {
+    this.model = new PaliGemmaModel({ backend, attention, kvCacheStore }, checkpoint);
+  }
+
+  /** Name of the engine that runs the math, e.g. 'reference' or 'tfjs (wasm)'. */
+  get backendName(): string {
+    return this.backend.engine ?? this.backend.name;
+  }
+
+  /** Generates to completion. */
+  async generate(image: ImageInput, prompt: string, opts: GenerateOptions = {}): Promise<GenerationResult> {
+    const it = this.stream(image, prompt, opts);
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  /**
+   * Streams generated tokens as they are decoded; the generator's return value is the full
+   * result. Prefill runs image + prompt at once (bidirectional); each step adds one causal token.
+   */
+  async *stream(image: ImageInput, prompt: string, opts: GenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerationResult> {
+    const maxNew = opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
+    if (!Number.isInteger(maxNew) || maxNew < 1) {
+      throw new PaliGemmaError(`invalid maxNewTokens ${maxNew}: expected an integer ≥ 1`);
+    }
+    const sampler = opts.sampler ?? this.sampler;
+    const rng = seededRng(opts.seed ?? 0);
+    const topN = opts.logprobs ?? 0;
+    const t0 = performance.now();
+
+    const pixels = await this.imageProcessor.process(image);
+    const t1 = performance.now();
+    const ids = Int32Array.from(promptIds(this.tokenizer, prompt, this.model.config.numImageTokens));
+    const rows = this.model.imageRows(pixels);                                   // [N, H]
+    const embeds = this.model.embedPrompt(ids, rows);                            // [T, H]
+    this.backend.dispose(rows);
+    const t2 = performance.now();
+
+    const session = this.model.session(ids.length + maxNew);
+    const tokens: number[] = [];
+    const logprobs: Array<TokenLogprob & { top: TokenLogprob[] }> = [];
+    let finishReason: GenerationResult['finishReason'] = 'length';
+    let text = '';
+    let t3 = t2;
+    try {
+      let logits = await session.prefill(embeds, ids.length);                    // [V]
+      this.backend.dispose(embeds);
+      t3 = performance.now();
+      for (let step = 0; step < maxNew; step++) {
+        if (opts.signal?.aborted) { finishReason = 'aborted'; break; }
+        const token = sampler.sample(logits, { rng });
+        tokens.push(token);
+        const piece: GeneratedToken = { token, text: '' };
+        if (topN > 0) {
+          const lp = logSoftmax(logits);
+          const entry = { token, logprob: lp[token], top: topLogprobs(lp, topN) };
+          logprobs.push(entry);
+          Object.assign(piece, { logprob: entry.logprob, top: entry.top });
+        }
+        const full = this.tokenizer.decode(tokens, { skipSpecialTokens: true });
+        // Hold back a trailing partial UTF-8 character until a later token completes it.
+        if (!full.endsWith('\uFFFD')) { piece.text = full.slice(text.length); text = full; }
+        yield piece;
+        if (token === this.tokenizer.special.eos) { finishReason = 'eos'; break; }
+        if (step + 1 < maxNew) logits = await session.step(token);
+      }
+    } finally {
+      session.dispose();
+    }
+    const t4 = performance.now();
+    const generated = tokens.length;
+    return {
+      text: this.tokenizer.decode(tokens, { skipSpecialTokens: true }),
+      tokens,
+      finishReason,
+      ...(topN > 0 ? { logprobs } : {}),
+      backend: this.backendName,
+      timings: {
+        imageMs: t1 - t0,
+        visionMs: t2 - t1,
+        prefillMs: t3 - t2,
+        decodeMs: t4 - t3,
+        decodeMsPerToken: generated > 1 ? (t4 - t3) / (generated - 1) : 0,
+        totalMs: t4 - t0,
+        promptTokens: ids.length,
+        generatedTokens: generated,
+      },
+    };
+  }
+
+  /**
+   * Teacher-forced log-probability of each suffix token (with <eos> appended) given the image
+   * and prompt: the prompt attends bidirectionally, the suffix causally.
+   */
+  async score(image: ImageInput, prompt: string, suffix: string): Promise<ScoreResult> {
+    const pixels = await this.imageProcessor.process(image);
+    const prefix = promptIds(this.tokenizer, prompt, this.model.config.numImageTokens);
+    const target = suffixIds(this.tokenizer, suffix);
+    const ids = Int32Array.from([...prefix, ...target]);
+    const rows = this.model.imageRows(pixels);
+    const embeds = this.model.embedPrompt(ids, rows);                            // [T, H]
+    this.backend.dispose(rows);
+    const session = this.model.session(ids.length);
+    try {
+      // Row prefix-1+i predicts target[i].
+      const logits = await session.prefill(embeds, prefix.length, prefix.length - 1);   // [S+1, V] flat
+      const v = logits.length / (target.length + 1);
+      const lps = target.map((tok, i) => logSoftmax(logits.subarray(i * v, (i + 1) * v))[tok]);
+      return { tokens: target, logprobs: lps, total: lps.reduce((a, b) => a + b, 0) };
+    } finally {
+      this.backend.dispose(embeds);
+      session.dispose();
+    }
+  }
+
+  /** Releases the weights and the backend. */
+  async close(): Promise<void> {
+    this.checkpoint.dispose?.();
+    await this.backend.close?.();
+  }
+}
+
+/** The n most likely tokens, best first (ties: lower id), without sorting the whole vocabulary. */
+function topLogprobs(lp: Float64Array, n: number): TokenLogprob[] {
+  const best: TokenLogprob[] = [];
+  for (let token = 0; token < lp.length; token++) {
+    const logprob = lp[token];
+    if (best.length === n && logprob <= best[n - 1].logprob) continue;
+    let at = best.length;
+    while (at > 0 && best[at - 1].logprob < logprob) at--;
+    best.splice(at, 0, { token, logprob });
+    if (best.length > n) best.pop();
+  }
+  return best;
+}
