@@ -1,12 +1,25 @@
 import { defineConfig } from 'tsup';
 
-export default defineConfig({
-  entry: { index: 'src/index.ts', cli: 'src/cli/main.ts' },
-  format: ['esm', 'cjs'],
-  dts: { entry: { index: 'src/index.ts' } },
-  sourcemap: true,
-  clean: true,
-  target: 'node20',
-  // Optional engines are loaded lazily at run time and never bundled.
-  external: ['onnxruntime-node', 'webgpu', 'sharp', /^@tensorflow\//],
-});
+// Optional engines are loaded lazily at run time and never bundled.
+const external = ['onnxruntime-node', 'webgpu', 'sharp', /^@tensorflow\//];
+
+export default defineConfig([
+  {
+    // The library: ESM + CJS + type declarations.
+    entry: { index: 'src/index.ts' },
+    format: ['esm', 'cjs'],
+    dts: true,
+    sourcemap: true,
+    clean: true,
+    target: 'node20',
+    external,
+  },
+  {
+    // The command (ESM only: it awaits at top level).
+    entry: { cli: 'src/cli/main.ts' },
+    format: ['esm'],
+    sourcemap: true,
+    target: 'node20',
+    external,
+  },
+]);
