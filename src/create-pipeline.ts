@@ -9,6 +9,7 @@
  * ```
  */
 import 'reflect-metadata';
+import { statSync } from 'node:fs';
 import type { Container } from 'inversify';
 import { BUILTIN_PLUGINS } from './builtin-plugins.js';
 import { AttentionKernel } from './interfaces/attention-kernel.js';
@@ -73,6 +74,9 @@ export async function startBackend(registry: PartRegistry, name: string, options
 
 export async function createPipeline(options: CreatePipelineOptions = {}): Promise<PaliGemmaPipeline> {
   const registry = await createRegistry(options.plugins);
+  if (options.model !== undefined && !statSync(options.model, { throwIfNoEntry: false })?.isDirectory()) {
+    throw new PaliGemmaError(`model folder not found: ${options.model}`);
+  }
   const dir = options.model ?? await ensureDemoCheckpoint();
 
   const backendName = typeof options.backend === 'string' ? options.backend : options.backend?.name ?? 'reference';

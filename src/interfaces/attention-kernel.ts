@@ -12,9 +12,10 @@
  * }); // q [Tq, Hq, D], k/v [Tmax, Hkv, D] → [Tq, Hq, D]
  * ```
  */
+import type { ServiceIdentifier } from 'inversify';
 import type { Tensor, TensorBackend } from './tensor-backend.js';
 
-export const AttentionKernel = Symbol('AttentionKernel');
+export const AttentionKernel: ServiceIdentifier<AttentionKernel> = Symbol('AttentionKernel');
 
 /**
  * Which keys a query may see. With q = queryOffset + i and key index j < kvLength:

@@ -10,6 +10,7 @@
  * });
  * ```
  */
+import type { ServiceIdentifier } from 'inversify';
 import type { AttentionKernel } from './attention-kernel.js';
 import type { ImageProcessor } from './image-processor.js';
 import type { KVCacheStore } from './kv-cache-store.js';
@@ -25,7 +26,7 @@ export interface BackendOptions {
   [key: string]: unknown;
 }
 
-export const BackendContribution = Symbol('BackendContribution');
+export const BackendContribution: ServiceIdentifier<BackendContribution> = Symbol('BackendContribution');
 export interface BackendContribution {
   readonly name: string;
   readonly description: string;
@@ -36,14 +37,14 @@ export interface BackendContribution {
   readonly defaultKvCache?: string;
 }
 
-export const AttentionKernelContribution = Symbol('AttentionKernelContribution');
+export const AttentionKernelContribution: ServiceIdentifier<AttentionKernelContribution> = Symbol('AttentionKernelContribution');
 export interface AttentionKernelContribution {
   readonly name: string;
   readonly description: string;
   create(): AttentionKernel;
 }
 
-export const KVCacheStoreContribution = Symbol('KVCacheStoreContribution');
+export const KVCacheStoreContribution: ServiceIdentifier<KVCacheStoreContribution> = Symbol('KVCacheStoreContribution');
 export interface KVCacheStoreContribution {
   readonly name: string;
   readonly description: string;
@@ -58,14 +59,14 @@ export interface SamplerOptions {
   [key: string]: unknown;
 }
 
-export const SamplerContribution = Symbol('SamplerContribution');
+export const SamplerContribution: ServiceIdentifier<SamplerContribution> = Symbol('SamplerContribution');
 export interface SamplerContribution {
   readonly name: string;
   readonly description: string;
   create(options: SamplerOptions): Sampler;
 }
 
-export const TokenizerContribution = Symbol('TokenizerContribution');
+export const TokenizerContribution: ServiceIdentifier<TokenizerContribution> = Symbol('TokenizerContribution');
 export interface TokenizerContribution {
   readonly name: string;
   readonly description: string;
@@ -73,7 +74,7 @@ export interface TokenizerContribution {
   load(modelDir: string): Promise<Tokenizer>;
 }
 
-export const ImageProcessorContribution = Symbol('ImageProcessorContribution');
+export const ImageProcessorContribution: ServiceIdentifier<ImageProcessorContribution> = Symbol('ImageProcessorContribution');
 export interface ImageProcessorContribution {
   readonly name: string;
   readonly description: string;

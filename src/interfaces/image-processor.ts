@@ -5,7 +5,8 @@
  * const { data, shape } = await processor.process('cat.jpg');   // shape [3, 224, 224]
  * ```
  */
-export const ImageProcessor = Symbol('ImageProcessor');
+import type { ServiceIdentifier } from 'inversify';
+export const ImageProcessor: ServiceIdentifier<ImageProcessor> = Symbol('ImageProcessor');
 
 export interface PixelValues {
   /** CHW float32, normalised. */

@@ -10,9 +10,10 @@
  * cache.dispose();
  * ```
  */
+import type { ServiceIdentifier } from 'inversify';
 import type { Tensor, TensorBackend } from './tensor-backend.js';
 
-export const KVCacheStore = Symbol('KVCacheStore');
+export const KVCacheStore: ServiceIdentifier<KVCacheStore> = Symbol('KVCacheStore');
 
 export interface KVCacheSpec {
   layers: number;

@@ -6,7 +6,8 @@
  * const id = s.sample(logits, { rng: seededRng(42) });
  * ```
  */
-export const Sampler = Symbol('Sampler');
+import type { ServiceIdentifier } from 'inversify';
+export const Sampler: ServiceIdentifier<Sampler> = Symbol('Sampler');
 
 /** A source of uniform numbers in [0, 1). */
 export interface Rng {

@@ -14,7 +14,8 @@
  * backend.dispose([a, b, c]);
  * ```
  */
-export const TensorBackend = Symbol('TensorBackend');
+import type { ServiceIdentifier } from 'inversify';
+export const TensorBackend: ServiceIdentifier<TensorBackend> = Symbol('TensorBackend');
 
 /** Storage dtype of a tensor. Compute is float32; 16-bit types exist for weights. */
 export type DType = 'f32' | 'f16' | 'bf16';

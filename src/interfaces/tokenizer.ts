@@ -6,7 +6,8 @@
  * const text = tokenizer.decode(ids, { skipSpecialTokens: true });
  * ```
  */
-export const Tokenizer = Symbol('Tokenizer');
+import type { ServiceIdentifier } from 'inversify';
+export const Tokenizer: ServiceIdentifier<Tokenizer> = Symbol('Tokenizer');
 
 export interface SpecialTokenIds {
   bos: number;

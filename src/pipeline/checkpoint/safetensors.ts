@@ -1,0 +1,266 @@
+/**
+ * Reader for the safetensors format: an 8-byte little-endian u64 header length N, N bytes of
+ * JSON `{ name: { dtype, shape, data_offsets: [begin, end] }, "__metadata__"?: {...} }`, then
+ * the tensor bytes (offsets are relative to the end of the header).
+ *
+ * The header is validated as a whole when the file is opened, so a corrupt file fails before
+ * any tensor is uploaded. Tensor bytes are read one tensor at a time, in bounded chunks, through
+ * a file handle: a multi-gigabyte file is never held in memory.
+ *
+ * ```ts
+ * const file = await SafetensorsFile.open('model.safetensors');
+ * try {
+ *   const t = await file.readF32('language_model.model.norm.weight');   // Float32Array
+ * } finally { await file.close(); }
+ * ```
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { endianness } from 'node:os';
+import { PaliGemmaError } from '../../interfaces/errors.js';
+import { bf16ToF32, f16ToF32 } from './dtype.js';
+
+/** The float dtypes this SDK reads. */
+export type SafetensorsFloatDtype = 'F32' | 'F16' | 'BF16';
+
+/** Bytes per element of every dtype the safetensors format defines (with a whole byte size). */
+export const SAFETENSORS_DTYPE_BYTES: Readonly<Record<string, number>> = {
+  BOOL: 1, U8: 1, I8: 1, F8_E5M2: 1, F8_E4M3: 1, F8_E8M0: 1,
+  I16: 2, U16: 2, F16: 2, BF16: 2,
+  I32: 4, U32: 4, F32: 4,
+  I64: 8, U64: 8, F64: 8,
+};
+
+export interface SafetensorsEntry {
+  readonly name: string;
+  /** As written in the header ('F32', 'BF16', 'I64', ...). */
+  readonly dtype: string;
+  readonly shape: readonly number[];
+  /** Absolute byte range in the file: [begin, end). */
+  readonly begin: number;
+  readonly end: number;
+}
+
+/** Reads at most this many bytes per read call (bounds memory and paces progress reports). */
+export const READ_CHUNK_BYTES = 16 * 1024 * 1024;
+/** Refuse headers larger than this (the format's reference reader uses the same bound). */
+const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+
+function fail(file: string, problem: string): never {
+  throw new PaliGemmaError(`${file}: ${problem}`.replace(/\s*\n\s*/g, ' '), 'corrupt_checkpoint');
+}
+
+function isNonNegativeInt(x: unknown): x is number {
+  return typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+}
+
+export function isFloatDtype(dtype: string): dtype is SafetensorsFloatDtype {
+  return dtype === 'F32' || dtype === 'F16' || dtype === 'BF16';
+}
+
+/** Number of elements of a shape (1 for a scalar). */
+export function elementCount(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Parses and validates a header; `fileSize` is the whole file's size in bytes. */
+export function parseSafetensorsHeader(
+  file: string, headerBytes: Uint8Array, fileSize: number,
+): { entries: Map<string, SafetensorsEntry>; metadata: Record<string, string> } {
+  const dataStart = 8 + headerBytes.length;
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
+  } catch (e) {
+    fail(file, `header is not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) fail(file, 'header is not a JSON object');
+  const entries = new Map<string, SafetensorsEntry>();
+  const metadata: Record<string, string> = {};
+  const dataBytes = fileSize - dataStart;
+  for (const [name, raw] of Object.entries(json as Record<string, unknown>)) {
+    if (name === '__metadata__') {
+      if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(file, '__metadata__ is not an object');
+      for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+        if (typeof v === 'string') metadata[k] = v;
+      }
+      continue;
+    }
+    const where = `tensor ${name}`;
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(file, `${where}: entry is not an object`);
+    const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
+    if (typeof dtype !== 'string' || dtype.length === 0) fail(file, `${where}: dtype is missing or not a string`);
+    if (!Array.isArray(shape) || !shape.every(isNonNegativeInt)) {
+      fail(file, `${where}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+    }
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isNonNegativeInt)) {
+      fail(file, `${where}: data_offsets ${JSON.stringify(offsets)} is not a pair of non-negative integers`);
+    }
+    const [begin, end] = offsets as [number, number];
+    if (end < begin) fail(file, `${where}: data_offsets [${begin}, ${end}] end before they begin`);
+    if (end > dataBytes) {
+      fail(file, `${where}: data_offsets [${begin}, ${end}] run past the end of the file (${dataBytes} data bytes; file truncated?)`);
+    }
+    const size = SAFETENSORS_DTYPE_BYTES[dtype];
+    if (size !== undefined) {
+      const want = elementCount(shape) * size;
+      if (end - begin !== want) {
+        fail(file, `${where}: holds ${end - begin} bytes, but shape [${shape.join(', ')}] of ${dtype} needs ${want}`);
+      }
+    }
+    // Unknown dtype names pass here; reading such a tensor fails with its name and dtype.
+    entries.set(name, { name, dtype, shape: [...shape], begin: dataStart + begin, end: dataStart + end });
+  }
+  return { entries, metadata };
+}
+
+/** An open safetensors file. Close it when done. */
+export class SafetensorsFile {
+  private constructor(
+    /** The path as given to `open`. */
+    readonly path: string,
+    private readonly handle: FileHandle,
+    readonly fileSize: number,
+    readonly entries: ReadonlyMap<string, SafetensorsEntry>,
+    readonly metadata: Readonly<Record<string, string>>,
+  ) {}
+
+  /** Opens and validates a file; throws PaliGemmaError naming the file for anything wrong. */
+  static async open(path: string): Promise<SafetensorsFile> {
+    if (endianness() !== 'LE') throw new PaliGemmaError('safetensors reading needs a little-endian machine');
+    let handle: FileHandle;
+    try {
+      handle = await open(path, 'r');
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') throw new PaliGemmaError(`${path}: file not found`, 'not_found');
+      if (code === 'EISDIR') throw new PaliGemmaError(`${path}: is a directory, not a safetensors file`);
+      throw new PaliGemmaError(`${path}: cannot open (${(e as Error).message})`.replace(/\s*\n\s*/g, ' '));
+    }
+    try {
+      const info = await handle.stat();
+      const size = info.size;
+      if (!info.isFile()) fail(path, 'not a regular file');
+      if (size < 8) fail(path, `file is only ${size} bytes, shorter than the 8-byte header length (truncated?)`);
+      const lenBytes = await readExactly(handle, path, 0, 8);
+      const headerLen = new DataView(lenBytes.buffer).getBigUint64(0, true);
+      if (headerLen > BigInt(size - 8)) {
+        fail(path, `header length ${headerLen} runs past the end of the file (${size} bytes; truncated or not safetensors?)`);
+      }
+      if (headerLen > BigInt(MAX_HEADER_BYTES)) fail(path, `header length ${headerLen} is implausibly large`);
+      if (headerLen < 2n) fail(path, `header length ${headerLen} is too short to hold a JSON object`);
+      const header = await readExactly(handle, path, 8, Number(headerLen));
+      const { entries, metadata } = parseSafetensorsHeader(path, header, size);
+      return new SafetensorsFile(path, handle, size, entries, metadata);
+    } catch (e) {
+      await handle.close().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** Short file name for messages. */
+  get fileName(): string {
+    return basename(this.path);
+  }
+
+  entry(name: string): SafetensorsEntry {
+    const e = this.entries.get(name);
+    if (!e) throw new PaliGemmaError(`${this.path}: no tensor named ${name}`, 'not_found');
+    return e;
+  }
+
+  private floatEntry(name: string): SafetensorsEntry & { dtype: SafetensorsFloatDtype } {
+    const e = this.entry(name);
+    if (!isFloatDtype(e.dtype)) {
+      throw new PaliGemmaError(
+        `${this.path}: tensor ${name} has dtype ${e.dtype}, which is not supported (use F32, F16 or BF16)`,
+        'unsupported_dtype');
+    }
+    return e as SafetensorsEntry & { dtype: SafetensorsFloatDtype };
+  }
+
+  /**
+   * The tensor's stored elements: Float32Array for F32, raw bits as Uint16Array for F16/BF16.
+   * `onBytes(n)` is called after every chunk with the bytes just read.
+   */
+  async readStored(name: string, onBytes?: (n: number) => void): Promise<Float32Array | Uint16Array> {
+    const e = this.floatEntry(name);
+    const n = elementCount(e.shape);
+    const out = e.dtype === 'F32' ? new Float32Array(n) : new Uint16Array(n);
+    await this.readInto(e, new Uint8Array(out.buffer, out.byteOffset, out.byteLength), onBytes);
+    return out;
+  }
+
+  /** The tensor widened to float32 (16-bit data converted chunk by chunk, exactly). */
+  async readF32(name: string, onBytes?: (n: number) => void): Promise<Float32Array> {
+    const e = this.floatEntry(name);
+    const n = elementCount(e.shape);
+    const out = new Float32Array(n);
+    if (e.dtype === 'F32') {
+      await this.readInto(e, new Uint8Array(out.buffer), onBytes);
+      return out;
+    }
+    const convert = e.dtype === 'F16' ? f16ToF32 : bf16ToF32;
+    const chunkElems = Math.min(n, READ_CHUNK_BYTES / 2);
+    const scratch = new Uint16Array(chunkElems);
+    const scratchBytes = new Uint8Array(scratch.buffer);
+    for (let done = 0; done < n;) {
+      const count = Math.min(chunkElems, n - done);
+      await this.readRange(e.begin + done * 2, scratchBytes.subarray(0, count * 2));
+      convert(scratch.subarray(0, count), out.subarray(done, done + count));
+      done += count;
+      onBytes?.(count * 2);
+    }
+    return out;
+  }
+
+  /** True when two tensors (possibly of two files) hold identical bytes. Reads both chunkwise. */
+  static async sameBytes(a: SafetensorsFile, nameA: string, b: SafetensorsFile, nameB: string): Promise<boolean> {
+    const ea = a.entry(nameA), eb = b.entry(nameB);
+    const len = ea.end - ea.begin;
+    if (len !== eb.end - eb.begin) return false;
+    const chunk = Math.min(len, READ_CHUNK_BYTES);
+    const ba = new Uint8Array(chunk), bb = new Uint8Array(chunk);
+    for (let done = 0; done < len; done += chunk) {
+      const count = Math.min(chunk, len - done);
+      await a.readRange(ea.begin + done, ba.subarray(0, count));
+      await b.readRange(eb.begin + done, bb.subarray(0, count));
+      if (!Buffer.from(ba.buffer, 0, count).equals(Buffer.from(bb.buffer, 0, count))) return false;
+    }
+    return true;
+  }
+
+  async close(): Promise<void> {
+    await this.handle.close();
+  }
+
+  private async readInto(e: SafetensorsEntry, dst: Uint8Array, onBytes?: (n: number) => void): Promise<void> {
+    for (let done = 0; done < dst.length;) {
+      const count = Math.min(READ_CHUNK_BYTES, dst.length - done);
+      await this.readRange(e.begin + done, dst.subarray(done, done + count));
+      done += count;
+      onBytes?.(count);
+    }
+  }
+
+  /** Fills `dst` from absolute file position `pos`; a short read (file shrank) is an error. */
+  private async readRange(pos: number, dst: Uint8Array): Promise<void> {
+    let filled = 0;
+    while (filled < dst.length) {
+      const { bytesRead } = await this.handle.read(dst, filled, dst.length - filled, pos + filled);
+      if (bytesRead === 0) fail(this.path, `unexpected end of file at byte ${pos + filled} (file changed while reading?)`);
+      filled += bytesRead;
+    }
+  }
+}
+
+async function readExactly(handle: FileHandle, file: string, pos: number, len: number): Promise<Uint8Array> {
+  const buf = new Uint8Array(len);
+  let filled = 0;
+  while (filled < len) {
+    const { bytesRead } = await handle.read(buf, filled, len - filled, pos + filled);
+    if (bytesRead === 0) fail(file, `unexpected end of file at byte ${pos + filled}`);
+    filled += bytesRead;
+  }
+  return buf;
+}

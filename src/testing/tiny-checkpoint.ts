@@ -1,0 +1,383 @@
+/**
+ * Tiny PaliGemma checkpoints with seeded random weights, written in the real Hugging Face layout
+ * (config.json, model.safetensors or shards + index, preprocessor_config.json, tokenizer.json,
+ * tokenizer_config.json), so the whole loading path runs as it does on a downloaded model.
+ *
+ * config.json leaves out what the published Google configs leave out (text rms_norm_eps,
+ * rope_theta, max_position_embeddings; vision layer_norm_eps, num_channels), so the defaults
+ * are exercised. It states head_dim, image_size and projection_dim, whose defaults (256, 224,
+ * 2048) do not fit a tiny model.
+ *
+ * Values: linear weights ~ N(0, 1/fan_in) (attention is far from uniform), RMSNorm weights
+ * ~ N(0, 0.3) (Gemma scales by 1 + w), LayerNorm weights ~ 1 + N(0, 0.1), biases ~ N(0, 0.1),
+ * position embeddings ~ N(0, 0.5), embed_tokens ~ N(0, 0.5). Each tensor draws from its own
+ * stream seeded by (seed, canonical name), so the values do not depend on the name scheme, the
+ * sharding or the order of tensors.
+ *
+ * ```ts
+ * const dir = await makeTempDir('pg-');
+ * const ckpt = await buildTinyCheckpoint(dir, { ...mqaSpec(), dtype: 'BF16', shards: 2 });
+ * ckpt.weights['language_model.model.norm.weight'].data;   // the values as stored (bf16-rounded)
+ * ```
+ */
+import { rmSync } from 'node:fs';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../pipeline/checkpoint/dtype.js';
+import { encodeSafetensors, type WriterDtype, type WriterTensor } from './safetensors-writer.js';
+import { TINY_TOKENIZER, buildTinyTokenizerConfig, buildTinyTokenizerJson } from './tiny-tokenizer.js';
+
+export interface TinyTextSpec {
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+}
+
+export interface TinyVisionSpec {
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  patchSize: number;
+  imageSize: number;
+}
+
+export interface TinySpec {
+  text: TinyTextSpec;
+  vision: TinyVisionSpec;
+  /** Stored dtype of every tensor (default F32). */
+  dtype?: WriterDtype;
+  /** 'classic' (language_model.model.*) or 'newer' (model.language_model.*, transformers ≥ 4.52). Default classic. */
+  nameScheme?: 'classic' | 'newer';
+  /** Number of safetensors files; > 1 writes model.safetensors.index.json. Default 1. */
+  shards?: number;
+  /** true: an untied lm_head with its own random values; 'copy': lm_head bytes equal to embed_tokens. Default false (tied). */
+  includeLmHead?: boolean | 'copy';
+  /** PRNG seed (default 1). */
+  seed?: number;
+}
+
+export interface TinyCheckpoint {
+  dir: string;
+  spec: TinySpec;
+  /** config.json exactly as written (snake_case). */
+  configJson: Record<string, unknown>;
+  /** Canonical (classic) name → values after rounding to the stored dtype. */
+  weights: Record<string, { data: Float32Array; shape: number[] }>;
+}
+
+const TINY_VISION: TinyVisionSpec = {
+  hiddenSize: 48, intermediateSize: 96, numLayers: 2, numHeads: 3, patchSize: 4, imageSize: 16,
+};
+
+/** Like PaliGemma-3B: one key/value head shared by all query heads. */
+export function mqaSpec(): TinySpec {
+  return {
+    text: { hiddenSize: 64, intermediateSize: 128, numLayers: 2, numHeads: 4, numKvHeads: 1, headDim: 16 },
+    vision: { ...TINY_VISION },
+  };
+}
+
+/** Plain multi-head attention: as many key/value heads as query heads. */
+export function mhaSpec(): TinySpec {
+  return {
+    text: { hiddenSize: 64, intermediateSize: 128, numLayers: 2, numHeads: 4, numKvHeads: 4, headDim: 16 },
+    vision: { ...TINY_VISION },
+  };
+}
+
+/**
+ * Grouped-query attention with 2 groups, where numHeads·headDim (64) ≠ hidden (48) and √48 is
+ * not exact; the vision tower uses another head count and patch size than the other presets.
+ */
+export function gqaSpec(): TinySpec {
+  return {
+    text: { hiddenSize: 48, intermediateSize: 96, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 16 },
+    vision: { hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 2, patchSize: 8, imageSize: 24 },
+  };
+}
+
+// ── seeded randomness ───────────────────────────────────────────────────────
+
+/** mulberry32: a 32-bit state PRNG, uniform in [0, 1). */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Standard normal samples by Box–Muller over a uniform source. */
+export function gaussian(uniform: () => number): () => number {
+  let spare: number | undefined;
+  return () => {
+    if (spare !== undefined) { const s = spare; spare = undefined; return s; }
+    let u = 0;
+    while (u === 0) u = uniform();
+    const v = uniform();
+    const r = Math.sqrt(-2 * Math.log(u));
+    spare = r * Math.sin(2 * Math.PI * v);
+    return r * Math.cos(2 * Math.PI * v);
+  };
+}
+
+/** FNV-1a over the UTF-16 code units of a string. */
+function hashString(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}
+
+function randomTensor(seed: number, name: string, shape: number[], mean: number, std: number): Float32Array {
+  const next = gaussian(mulberry32((hashString(name) ^ Math.imul(seed, 0x9e3779b1)) >>> 0));
+  const out = new Float32Array(shape.reduce((a, b) => a * b, 1));
+  for (let i = 0; i < out.length; i++) out[i] = mean + std * next();
+  return out;
+}
+
+/** Values as the dtype stores them (round to nearest even, then widened back). */
+export function roundValues(data: Float32Array, dtype: WriterDtype): Float32Array {
+  if (dtype === 'F32') return new Float32Array(data);
+  return dtype === 'BF16' ? bf16ToF32(f32ToBf16(data)) : f16ToF32(f32ToF16(data));
+}
+
+// ── weights ─────────────────────────────────────────────────────────────────
+
+interface Draw { shape: number[]; mean: number; std: number }
+
+/** Canonical name → how to draw it, in the order the file stores them. */
+function weightPlan(spec: TinySpec): Map<string, Draw> {
+  const m = new Map<string, Draw>();
+  const linear = (name: string, out: number, inp: number, bias: boolean) => {
+    m.set(`${name}.weight`, { shape: [out, inp], mean: 0, std: 1 / Math.sqrt(inp) });
+    if (bias) m.set(`${name}.bias`, { shape: [out], mean: 0, std: 0.1 });
+  };
+  const layerNorm = (name: string, n: number) => {
+    m.set(`${name}.weight`, { shape: [n], mean: 1, std: 0.1 });
+    m.set(`${name}.bias`, { shape: [n], mean: 0, std: 0.1 });
+  };
+  const rmsNorm = (name: string, n: number) => m.set(`${name}.weight`, { shape: [n], mean: 0, std: 0.3 });
+
+  const v = spec.vision, t = spec.text;
+  const V = 'vision_tower.vision_model';
+  const patches = (v.imageSize / v.patchSize) ** 2;
+  const patchFanIn = 3 * v.patchSize * v.patchSize;
+  m.set(`${V}.embeddings.patch_embedding.weight`, { shape: [v.hiddenSize, 3, v.patchSize, v.patchSize], mean: 0, std: 1 / Math.sqrt(patchFanIn) });
+  m.set(`${V}.embeddings.patch_embedding.bias`, { shape: [v.hiddenSize], mean: 0, std: 0.1 });
+  m.set(`${V}.embeddings.position_embedding.weight`, { shape: [patches, v.hiddenSize], mean: 0, std: 0.5 });
+  for (let i = 0; i < v.numLayers; i++) {
+    const L = `${V}.encoder.layers.${i}`;
+    layerNorm(`${L}.layer_norm1`, v.hiddenSize);
+    for (const p of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) linear(`${L}.self_attn.${p}`, v.hiddenSize, v.hiddenSize, true);
+    layerNorm(`${L}.layer_norm2`, v.hiddenSize);
+    linear(`${L}.mlp.fc1`, v.intermediateSize, v.hiddenSize, true);
+    linear(`${L}.mlp.fc2`, v.hiddenSize, v.intermediateSize, true);
+  }
+  layerNorm(`${V}.post_layernorm`, v.hiddenSize);
+  linear('multi_modal_projector.linear', t.hiddenSize, v.hiddenSize, true);
+
+  const T = 'language_model.model';
+  m.set(`${T}.embed_tokens.weight`, { shape: [TINY_TOKENIZER.vocabSize, t.hiddenSize], mean: 0, std: 0.5 });
+  for (let i = 0; i < t.numLayers; i++) {
+    const L = `${T}.layers.${i}`;
+    rmsNorm(`${L}.input_layernorm`, t.hiddenSize);
+    linear(`${L}.self_attn.q_proj`, t.numHeads * t.headDim, t.hiddenSize, false);
+    linear(`${L}.self_attn.k_proj`, t.numKvHeads * t.headDim, t.hiddenSize, false);
+    linear(`${L}.self_attn.v_proj`, t.numKvHeads * t.headDim, t.hiddenSize, false);
+    linear(`${L}.self_attn.o_proj`, t.hiddenSize, t.numHeads * t.headDim, false);
+    rmsNorm(`${L}.post_attention_layernorm`, t.hiddenSize);
+    linear(`${L}.mlp.gate_proj`, t.intermediateSize, t.hiddenSize, false);
+    linear(`${L}.mlp.up_proj`, t.intermediateSize, t.hiddenSize, false);
+    linear(`${L}.mlp.down_proj`, t.hiddenSize, t.intermediateSize, false);
+  }
+  rmsNorm(`${T}.norm`, t.hiddenSize);
+  if (spec.includeLmHead === true) {
+    m.set('language_model.lm_head.weight', { shape: [TINY_TOKENIZER.vocabSize, t.hiddenSize], mean: 0, std: 0.5 });
+  }
+  return m;
+}
+
+/** Classic name → the name the newer scheme writes. */
+function newerSchemeName(classic: string): string {
+  if (classic === 'language_model.lm_head.weight') return 'lm_head.weight';
+  if (classic.startsWith('language_model.model.')) return `model.language_model.${classic.slice('language_model.model.'.length)}`;
+  return `model.${classic}`;
+}
+
+const TORCH_DTYPE: Record<WriterDtype, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
+
+/** config.json in the published layout (field order and omissions as in Google's files). */
+export function tinyConfigJson(spec: TinySpec): Record<string, unknown> {
+  const t = spec.text, v = spec.vision;
+  const torchDtype = TORCH_DTYPE[spec.dtype ?? 'F32'];
+  const numImageTokens = (v.imageSize / v.patchSize) ** 2;
+  return {
+    architectures: ['PaliGemmaForConditionalGeneration'],
+    bos_token_id: TINY_TOKENIZER.bos,
+    eos_token_id: TINY_TOKENIZER.eos,
+    hidden_size: t.hiddenSize,
+    ignore_index: -100,
+    image_token_index: TINY_TOKENIZER.image,
+    model_type: 'paligemma',
+    pad_token_id: TINY_TOKENIZER.pad,
+    projection_dim: t.hiddenSize,
+    text_config: {
+      head_dim: t.headDim,
+      hidden_size: t.hiddenSize,
+      intermediate_size: t.intermediateSize,
+      model_type: 'gemma',
+      num_attention_heads: t.numHeads,
+      num_hidden_layers: t.numLayers,
+      num_image_tokens: numImageTokens,
+      num_key_value_heads: t.numKvHeads,
+      torch_dtype: torchDtype,
+      vocab_size: TINY_TOKENIZER.vocabSize,
+    },
+    torch_dtype: torchDtype,
+    transformers_version: spec.nameScheme === 'newer' ? '4.52.4' : '4.41.0.dev0',
+    vision_config: {
+      hidden_size: v.hiddenSize,
+      image_size: v.imageSize,
+      intermediate_size: v.intermediateSize,
+      model_type: 'siglip_vision_model',
+      num_attention_heads: v.numHeads,
+      num_hidden_layers: v.numLayers,
+      num_image_tokens: numImageTokens,
+      patch_size: v.patchSize,
+      projection_dim: t.hiddenSize,
+      projector_hidden_act: 'gelu_fast',
+      vision_use_head: false,
+    },
+  };
+}
+
+/** preprocessor_config.json of a SigLIP image processor for the spec's image size. */
+export function tinyPreprocessorJson(spec: TinySpec): Record<string, unknown> {
+  const s = spec.vision.imageSize;
+  return {
+    do_convert_rgb: null,
+    do_normalize: true,
+    do_rescale: true,
+    do_resize: true,
+    image_mean: [0.5, 0.5, 0.5],
+    image_processor_type: 'SiglipImageProcessor',
+    image_seq_length: (s / spec.vision.patchSize) ** 2,
+    image_std: [0.5, 0.5, 0.5],
+    processor_class: 'PaliGemmaProcessor',
+    resample: 3,
+    rescale_factor: 1 / 255,
+    size: { height: s, width: s },
+  };
+}
+
+function shardName(i: number, n: number): string {
+  return `model-${String(i + 1).padStart(5, '0')}-of-${String(n).padStart(5, '0')}.safetensors`;
+}
+
+/** Writes a tiny checkpoint into `dir` (created if missing) and returns what it wrote. */
+export async function buildTinyCheckpoint(dir: string, spec: TinySpec): Promise<TinyCheckpoint> {
+  const dtype = spec.dtype ?? 'F32';
+  const seed = spec.seed ?? 1;
+  const shards = spec.shards ?? 1;
+  if (!Number.isInteger(shards) || shards < 1) throw new Error(`buildTinyCheckpoint: shards must be a positive integer, got ${shards}`);
+  const { text: t, vision: v } = spec;
+  if (v.imageSize % v.patchSize !== 0) throw new Error('buildTinyCheckpoint: image size must be a multiple of the patch size');
+  if (t.numHeads % t.numKvHeads !== 0) throw new Error('buildTinyCheckpoint: heads must be a multiple of kv heads');
+  if (v.hiddenSize % v.numHeads !== 0) throw new Error('buildTinyCheckpoint: vision hidden size must be a multiple of its heads');
+  await mkdir(dir, { recursive: true });
+
+  const weights: TinyCheckpoint['weights'] = {};
+  const stored: [string, WriterTensor][] = [];
+  for (const [name, d] of weightPlan(spec)) {
+    const data = roundValues(randomTensor(seed, name, d.shape, d.mean, d.std), dtype);
+    weights[name] = { data, shape: d.shape };
+    const fileName = spec.nameScheme === 'newer' ? newerSchemeName(name) : name;
+    stored.push([fileName, { data, shape: d.shape, dtype }]);
+  }
+  if (spec.includeLmHead === 'copy') {
+    const embed = weights['language_model.model.embed_tokens.weight'];
+    const name = 'language_model.lm_head.weight';
+    weights[name] = { data: new Float32Array(embed.data), shape: [...embed.shape] };
+    stored.push([spec.nameScheme === 'newer' ? newerSchemeName(name) : name, { data: embed.data, shape: embed.shape, dtype }]);
+  }
+
+  const metadata = { format: 'pt' };
+  if (shards === 1) {
+    await writeFile(join(dir, 'model.safetensors'), encodeSafetensors(Object.fromEntries(stored), metadata));
+  } else {
+    const weightMap: Record<string, string> = {};
+    let totalSize = 0;
+    const perShard = Math.ceil(stored.length / shards);
+    for (let s = 0; s < shards; s++) {
+      const part = stored.slice(s * perShard, (s + 1) * perShard);
+      const file = shardName(s, shards);
+      for (const [name, w] of part) {
+        weightMap[name] = file;
+        totalSize += w.data.length * (dtype === 'F32' ? 4 : 2);
+      }
+      await writeFile(join(dir, file), encodeSafetensors(Object.fromEntries(part), metadata));
+    }
+    await writeFile(join(dir, 'model.safetensors.index.json'),
+      JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2));
+  }
+
+  const configJson = tinyConfigJson(spec);
+  await writeFile(join(dir, 'config.json'), JSON.stringify(configJson, null, 2));
+  await writeFile(join(dir, 'preprocessor_config.json'), JSON.stringify(tinyPreprocessorJson(spec), null, 2));
+  await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(buildTinyTokenizerJson()));
+  await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(buildTinyTokenizerConfig(), null, 2));
+  return { dir, spec, configJson, weights };
+}
+
+// ── temporary folders and images ────────────────────────────────────────────
+
+const tempDirs: string[] = [];
+let cleanupRegistered = false;
+
+/**
+ * A fresh folder under the OS temp dir, removed when the process exits (set
+ * PALIGEMMA_KEEP_TEMP=1 to keep it for inspection).
+ */
+export async function makeTempDir(prefix: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  tempDirs.push(dir);
+  if (!cleanupRegistered) {
+    cleanupRegistered = true;
+    process.once('exit', () => {
+      if (process.env.PALIGEMMA_KEEP_TEMP) return;
+      for (const d of tempDirs) {
+        try { rmSync(d, { recursive: true, force: true }); } catch { /* best effort */ }
+      }
+    });
+  }
+  return dir;
+}
+
+/**
+ * A deterministic RGB test image (row-major, 3 bytes per pixel): smooth gradients, a
+ * checkerboard and seeded noise, so resizing and patching have structure to work on.
+ */
+export function makeTestImage(width: number, height: number, seed = 0): { data: Uint8Array; width: number; height: number; channels: 3 } {
+  const rand = mulberry32(0x5eed0000 ^ seed);
+  const data = new Uint8Array(width * height * 3);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const i = (y * width + x) * 3;
+      const fx = width > 1 ? x / (width - 1) : 0, fy = height > 1 ? y / (height - 1) : 0;
+      const check = ((x >> 2) + (y >> 2)) % 2 === 0 ? 40 : 0;
+      const noise = Math.floor(rand() * 48);
+      data[i] = Math.min(255, Math.round(200 * fx) + check + (noise >> 1));
+      data[i + 1] = Math.min(255, Math.round(200 * fy) + (noise >> 2) + ((seed * 53) % 40));
+      data[i + 2] = Math.min(255, Math.round(120 * (1 - fx) + 100 * fy) + check + noise);
+    }
+  }
+  return { data, width, height, channels: 3 };
+}

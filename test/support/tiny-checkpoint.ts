@@ -1,0 +1,2 @@
+// Moved to src/testing: the builders ship with the package (demo model, conformance).
+export * from '../../src/testing/tiny-checkpoint.js';
