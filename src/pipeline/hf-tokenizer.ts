@@ -4,7 +4,6 @@
  *
  * ```ts
  * const tok = await HfTokenizer.fromDir('models/paligemma-3b-mix-224');
- * const ids = buildPromptIds(tok, 'caption en', 256);   // [<image>×256, <bos>, …, '\n']
  * ```
  */
 import { readFile } from 'node:fs/promises';
@@ -166,27 +165,3 @@ export class HfTokenizer implements Tokenizer {
   }
 }
 
-/**
- * PaliGemma's prompt: `[<image>]·N + <bos> + prompt + "\n"`, tokenized the way
- * PaliGemmaProcessor does it: the string `<bos>` + prompt + `\n` in one go (so the prompt is a
- * section that follows a special token, not the start of the text, and the `\n` is tokenized
- * together with the prompt's last characters). `<image>` strings inside the prompt are removed,
- * as the processor does.
- */
-export function buildPromptIds(tok: Tokenizer, prompt: string, numImageTokens: number): number[] {
-  const { image, bos } = tok.special;
-  const text = prompt.split(IMAGE_TOKEN).join('');
-  const images = new Array<number>(numImageTokens).fill(image);
-  const bosText = tok.idToToken(bos);
-  if (bosText !== undefined) {
-    const ids = tok.encode(`${bosText}${text}\n`);
-    if (ids[0] === bos) return [...images, ...ids];
-  }
-  // A tokenizer that does not recognise its own <bos> string inside text.
-  return [...images, bos, ...tok.encode(`${text}\n`)];
-}
-
-/** A scored/trained suffix: its tokens then `<eos>` (PaliGemmaProcessor appends the eos string). */
-export function buildSuffixIds(tok: Tokenizer, suffix: string): number[] {
-  return [...tok.encode(suffix), tok.special.eos];
-}

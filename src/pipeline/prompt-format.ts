@@ -1,12 +1,25 @@
 import type { Tokenizer } from '../interfaces/tokenizer.js';
 
+const IMAGE_TOKEN = '<image>';
+
 /**
- * PaliGemma's prompt layout: [<image>]·N + <bos> + prompt + "\n". The "\n" separates the
- * bidirectional prefix from what the model generates.
+ * PaliGemma's prompt: `[<image>]·N + <bos> + prompt + "\n"`, tokenized the way
+ * PaliGemmaProcessor does it: the string `<bos>` + prompt + `\n` in one go (so the prompt is a
+ * section that follows a special token, not the start of the text, and the `\n` is tokenized
+ * together with the prompt's last characters). `<image>` strings inside the prompt are removed,
+ * as the processor does. The "\n" separates the bidirectional prefix from what is generated.
  */
 export function promptIds(tokenizer: Tokenizer, prompt: string, numImageTokens: number): number[] {
   const { image, bos } = tokenizer.special;
-  return [...new Array<number>(numImageTokens).fill(image), bos, ...tokenizer.encode(`${prompt}\n`)];
+  const text = prompt.split(IMAGE_TOKEN).join('');
+  const images = new Array<number>(numImageTokens).fill(image);
+  const bosText = tokenizer.idToToken(bos);
+  if (bosText !== undefined) {
+    const ids = tokenizer.encode(`${bosText}${text}\n`);
+    if (ids[0] === bos) return [...images, ...ids];
+  }
+  // A tokenizer that does not recognise its own <bos> string inside text.
+  return [...images, bos, ...tokenizer.encode(`${text}\n`)];
 }
 
 /** A scored suffix gets <eos> appended, as PaliGemmaProcessor does for training labels. */
