@@ -1,14 +1,15 @@
 #!/usr/bin/env node
-// Runs the built CLI when present; in a source checkout, runs the TypeScript through tsx.
+// In a source checkout (src/ present) runs the TypeScript through tsx, so edits apply at once;
+// the published package ships only dist/ and runs the built CLI.
 import { existsSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const built = `${root}dist/cli.js`;
-if (existsSync(built)) {
-  await import(pathToFileURL(built).href);
-} else {
+const source = `${root}src/cli/main.ts`;
+if (existsSync(source) && !process.env.PALIGEMMA_USE_DIST) {
   const { register } = await import('tsx/esm/api');
   register();
-  await import(pathToFileURL(`${root}src/cli/main.ts`).href);
+  await import(pathToFileURL(source).href);
+} else {
+  await import(pathToFileURL(`${root}dist/cli.js`).href);
 }

@@ -1,12 +1,15 @@
 /**
  * The built-in plugins, loaded exactly as third-party ones are. This is the one place that
- * names concrete backends; nothing under src/pipeline imports a backend.
+ * names concrete backends; nothing under src/pipeline imports a backend. Each backend imports
+ * its engine lazily in init(), so listing it here costs nothing when the engine is absent.
  */
 import { referenceBackendPlugin } from './backends/reference/reference-backend-module.js';
+import { tfjsBackendPlugin } from './backends/tfjs/tfjs-backend-module.js';
 import { corePartsPlugin } from './core-parts-plugin.js';
 import type { PaliGemmaPlugin } from './plugin/define-plugin.js';
 
 export const BUILTIN_PLUGINS: readonly PaliGemmaPlugin[] = [
   corePartsPlugin,
   referenceBackendPlugin,
+  tfjsBackendPlugin,
 ];

@@ -23,3 +23,4 @@ export { keyVisible, additiveMask, kvHeadFor } from './kernels/attention-mask.js
 export { ContiguousKvCache, ContiguousKvCacheStore } from './kv-cache/contiguous-kv-cache.js';
 export * from './samplers/index.js';
 export { ensureDemoCheckpoint } from './testing/demo-checkpoint.js';
+export * from './conformance/index.js';

@@ -12,7 +12,7 @@ export class PlainAttentionKernel implements AttentionKernel {
 
   attend(backend: TensorBackend, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
     if (opts.softCap !== undefined) {
-      throw new PaliGemmaError('the plain attention kernel has no logit soft-capping; use a fused kernel');
+      throw new PaliGemmaError('logit soft-capping is not supported by the plain attention kernel; use a fused kernel', 'unsupported');
     }
     const [tq, hq, d] = q.shape;
     const hkv = k.shape[1];

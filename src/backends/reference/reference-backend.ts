@@ -12,8 +12,8 @@ import { ReferenceTensor, sizeOf } from './reference-tensor.js';
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
 export class ReferenceBackend implements TensorBackend {
-  readonly name = 'reference';
-  readonly engine = 'reference (TypeScript, float32)';
+  readonly name: string = 'reference';
+  readonly engine: string = 'reference (TypeScript, float32)';
 
   supports(op: OpName, dtype: DType = 'f32'): boolean {
     return dtype === 'f32' && op.length > 0;

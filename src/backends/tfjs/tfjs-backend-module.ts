@@ -1,0 +1,22 @@
+import { AttentionKernelContribution, BackendContribution, type BackendOptions } from '../../interfaces/contributions.js';
+import { definePlugin } from '../../plugin/define-plugin.js';
+import { TfjsAttentionKernel } from './tfjs-attention-kernel.js';
+import { TfjsBackend, type TfjsBackendOptions } from './tfjs-backend.js';
+
+export { TfjsBackend, type TfjsBackendOptions, type TfjsBackendStats } from './tfjs-backend.js';
+export { TfjsAttentionKernel } from './tfjs-attention-kernel.js';
+export { activeEngine, ENGINE_ORDER, type TfjsEngine, type TfjsEngineKind } from './tfjs-engine.js';
+
+export const tfjsBackendPlugin = definePlugin('tfjs-backend', ({ bind }) => {
+  bind(BackendContribution).toConstantValue({
+    name: 'tfjs',
+    description: 'TensorFlow.js: tfjs-node-gpu, tfjs-node, wasm (SIMD) or plain JS, best installed first; option engine forces one',
+    create: (opts: BackendOptions) => new TfjsBackend(opts as TfjsBackendOptions),
+    defaultAttention: 'tfjs',
+  });
+  bind(AttentionKernelContribution).toConstantValue({
+    name: 'tfjs',
+    description: 'grouped-query heads batched per kv head in TensorFlow.js ops; every mask, soft-capping, sliding window',
+    create: () => new TfjsAttentionKernel(),
+  });
+});
