@@ -1,0 +1,255 @@
+/**
+ * ONNX Runtime backend vs the reference backend on the same random-weight PaliGemma models:
+ * the tiny MQA test checkpoint (written to a temp folder and loaded through createPipeline) and
+ * a larger model built in memory. Vision tower, prefill and per-token decode, with the ratios
+ * measured in the same run. Run: `npx tsx bench/onnx-vs-reference.ts` (`--quick`: tiny only).
+ *
+ * Timings (median of the timed repetitions, after one untimed warm-up run on each backend):
+ * - vision:  pixels → vision tower output read back;
+ * - prefill: image rows + prompt embedding materialised first, then prefill → last logits;
+ * - decode:  one greedy step → logits, per token.
+ * `onnx build` is the time spent creating ONNX sessions during the warm-up (once per shape).
+ */
+import { OnnxAttentionKernel } from '../src/backends/onnx/onnx-attention-kernel.js';
+import { OnnxBackend } from '../src/backends/onnx/onnx-backend.js';
+import { onnxBackendPlugin } from '../src/backends/onnx/onnx-backend-module.js';
+import { BUILTIN_PLUGINS } from '../src/builtin-plugins.js';
+import { createPipeline } from '../src/create-pipeline.js';
+import type { PixelValues } from '../src/interfaces/image-processor.js';
+import { ReferenceAttentionKernel } from '../src/backends/reference/reference-attention-kernel.js';
+import { ReferenceBackend } from '../src/backends/reference/reference-backend.js';
+import type { Tensor, TensorBackend } from '../src/interfaces/tensor-backend.js';
+import { ContiguousKvCacheStore } from '../src/kv-cache/contiguous-kv-cache.js';
+import type { PaliGemmaConfig } from '../src/pipeline/config-types.js';
+import { PaliGemmaModel } from '../src/pipeline/paligemma-model.js';
+import { promptIds } from '../src/pipeline/prompt-format.js';
+import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec } from '../src/testing/tiny-checkpoint.js';
+
+interface ModelSpec {
+  label: string;
+  vision: { hidden: number; inter: number; layers: number; heads: number; patch: number; image: number };
+  text: { hidden: number; inter: number; layers: number; heads: number; kvHeads: number; headDim: number; vocab: number };
+  promptText: number;
+  decodeSteps: number;
+  reps: { reference: number; onnx: number };
+}
+
+const TINY = { label: 'tiny MQA test checkpoint (mqaSpec, loaded from safetensors)', decodeSteps: 16, reps: { reference: 5, onnx: 5 } };
+
+const LARGER: ModelSpec = {
+  label: 'larger (vision 512×4 @ 64 patches, text 1024×4 MQA hd 128, inter 4096, vocab 16384)',
+  vision: { hidden: 512, inter: 2048, layers: 4, heads: 8, patch: 16, image: 128 },
+  text: { hidden: 1024, inter: 4096, layers: 4, heads: 8, kvHeads: 1, headDim: 128, vocab: 16384 },
+  promptText: 8, decodeSteps: 8, reps: { reference: 2, onnx: 3 },
+};
+
+// ── random model in memory ──────────────────────────────────────────────────
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function randn(n: number, seed: number, scale: number): Float32Array {
+  const r = rng(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = (r() * 2 - 1) * scale;
+  return out;
+}
+
+const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
+
+function makeConfig(s: ModelSpec): PaliGemmaConfig {
+  return {
+    vision: {
+      hiddenSize: s.vision.hidden, intermediateSize: s.vision.inter, numLayers: s.vision.layers, numHeads: s.vision.heads,
+      patchSize: s.vision.patch, imageSize: s.vision.image, numChannels: 3, layerNormEps: 1e-6,
+    },
+    text: {
+      hiddenSize: s.text.hidden, intermediateSize: s.text.inter, numLayers: s.text.layers, numHeads: s.text.heads,
+      numKvHeads: s.text.kvHeads, headDim: s.text.headDim, vocabSize: s.text.vocab, rmsNormEps: 1e-6,
+      ropeTheta: 10000, maxPositionEmbeddings: 8192,
+    },
+    projectionDim: s.text.hidden, imageTokenIndex: s.text.vocab - 1,
+    numImageTokens: (s.vision.image / s.vision.patch) ** 2, bosTokenId: 2, eosTokenId: 1, padTokenId: 0,
+  };
+}
+
+function makeWeights(s: ModelSpec): Array<[string, Float32Array, number[]]> {
+  const out: Array<[string, Float32Array, number[]]> = [];
+  let k = 1;
+  const add = (name: string, shape: number[], scale: number) => out.push([name, randn(size(shape), k++, scale), shape]);
+  const V = 'vision_tower.vision_model', T = 'language_model.model';
+  const v = s.vision, t = s.text;
+  add(`${V}.embeddings.patch_embedding.weight`, [v.hidden, 3, v.patch, v.patch], 0.05);
+  add(`${V}.embeddings.patch_embedding.bias`, [v.hidden], 0.1);
+  add(`${V}.embeddings.position_embedding.weight`, [(v.image / v.patch) ** 2, v.hidden], 0.5);
+  for (let i = 0; i < v.layers; i++) {
+    const L = `${V}.encoder.layers.${i}`;
+    for (const ln of ['layer_norm1', 'layer_norm2']) { add(`${L}.${ln}.weight`, [v.hidden], 1); add(`${L}.${ln}.bias`, [v.hidden], 0.1); }
+    for (const p of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) {
+      add(`${L}.self_attn.${p}.weight`, [v.hidden, v.hidden], 1 / Math.sqrt(v.hidden));
+      add(`${L}.self_attn.${p}.bias`, [v.hidden], 0.05);
+    }
+    add(`${L}.mlp.fc1.weight`, [v.inter, v.hidden], 1 / Math.sqrt(v.hidden)); add(`${L}.mlp.fc1.bias`, [v.inter], 0.05);
+    add(`${L}.mlp.fc2.weight`, [v.hidden, v.inter], 1 / Math.sqrt(v.inter)); add(`${L}.mlp.fc2.bias`, [v.hidden], 0.05);
+  }
+  add(`${V}.post_layernorm.weight`, [v.hidden], 1); add(`${V}.post_layernorm.bias`, [v.hidden], 0.1);
+  add('multi_modal_projector.linear.weight', [t.hidden, v.hidden], 1 / Math.sqrt(v.hidden));
+  add('multi_modal_projector.linear.bias', [t.hidden], 0.05);
+  add(`${T}.embed_tokens.weight`, [t.vocab, t.hidden], 0.5);
+  for (let i = 0; i < t.layers; i++) {
+    const L = `${T}.layers.${i}`;
+    add(`${L}.input_layernorm.weight`, [t.hidden], 0.3); add(`${L}.post_attention_layernorm.weight`, [t.hidden], 0.3);
+    add(`${L}.self_attn.q_proj.weight`, [t.heads * t.headDim, t.hidden], 1 / Math.sqrt(t.hidden));
+    add(`${L}.self_attn.k_proj.weight`, [t.kvHeads * t.headDim, t.hidden], 1 / Math.sqrt(t.hidden));
+    add(`${L}.self_attn.v_proj.weight`, [t.kvHeads * t.headDim, t.hidden], 1 / Math.sqrt(t.hidden));
+    add(`${L}.self_attn.o_proj.weight`, [t.hidden, t.heads * t.headDim], 1 / Math.sqrt(t.heads * t.headDim));
+    add(`${L}.mlp.gate_proj.weight`, [t.inter, t.hidden], 1 / Math.sqrt(t.hidden));
+    add(`${L}.mlp.up_proj.weight`, [t.inter, t.hidden], 1 / Math.sqrt(t.hidden));
+    add(`${L}.mlp.down_proj.weight`, [t.hidden, t.inter], 1 / Math.sqrt(t.inter));
+  }
+  add(`${T}.norm.weight`, [t.hidden], 0.3);
+  return out;
+}
+
+function paramCount(ws: Array<[string, Float32Array, number[]]>): number {
+  return ws.reduce((n, w) => n + w[1].length, 0);
+}
+
+// ── timing ──────────────────────────────────────────────────────────────────
+interface Timings { vision: number; prefill: number; decode: number; build?: number; tokens: number[] }
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+function argmax(row: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
+  return best;
+}
+
+interface Workload { pixels: PixelValues; ids: Int32Array; decodeSteps: number }
+
+async function runOnce(m: PaliGemmaModel, w: Workload): Promise<Timings> {
+  const b = m.backend;
+  let t = performance.now();
+  const features = m.visionFeatures(w.pixels);
+  await b.read(features);
+  b.dispose(features);
+  const vision = performance.now() - t;
+
+  const rows = m.imageRows(w.pixels);
+  const embeds = m.embedPrompt(w.ids, rows);
+  b.dispose(rows);
+  await b.read(embeds);                                        // materialise: prefill timing excludes vision
+  const s = m.session(w.ids.length + w.decodeSteps);
+  t = performance.now();
+  let logits = await s.prefill(embeds, w.ids.length);
+  const prefill = performance.now() - t;
+  b.dispose(embeds);
+
+  const tokens = [argmax(logits)];
+  const steps: number[] = [];
+  for (let i = 1; i < w.decodeSteps; i++) {
+    t = performance.now();
+    logits = await s.step(tokens[tokens.length - 1]);
+    steps.push(performance.now() - t);
+    tokens.push(argmax(logits));
+  }
+  s.dispose();
+  return { vision, prefill, decode: median(steps), tokens };
+}
+
+/** One warm-up run (JIT for the reference, session builds for onnx), then the median of `reps` timed runs. */
+async function measure(m: PaliGemmaModel, w: Workload, reps: number): Promise<Timings> {
+  const b = m.backend;
+  let build: number | undefined;
+  if (b instanceof OnnxBackend) b.stats.compileMs = 0;
+  await runOnce(m, w);
+  if (b instanceof OnnxBackend) build = b.stats.compileMs;
+  const runs: Timings[] = [];
+  for (let i = 0; i < reps; i++) runs.push(await runOnce(m, w));
+  return {
+    vision: median(runs.map((r) => r.vision)), prefill: median(runs.map((r) => r.prefill)),
+    decode: median(runs.map((r) => r.decode)), build, tokens: runs[0].tokens,
+  };
+}
+
+function inMemoryModel(b: TensorBackend, spec: ModelSpec, weights: Array<[string, Float32Array, number[]]>): PaliGemmaModel {
+  const map = new Map<string, Tensor>();
+  for (const [name, data, shape] of weights) map.set(name, b.upload(data, shape));
+  const attention = b instanceof OnnxBackend ? new OnnxAttentionKernel() : new ReferenceAttentionKernel();
+  return new PaliGemmaModel({ backend: b, attention, kvCacheStore: new ContiguousKvCacheStore() },
+    { config: makeConfig(spec), weights: map, weightDtype: 'f32' });
+}
+
+const fmt = (ms: number) => (ms >= 100 ? ms.toFixed(0) : ms >= 10 ? ms.toFixed(1) : ms.toFixed(2)).padStart(8);
+
+function printTable(label: string, detail: string, ref: Timings, got: Timings, sessions: number): void {
+  console.log(`\n${label}\n  ${detail}`);
+  console.log(`  ${'phase'.padEnd(18)}${'reference'.padStart(10)}${'onnx'.padStart(10)}   ratio (reference / onnx)`);
+  for (const [name, r, o] of [['vision (ms)', ref.vision, got.vision], ['prefill (ms)', ref.prefill, got.prefill], ['decode (ms/token)', ref.decode, got.decode]] as const) {
+    console.log(`  ${name.padEnd(18)}${fmt(r)}  ${fmt(o)}   ${(r / o).toFixed(1)}×`);
+  }
+  const same = ref.tokens.join(',') === got.tokens.join(',');
+  console.log(`  onnx sessions built: ${sessions} (${(got.build ?? 0).toFixed(0)} ms, in the warm-up); greedy tokens ${same ? 'identical' : 'DIFFER'}`);
+}
+
+async function tinyCheckpoint(): Promise<void> {
+  const dir = await makeTempDir('pg-bench-onnx-');
+  await buildTinyCheckpoint(dir, { ...mqaSpec(), dtype: 'F32' });
+  const plugins = BUILTIN_PLUGINS.some((p) => p.name === onnxBackendPlugin.name) ? [] : [onnxBackendPlugin];
+  const ref = await createPipeline({ model: dir });
+  const mine = await createPipeline({ model: dir, backend: 'onnx', plugins });
+  const { data, width, height } = makeTestImage(40, 40, 3);
+  const pixels = await ref.imageProcessor.process({ data, width, height, channels: 3 });
+  const ids = Int32Array.from(promptIds(ref.tokenizer, 'caption en', ref.model.config.numImageTokens));
+  const w = { pixels, ids, decodeSteps: TINY.decodeSteps };
+  const onnx = mine.backend as OnnxBackend;
+  const r = await measure(ref.model, w, TINY.reps.reference);
+  const o = await measure(mine.model, w, TINY.reps.onnx);
+  const t = mine.model.config.text;
+  printTable(TINY.label, `text ${t.hiddenSize}×${t.numLayers}, prompt ${ids.length} tokens, ${TINY.decodeSteps} generated`,
+    r, o, onnx.stats.sessionsCreated);
+  await ref.close();
+  await mine.close();
+}
+
+async function largerModel(onnx: OnnxBackend): Promise<void> {
+  const spec = LARGER;
+  const weights = makeWeights(spec);
+  const cfg = makeConfig(spec);
+  const w = {
+    pixels: { data: randn(3 * spec.vision.image ** 2, 99, 1), shape: [3, spec.vision.image, spec.vision.image] as [number, number, number] },
+    ids: Int32Array.from([...new Array(cfg.numImageTokens).fill(cfg.imageTokenIndex), 2, ...Array.from({ length: spec.promptText - 1 }, (_, i) => 3 + i)]),
+    decodeSteps: spec.decodeSteps,
+  };
+  const ref = new ReferenceBackend();
+  const r = await measure(inMemoryModel(ref, spec, weights), w, spec.reps.reference);
+  const before = onnx.stats.sessionsCreated;
+  const m = inMemoryModel(onnx, spec, weights);
+  const o = await measure(m, w, spec.reps.onnx);
+  printTable(spec.label, `${(paramCount(weights) / 1e6).toFixed(1)}M params, prompt ${w.ids.length} tokens, ${spec.decodeSteps} generated`,
+    r, o, onnx.stats.sessionsCreated - before);
+}
+
+async function main(): Promise<void> {
+  const t0 = performance.now();
+  const onnx = new OnnxBackend({ device: 'cpu' });
+  await onnx.init();
+  console.log(`onnx-vs-reference  (node ${process.version}, ${onnx.engine}; medians after a warm-up run)`);
+  await tinyCheckpoint();
+  if (!process.argv.includes('--quick')) await largerModel(onnx);
+  await onnx.close();
+  console.log(`\n(total ${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+}
+
+await main();

@@ -1,0 +1,21 @@
+import { AttentionKernelContribution, BackendContribution, type BackendOptions } from '../../interfaces/contributions.js';
+import { definePlugin } from '../../plugin/define-plugin.js';
+import { OnnxAttentionKernel } from './onnx-attention-kernel.js';
+import { OnnxBackend } from './onnx-backend.js';
+
+export { OnnxBackend, type OnnxBackendOptions, type OnnxBackendStats } from './onnx-backend.js';
+export { OnnxAttentionKernel } from './onnx-attention-kernel.js';
+
+export const onnxBackendPlugin = definePlugin('onnx-backend', ({ bind }) => {
+  bind(BackendContribution).toConstantValue({
+    name: 'onnx',
+    description: 'onnxruntime-node (cpu, or cuda when its provider is installed); ops are traced into cached ONNX graphs',
+    create: (opts: BackendOptions) => new OnnxBackend(opts),
+    defaultAttention: 'onnx',
+  });
+  bind(AttentionKernelContribution).toConstantValue({
+    name: 'onnx',
+    description: 'one ONNX subgraph per call over the whole KV cache with a fed mask; GQA, soft-capping, sliding window',
+    create: () => new OnnxAttentionKernel(),
+  });
+});

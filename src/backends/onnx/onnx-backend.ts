@@ -1,0 +1,663 @@
+/**
+ * The ONNX Runtime backend: a lazy backend. Ops record ONNX nodes and return handles; `read()`
+ * compiles every pending result into one ONNX model, runs it with onnxruntime-node and keeps
+ * the results on the host. Sessions are cached by the graph's structure (ops, attributes,
+ * shapes, constants — not data), so a decode step, whose structure repeats, builds its session
+ * once and reuses it every step.
+ *
+ * Memory model: every concrete tensor is a host Float32Array (a Storage), fed to the graph as an
+ * input without copying; weights stay where the upload put them. `writeRows` (the KV cache
+ * write) is recorded too: the cache's current value inside the graph becomes
+ * ScatterND(cache, rows, src), and after the run the new rows are copied into the cache's host
+ * buffer, so the cache is allocated once and the graph keeps one shape whatever the length.
+ *
+ * ```ts
+ * const b = new OnnxBackend({ device: 'cpu' });
+ * await b.init();
+ * const y = b.gelu(b.upload(x, [4, 8]));       // recorded, not run
+ * const data = await b.read(y);                // one session.run for everything pending
+ * ```
+ */
+import type { AttentionOptions } from '../../interfaces/attention-kernel.js';
+import type { BackendOptions } from '../../interfaces/contributions.js';
+import { PaliGemmaError } from '../../interfaces/errors.js';
+import type {
+  DType, MatmulOptions, OpName, Tensor, TensorBackend,
+} from '../../interfaces/tensor-backend.js';
+import { keyVisible } from '../../kernels/attention-mask.js';
+import {
+  compileGraph, ConstLeaf, DataLeaf, type ElemType, GraphNode, type Operand, Storage, type StorageLeaf,
+} from './onnx-graph.js';
+import type { AttrValue } from './onnx-proto.js';
+import { executionProviders, loadOrt, type OnnxDevice, type OrtModule } from './onnx-runtime.js';
+
+/** ONNX opset and IR version of the generated models (LayerNormalization needs 17, ReduceMean with axes as an input 18). */
+export const ONNX_OPSET = 21;
+export const ONNX_IR_VERSION = 10;
+
+export interface OnnxBackendOptions extends BackendOptions {
+  /** 'cpu' (default) or 'cuda' (needs onnxruntime-node's CUDA provider installed). */
+  device?: string;
+  /** onnxruntime intra-op threads (default: onnxruntime's choice, one per physical core). */
+  threads?: number;
+  /** Compiled sessions kept (least recently used are released). Default 32. */
+  maxSessions?: number;
+  /** onnxruntime graph optimisation level. Default 'all'. */
+  graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
+  /**
+   * Extra onnxruntime session options, merged last, e.g.
+   * `{ extra: { session: { intra_op: { allow_spinning: '0' } } } }` on a shared machine.
+   */
+  sessionOptions?: Record<string, unknown>;
+}
+
+/** Counters for tests and benchmarks. */
+export interface OnnxBackendStats {
+  /** InferenceSessions built (cache misses). */
+  sessionsCreated: number;
+  /** Flushes that found their session in the cache. */
+  sessionHits: number;
+  /** session.run calls. */
+  runs: number;
+  /** Handles created and not yet disposed. */
+  liveTensors: number;
+  /** Nodes, inputs and outputs of the last graph run. */
+  lastGraph: { nodes: number; inputs: number; outputs: number };
+  /** Milliseconds spent building sessions (model encoding + onnxruntime session creation). */
+  compileMs: number;
+  /** Milliseconds spent inside session.run. */
+  runMs: number;
+}
+
+/** A handle: the pending node that will compute it, or the host storage that holds it. */
+export class OnnxTensor implements Tensor {
+  readonly dtype: DType = 'f32';
+  disposed = false;
+  constructor(readonly owner: OnnxBackend, readonly shape: readonly number[], public ref: GraphNode | StorageLeaf) {}
+}
+
+export class OnnxBackend implements TensorBackend {
+  readonly name = 'onnx';
+  readonly engine: string;
+  readonly device: OnnxDevice;
+  readonly stats: OnnxBackendStats = {
+    sessionsCreated: 0, sessionHits: 0, runs: 0, liveTensors: 0,
+    lastGraph: { nodes: 0, inputs: 0, outputs: 0 }, compileMs: 0, runMs: 0,
+  };
+
+  private ort: OrtModule | undefined;
+  private providers: string[] = ['cpu'];
+  private readonly options: OnnxBackendOptions;
+  /** Live handles whose value is still a pending node. */
+  private readonly pending = new Set<OnnxTensor>();
+  /** Storages with recorded row writes not yet applied. */
+  private readonly dirty = new Set<Storage>();
+  private readonly sessions = new Map<string, Promise<import('onnxruntime-node').InferenceSession>>();
+  private flushTail: Promise<void> = Promise.resolve();
+  private readonly consts = new Map<string, ConstLeaf>();
+  private lastRope: { positions: Int32Array; theta: number; d: number; cos: DataLeaf; sin: DataLeaf } | undefined;
+  private lastRows: { offset: number; t: number; leaf: DataLeaf } | undefined;
+  private lastMask: { key: string; leaf: DataLeaf } | undefined;
+  private closed = false;
+
+  constructor(options: OnnxBackendOptions = {}) {
+    this.options = options;
+    const device = (options.device ?? 'cpu').toLowerCase();
+    if (device !== 'cpu' && device !== 'cuda') {
+      throw new PaliGemmaError(`onnx backend: unknown device '${options.device}' (use cpu or cuda)`);
+    }
+    this.device = device;
+    this.engine = `onnx (${device})`;
+  }
+
+  async init(): Promise<void> {
+    if (this.ort) return;
+    const ort = await loadOrt();
+    this.providers = executionProviders(ort, this.device);
+    this.ort = ort;
+  }
+
+  supports(op: OpName, dtype: DType = 'f32'): boolean {
+    // Every op is implemented for float32 storage; 16-bit weights are not stored natively
+    // (the checkpoint loader widens them before upload).
+    return dtype === 'f32' && op.length > 0;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.flushTail;
+    const all = [...this.sessions.values()];
+    this.sessions.clear();
+    this.pending.clear();
+    this.dirty.clear();
+    for (const p of all) await p.then((s) => s.release(), () => undefined);
+  }
+
+  /** Number of compiled sessions held. */
+  get cachedSessions(): number { return this.sessions.size; }
+  /** Live handles whose value has not been computed yet. */
+  get pendingTensors(): number { return this.pending.size; }
+
+  // ── memory ──────────────────────────────────────────────────────────────
+  upload(data: Float32Array | Uint16Array, shape: readonly number[], dtype: DType = 'f32'): Tensor {
+    if (dtype !== 'f32' || !(data instanceof Float32Array)) {
+      throw new Error(`onnx backend stores only f32 tensors: ${dtype} storage is not supported`);
+    }
+    if (data.length !== sizeOf(shape)) throw new Error(`upload: shape [${shape}] needs ${sizeOf(shape)} elements, got ${data.length}`);
+    return this.hostTensor(new Float32Array(data), shape);
+  }
+
+  zeros(shape: readonly number[]): Tensor {
+    return this.hostTensor(new Float32Array(sizeOf(shape)), shape);
+  }
+
+  async read(t: Tensor): Promise<Float32Array> {
+    const x = this.own(t);
+    while (x.ref.kind === 'node' || x.ref.storage.pendingVersion) {
+      await this.flush();
+      if (x.disposed) throw new Error('onnx backend: tensor disposed while being read');
+    }
+    return new Float32Array(x.ref.storage.data);
+  }
+
+  dispose(t: Tensor | readonly Tensor[]): void {
+    const list = Array.isArray(t) ? t as readonly Tensor[] : [t as Tensor];
+    for (const one of list) {
+      if (!(one instanceof OnnxTensor) || one.owner !== this || one.disposed) continue;
+      one.disposed = true;
+      this.stats.liveTensors--;
+      if (one.ref.kind === 'node') { this.pending.delete(one); continue; }
+      const s = one.ref.storage;
+      if (--s.refs === 0 && s.pendingVersion) {
+        // Nobody can see this storage any more: its recorded writes need not land.
+        s.pendingVersion = null;
+        s.commits = [];
+        this.dirty.delete(s);
+      }
+    }
+  }
+
+  // ── linear algebra ──────────────────────────────────────────────────────
+  matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
+    const A = this.own(a), B = this.own(b);
+    if (A.shape.length !== 2 || B.shape.length !== 2) {
+      throw new Error(`matmul expects 2-D tensors, got [${A.shape}] and [${B.shape}]`);
+    }
+    const [m, k] = A.shape;
+    const [n, kb] = opts.transposeB ? B.shape : [B.shape[1], B.shape[0]];
+    if (k !== kb) throw new Error(`matmul inner sizes differ: [${A.shape}] · [${B.shape}]${opts.transposeB ? 'ᵀ' : ''}`);
+    const inputs = [this.operand(A), this.operand(B)];
+    if (opts.bias) {
+      const bias = this.own(opts.bias);
+      if (sizeOf(bias.shape) !== n) throw new Error(`matmul bias has ${sizeOf(bias.shape)} elements, expected ${n}`);
+      inputs.push(this.operandAs(bias, [n]));
+    }
+    return this.wrap(this.node('Gemm', inputs, { transB: int(opts.transposeB ? 1 : 0) }, [m, n]));
+  }
+
+  // ── elementwise ─────────────────────────────────────────────────────────
+  add(a: Tensor, b: Tensor): Tensor { return this.binary('Add', a, b); }
+  mul(a: Tensor, b: Tensor): Tensor { return this.binary('Mul', a, b); }
+
+  scale(a: Tensor, s: number): Tensor {
+    const A = this.own(a);
+    return this.wrap(this.node('Mul', [this.operand(A), this.f32(s)], {}, A.shape));
+  }
+
+  /**
+   * Tanh-GELU as x · sigmoid(2u) = x / (1 + exp(-2u)), u = √(2/π)·(x + 0.044715·x³), which is
+   * 0.5·x·(1 + tanh u) without its cancellation: onnxruntime's own Gelu(approximate='tanh') in
+   * float32 loses most digits of small negative outputs (x ≈ -5 → 6% off), this keeps ~1e-7.
+   */
+  gelu(a: Tensor): Tensor {
+    const A = this.own(a), s = A.shape;
+    const x = this.operand(A);
+    const k = -2 * Math.sqrt(2 / Math.PI);
+    const poly = this.node('Add', [this.node('Mul', [this.node('Mul', [x, x], {}, s), this.f32(k * 0.044715)], {}, s), this.f32(k)], {}, s);
+    const e = this.node('Exp', [this.node('Mul', [x, poly], {}, s)], {}, s);                    // exp(-2u)
+    return this.wrap(this.node('Div', [x, this.node('Add', [e, this.f32(1)], {}, s)], {}, s));
+  }
+
+  // ── normalisation over the last axis ────────────────────────────────────
+  layerNorm(x: Tensor, w: Tensor, b: Tensor, eps: number): Tensor {
+    const X = this.own(x), d = lastDim(X);
+    return this.wrap(this.node('LayerNormalization',
+      [this.operand(X), this.operandAs(this.own(w), [d]), this.operandAs(this.own(b), [d])],
+      { axis: int(-1), epsilon: { kind: 'float', value: eps } }, X.shape));
+  }
+
+  rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
+    const X = this.own(x), d = lastDim(X);
+    const xo = this.operand(X);
+    const reduced = [...X.shape.slice(0, -1), 1];
+    const sq = this.node('Mul', [xo, xo], {}, X.shape);
+    const ms = this.node('ReduceMean', [sq, this.i64([-1])], { keepdims: int(1) }, reduced);
+    const inv = this.node('Reciprocal', [this.node('Sqrt', [this.node('Add', [ms, this.f32(eps)], {}, reduced)], {}, reduced)], {}, reduced);
+    const gain = this.node('Add', [this.operandAs(this.own(w), [d]), this.f32(1)], {}, [d]);
+    return this.wrap(this.node('Mul', [this.node('Mul', [xo, inv], {}, X.shape), gain], {}, X.shape));
+  }
+
+  softmax(x: Tensor): Tensor {
+    const X = this.own(x);
+    return this.wrap(this.node('Softmax', [this.operand(X)], { axis: int(-1) }, X.shape));
+  }
+
+  rope(x: Tensor, positions: Int32Array, theta: number): Tensor {
+    const X = this.own(x);
+    if (X.shape.length !== 3) throw new Error(`rope expects [T, H, D], got [${X.shape}]`);
+    const [t, , d] = X.shape;
+    if (positions.length !== t) throw new Error(`rope got ${positions.length} positions for ${t} rows`);
+    if (d % 2 !== 0) throw new Error(`rope needs an even head size, got ${d}`);
+    const half = d / 2;
+    const { cos, sin } = this.ropeTables(positions, theta, d);
+    const xo = this.operand(X);
+    const halfShape = [X.shape[0], X.shape[1], half];
+    const x1 = this.node('Slice', [xo, this.i64([0]), this.i64([half]), this.i64([2])], {}, halfShape);
+    const x2 = this.node('Slice', [xo, this.i64([half]), this.i64([d]), this.i64([2])], {}, halfShape);
+    const rot = this.node('Concat', [x2, x1], { axis: int(2) }, X.shape);            // [x2, x1]
+    // out = x·cos + [x2, x1]·[-sin, sin]  ==  x·cos + rotate_half(x)·sin
+    return this.wrap(this.node('Add', [
+      this.node('Mul', [xo, cos], {}, X.shape),
+      this.node('Mul', [rot, sin], {}, X.shape),
+    ], {}, X.shape));
+  }
+
+  // ── indexing and layout ─────────────────────────────────────────────────
+  embedding(table: Tensor, ids: Int32Array): Tensor {
+    const T = this.own(table);
+    if (T.shape.length !== 2) throw new Error(`embedding expects a [V, H] table, got [${T.shape}]`);
+    const [v, h] = T.shape;
+    const idx = new BigInt64Array(ids.length);
+    ids.forEach((id, i) => {
+      if (id < 0 || id >= v) throw new Error(`token id ${id} is outside the vocabulary of ${v}`);
+      idx[i] = BigInt(id);
+    });
+    const leaf = new DataLeaf(idx, [ids.length], 'int64');
+    return this.wrap(this.node('Gather', [this.operand(T), leaf], { axis: int(0) }, [ids.length, h]));
+  }
+
+  concat(ts: readonly Tensor[], axis: number): Tensor {
+    if (ts.length === 0) throw new Error('concat needs at least one tensor');
+    const parts = ts.map((t) => this.own(t));
+    const first = parts[0].shape;
+    const ax = axis < 0 ? axis + first.length : axis;
+    if (ax < 0 || ax >= first.length) throw new Error(`concat axis ${axis} is out of range for rank ${first.length}`);
+    for (const p of parts) {
+      if (p.shape.length !== first.length || p.shape.some((d, i) => i !== ax && d !== first[i])) {
+        throw new Error(`concat: [${p.shape}] does not match [${first}] off axis ${ax}`);
+      }
+    }
+    const shape = [...first];
+    shape[ax] = parts.reduce((s, p) => s + p.shape[ax], 0);
+    if (parts.length === 1) return this.wrap(this.node('Identity', [this.operand(parts[0])], {}, shape));
+    return this.wrap(this.node('Concat', parts.map((p) => this.operand(p)), { axis: int(ax) }, shape));
+  }
+
+  slice(x: Tensor, axis: number, start: number, end: number): Tensor {
+    const X = this.own(x);
+    const ax = axis < 0 ? axis + X.shape.length : axis;
+    if (ax < 0 || ax >= X.shape.length) throw new Error(`slice axis ${axis} is out of range for [${X.shape}]`);
+    if (!(Number.isInteger(start) && Number.isInteger(end) && start >= 0 && start <= end && end <= X.shape[ax])) {
+      throw new Error(`slice [${start}, ${end}) is out of range for axis ${ax} of [${X.shape}]`);
+    }
+    const shape = [...X.shape];
+    shape[ax] = end - start;
+    return this.wrap(this.node('Slice',
+      [this.operand(X), this.i64([start]), this.i64([end]), this.i64([ax])], {}, shape));
+  }
+
+  reshape(x: Tensor, shape: readonly number[]): Tensor {
+    const X = this.own(x);
+    if (sizeOf(shape) !== sizeOf(X.shape)) throw new Error(`reshape: [${X.shape}] has ${sizeOf(X.shape)} elements, [${shape}] needs ${sizeOf(shape)}`);
+    if (X.ref.kind === 'storage') return this.view(X.ref.storage, shape);   // shares storage
+    return this.wrap(this.reshapeNode(X.ref, shape));
+  }
+
+  transpose(x: Tensor, perm: readonly number[]): Tensor {
+    const X = this.own(x);
+    const rank = X.shape.length;
+    if (perm.length !== rank || [...perm].sort((a, b) => a - b).some((p, i) => p !== i)) {
+      throw new Error(`transpose: [${perm}] is not a permutation of ${rank} axes`);
+    }
+    return this.wrap(this.node('Transpose', [this.operand(X)], { perm: ints(perm) }, perm.map((p) => X.shape[p])));
+  }
+
+  writeRows(dst: Tensor, src: Tensor, offset: number): void {
+    const D = this.own(dst), S = this.own(src);
+    const rowShape = D.shape.slice(1);
+    const row = sizeOf(rowShape);
+    const t = S.shape[0];
+    if (sizeOf(S.shape.slice(1)) !== row || !Number.isInteger(offset) || offset < 0 || offset + t > D.shape[0]) {
+      throw new Error(`writeRows: [${S.shape}] does not fit [${D.shape}] at row ${offset}`);
+    }
+    if (t === 0) return;
+    const upd = this.operandAs(S, [t, ...rowShape]);
+    const scatter = (base: Operand) => this.node('ScatterND', [base, this.rowIndices(offset, t), upd], {}, D.shape);
+    if (D.ref.kind === 'node') {
+      // A pending destination is simply replaced by its updated value.
+      D.ref = scatter(D.ref);
+      return;
+    }
+    const s = D.ref.storage;
+    let version: GraphNode = scatter(this.operand(D));
+    if (!sameShape(D.shape, s.shape)) version = this.reshapeNode(version, s.shape);
+    s.pendingVersion = version;
+    // The rows to copy into host memory after the next run (a snapshot when already concrete).
+    const src0 = resolveOperand(upd);
+    const commitSrc: Operand = src0.kind === 'storage' && !src0.storage.pendingVersion
+      ? new DataLeaf(new Float32Array(src0.storage.data), [t, ...rowShape], 'float32')
+      : src0;
+    s.commits.push({ src: commitSrc, offset: offset * row });
+    this.dirty.add(s);
+  }
+
+  // ── vision ──────────────────────────────────────────────────────────────
+  patchEmbed(pixels: Tensor, weight: Tensor, bias: Tensor, patch: number): Tensor {
+    const X = this.own(pixels), W = this.own(weight), B = this.own(bias);
+    if (X.shape.length !== 3 || W.shape.length !== 4) {
+      throw new Error(`patchEmbed expects pixels [C, H, W] and weight [O, C, P, P], got [${X.shape}] and [${W.shape}]`);
+    }
+    const [c, h, w] = X.shape;
+    const o = W.shape[0];
+    if (W.shape[1] !== c || W.shape[2] !== patch || W.shape[3] !== patch || h % patch !== 0 || w % patch !== 0) {
+      throw new Error(`patchEmbed: weight [${W.shape}] and patch ${patch} do not fit pixels [${X.shape}]`);
+    }
+    const gh = h / patch, gw = w / patch;
+    const px4 = this.operandAs(X, [1, c, h, w]);
+    const conv = this.node('Conv', [px4, this.operand(W), this.operandAs(B, [o])], {
+      kernel_shape: ints([patch, patch]), strides: ints([patch, patch]),
+    }, [1, o, gh, gw]);                                                      // [1, O, gh, gw]
+    const flat = this.reshapeNode(conv, [o, gh * gw]);                       // [O, N]
+    return this.wrap(this.node('Transpose', [flat], { perm: ints([1, 0]) }, [gh * gw, o]));  // [N, O]
+  }
+
+  // ── attention (used by OnnxAttentionKernel) ─────────────────────────────
+  /**
+   * softmax(Q·Kᵀ·scale [+ softcap] + mask)·V over every row of k/v, GQA by reshaping the query
+   * heads of one kv head into one batch. Rows past kvLength are masked (-∞) instead of sliced
+   * off, so the graph's shapes do not depend on how full the cache is.
+   */
+  attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
+    const Q = this.own(q), K = this.own(k), V = this.own(v);
+    if (Q.shape.length !== 3 || K.shape.length !== 3 || V.shape.length !== 3) {
+      throw new Error(`attention expects q [Tq, Hq, D] and k/v [Tk, Hkv, D], got [${Q.shape}], [${K.shape}], [${V.shape}]`);
+    }
+    const [tq, hq, d] = Q.shape;
+    const [cap, hkv, dk] = K.shape;
+    if (dk !== d || !sameShape(K.shape, V.shape) || hq % hkv !== 0) {
+      throw new Error(`attention: q [${Q.shape}] does not fit k [${K.shape}] / v [${V.shape}]`);
+    }
+    const kvLength = opts.kvLength ?? cap;
+    if (kvLength > cap || kvLength < 1) throw new Error(`attention: kvLength ${kvLength} is outside 1..${cap}`);
+    const g = hq / hkv;
+    const scoreShape = [hkv, g * tq, cap];
+
+    const qh = this.node('Transpose', [this.operand(Q)], { perm: ints([1, 0, 2]) }, [hq, tq, d]);
+    const qg = this.reshapeNode(qh, [hkv, g * tq, d]);                          // heads of one kv head together
+    const kt = this.node('Transpose', [this.operand(K)], { perm: ints([1, 2, 0]) }, [hkv, d, cap]);
+    let scores: GraphNode = this.node('MatMul', [qg, kt], {}, scoreShape);      // [Hkv, G·Tq, cap]
+    scores = this.node('Mul', [scores, this.f32(opts.scale)], {}, scoreShape);
+    if (opts.softCap !== undefined) {
+      const inner = this.node('Tanh', [this.node('Mul', [scores, this.f32(1 / opts.softCap)], {}, scoreShape)], {}, scoreShape);
+      scores = this.node('Mul', [inner, this.f32(opts.softCap)], {}, scoreShape);
+    }
+    const needsMask = !(opts.mask.kind === 'bidirectional' && opts.slidingWindow === undefined && kvLength === cap);
+    let probs: GraphNode;
+    if (needsMask) {
+      const s4 = this.reshapeNode(scores, [hkv, g, tq, cap]);
+      const masked = this.node('Add', [s4, this.attentionMask(tq, cap, kvLength, opts)], {}, [hkv, g, tq, cap]);
+      probs = this.reshapeNode(this.node('Softmax', [masked], { axis: int(-1) }, [hkv, g, tq, cap]), scoreShape);
+    } else {
+      probs = this.node('Softmax', [scores], { axis: int(-1) }, scoreShape);
+    }
+    const vh = this.node('Transpose', [this.operand(V)], { perm: ints([1, 0, 2]) }, [hkv, cap, d]);
+    const out = this.node('MatMul', [probs, vh], {}, [hkv, g * tq, d]);       // [Hkv, G·Tq, D]
+    const heads = this.reshapeNode(out, [hq, tq, d]);
+    return this.wrap(this.node('Transpose', [heads], { perm: ints([1, 0, 2]) }, [tq, hq, d]));
+  }
+
+  // ── internals ───────────────────────────────────────────────────────────
+  private own(t: Tensor): OnnxTensor {
+    if (!(t instanceof OnnxTensor) || t.owner !== this) throw new Error('tensor does not belong to this onnx backend');
+    if (t.disposed) throw new Error(`onnx backend: tensor [${t.shape}] used after dispose`);
+    if (this.closed) throw new Error('onnx backend is closed');
+    return t;
+  }
+
+  private hostTensor(data: Float32Array, shape: readonly number[]): OnnxTensor {
+    return this.view(new Storage(data, [...shape]), shape);
+  }
+
+  private view(s: Storage, shape: readonly number[]): OnnxTensor {
+    s.refs++;
+    this.stats.liveTensors++;
+    return new OnnxTensor(this, [...shape], s.leaf([...shape]));
+  }
+
+  private wrap(n: GraphNode): OnnxTensor {
+    const t = new OnnxTensor(this, n.shape, n);
+    this.stats.liveTensors++;
+    this.pending.add(t);
+    return t;
+  }
+
+  private node(op: string, inputs: readonly Operand[], attrs: Record<string, AttrValue>, shape: readonly number[], elemType: ElemType = 'float32'): GraphNode {
+    return new GraphNode(op, inputs, attrs, [...shape], elemType);
+  }
+
+  /** The value a handle has now, as a graph operand (recorded row writes included). */
+  private operand(t: OnnxTensor): Operand {
+    const r = t.ref;
+    if (r.kind === 'node') return r.done ?? r;
+    const v = r.storage.pendingVersion;
+    if (!v) return r;
+    return sameShape(v.shape, t.shape) ? v : this.reshapeNode(v, t.shape);
+  }
+
+  /** The handle's value viewed as `shape` (same element count). */
+  private operandAs(t: OnnxTensor, shape: readonly number[]): Operand {
+    if (sameShape(t.shape, shape)) return this.operand(t);
+    if (t.ref.kind === 'storage' && !t.ref.storage.pendingVersion) return t.ref.storage.leaf([...shape]);
+    return this.reshapeNode(this.operand(t), shape);
+  }
+
+  private reshapeNode(x: Operand, shape: readonly number[]): GraphNode {
+    return this.node('Reshape', [x, this.i64([...shape])], {}, shape);
+  }
+
+  private binary(op: 'Add' | 'Mul', a: Tensor, b: Tensor): Tensor {
+    const A = this.own(a), B = this.own(b);
+    const tail = A.shape.slice(A.shape.length - B.shape.length);
+    if (B.shape.length > A.shape.length || tail.some((d, i) => d !== B.shape[i])) {
+      throw new Error(`${op.toLowerCase()}: [${B.shape}] does not broadcast onto [${A.shape}]`);
+    }
+    return this.wrap(this.node(op, [this.operand(A), this.operand(B)], {}, A.shape));
+  }
+
+  /** Interned constants: one leaf (and one initializer) per distinct value. */
+  private constant(values: readonly number[], shape: readonly number[], elemType: ElemType): ConstLeaf {
+    const k = `${elemType}${shape.length}:${values.join(',')}`;
+    const hit = this.consts.get(k);
+    if (hit) return hit;
+    if (this.consts.size > 4096) this.consts.clear();
+    const c = new ConstLeaf(values, shape, elemType);
+    this.consts.set(k, c);
+    return c;
+  }
+
+  private i64(values: readonly number[]): ConstLeaf { return this.constant(values, [values.length], 'int64'); }
+  private f32(value: number): ConstLeaf { return this.constant([Math.fround(value)], [], 'float32'); }
+
+  /** cos [T, 1, D] and signed sin [T, 1, D] (first half negated), shared by every layer's q and k. */
+  private ropeTables(positions: Int32Array, theta: number, d: number): { cos: DataLeaf; sin: DataLeaf } {
+    const last = this.lastRope;
+    if (last && last.theta === theta && last.d === d && sameInts(last.positions, positions)) return last;
+    const t = positions.length, half = d / 2;
+    const cos = new Float32Array(t * d), sin = new Float32Array(t * d);
+    for (let ti = 0; ti < t; ti++) {
+      for (let i = 0; i < half; i++) {
+        const angle = positions[ti] * Math.pow(theta, (-2 * i) / d);
+        const c = Math.cos(angle), s = Math.sin(angle);
+        cos[ti * d + i] = c; cos[ti * d + i + half] = c;
+        sin[ti * d + i] = -s; sin[ti * d + i + half] = s;
+      }
+    }
+    const entry = {
+      positions: Int32Array.from(positions), theta, d,
+      cos: new DataLeaf(cos, [t, 1, d], 'float32'), sin: new DataLeaf(sin, [t, 1, d], 'float32'),
+    };
+    this.lastRope = entry;
+    return entry;
+  }
+
+  /** ScatterND indices [T, 1] = offset..offset+T-1, shared by every layer's k and v write. */
+  private rowIndices(offset: number, t: number): DataLeaf {
+    const last = this.lastRows;
+    if (last && last.offset === offset && last.t === t) return last.leaf;
+    const idx = new BigInt64Array(t);
+    for (let i = 0; i < t; i++) idx[i] = BigInt(offset + i);
+    const leaf = new DataLeaf(idx, [t, 1], 'int64');
+    this.lastRows = { offset, t, leaf };
+    return leaf;
+  }
+
+  /** Additive mask [Tq, cap]: 0 where visible, -∞ elsewhere (and on rows ≥ kvLength). */
+  private attentionMask(tq: number, cap: number, kvLength: number, opts: AttentionOptions): DataLeaf {
+    const off = opts.queryOffset ?? 0;
+    const m = opts.mask;
+    const key = `${tq}|${cap}|${kvLength}|${off}|${m.kind}|${m.kind === 'prefixLm' ? m.prefixLength : ''}|${opts.slidingWindow ?? ''}`;
+    if (this.lastMask?.key === key) return this.lastMask.leaf;
+    const out = new Float32Array(tq * cap);
+    for (let i = 0; i < tq; i++) {
+      for (let j = 0; j < cap; j++) {
+        if (j >= kvLength || !keyVisible(m, off + i, j, opts.slidingWindow)) out[i * cap + j] = -Infinity;
+      }
+    }
+    const leaf = new DataLeaf(out, [tq, cap], 'float32');
+    this.lastMask = { key, leaf };
+    return leaf;
+  }
+
+  /** Runs everything pending (serialised: one flush at a time). */
+  private flush(): Promise<void> {
+    const run = this.flushTail.then(() => this.flushNow());
+    this.flushTail = run.catch(() => undefined);
+    return run;
+  }
+
+  private async flushNow(): Promise<void> {
+    const handles = [...this.pending].filter((h) => h.ref.kind === 'node');
+    const storages = [...this.dirty];
+    if (handles.length === 0 && storages.length === 0) return;
+    const commits = storages.map((s) => ({ s, version: s.pendingVersion, list: s.commits.splice(0) }));
+
+    const wanted: GraphNode[] = [];
+    const seen = new Set<GraphNode>();
+    const want = (n: GraphNode) => { if (!n.done && !seen.has(n)) { seen.add(n); wanted.push(n); } };
+    for (const h of handles) want(h.ref as GraphNode);
+    for (const c of commits) for (const w of c.list) if (w.src.kind === 'node') want(w.src);
+
+    if (wanted.length) {
+      try {
+        await this.runGraph(wanted);
+      } catch (e) {
+        for (const c of commits) c.s.commits.unshift(...c.list);
+        throw e;
+      }
+    }
+    for (const h of handles) {
+      if (h.ref.kind !== 'node') continue;
+      const leaf = h.ref.done!;
+      h.ref = leaf;
+      this.pending.delete(h);
+      if (!h.disposed) leaf.storage.refs++;
+    }
+    for (const { s, version, list } of commits) {
+      if (s.refs > 0) {
+        for (const w of list) {
+          const src = w.src.kind === 'node' ? w.src.done!.storage.data : (w.src as DataLeaf).data as Float32Array;
+          s.data.set(src, w.offset);
+        }
+      }
+      if (s.pendingVersion === version) { s.pendingVersion = null; this.dirty.delete(s); }
+    }
+  }
+
+  private async runGraph(wanted: GraphNode[]): Promise<void> {
+    await this.init();
+    const ort = this.ort!;
+    const g = compileGraph(wanted, ONNX_OPSET, ONNX_IR_VERSION);
+    const session = await this.session(g.key, g.model);
+    const feeds: Record<string, import('onnxruntime-node').Tensor> = {};
+    for (const f of g.feeds) {
+      const data = f.leaf.kind === 'storage' ? f.leaf.storage.data : f.leaf.data;
+      feeds[f.name] = new ort.Tensor(f.leaf.elemType as 'float32', data as Float32Array, [...f.leaf.shape]);
+    }
+    const t0 = performance.now();
+    const results = await session.run(feeds);
+    this.stats.runMs += performance.now() - t0;
+    this.stats.runs++;
+    this.stats.lastGraph = { nodes: g.nodeCount, inputs: g.feeds.length, outputs: wanted.length };
+    wanted.forEach((n, i) => {
+      const data = results[g.outputNames[i]].data as Float32Array;
+      n.done = new Storage(data, n.shape).leaf(n.shape);
+    });
+  }
+
+  private session(key: string, model: () => Uint8Array): Promise<import('onnxruntime-node').InferenceSession> {
+    const hit = this.sessions.get(key);
+    if (hit) {
+      this.sessions.delete(key);                                            // most recently used last
+      this.sessions.set(key, hit);
+      this.stats.sessionHits++;
+      return hit;
+    }
+    const t0 = performance.now();
+    const options: import('onnxruntime-node').InferenceSession.SessionOptions = {
+      executionProviders: this.providers,
+      graphOptimizationLevel: this.options.graphOptimizationLevel ?? 'all',
+      logSeverityLevel: 3,
+      ...(this.options.threads ? { intraOpNumThreads: this.options.threads } : {}),
+      ...this.options.sessionOptions,
+    };
+    const created = this.ort!.InferenceSession.create(model(), options).then((s) => {
+      this.stats.compileMs += performance.now() - t0;
+      return s;
+    });
+    this.stats.sessionsCreated++;
+    this.sessions.set(key, created);
+    created.catch(() => this.sessions.delete(key));
+    const max = this.options.maxSessions ?? 32;
+    while (this.sessions.size > max) {
+      const [oldKey, old] = this.sessions.entries().next().value!;
+      this.sessions.delete(oldKey);
+      void old.then((s) => s.release(), () => undefined);
+    }
+    return created;
+  }
+}
+
+function resolveOperand(o: Operand): Operand {
+  return o.kind === 'node' && o.done ? o.done : o;
+}
+
+function int(value: number): AttrValue { return { kind: 'int', value }; }
+function ints(value: readonly number[]): AttrValue { return { kind: 'ints', value }; }
+
+function sizeOf(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+function lastDim(t: OnnxTensor): number {
+  return t.shape[t.shape.length - 1];
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+function sameInts(a: Int32Array, b: Int32Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}

@@ -1,0 +1,213 @@
+/**
+ * The lazy graph behind the ONNX backend. Ops record ONNX nodes here instead of running;
+ * `compileGraph` turns the nodes a flush needs into an ONNX model plus a structural key (op
+ * types, attributes, shapes, constants — never fed data), so identical steps share one session.
+ *
+ * Operands are either nodes (pending results) or leaves:
+ * - StorageLeaf: a host Float32Array (uploads, zeros, KV caches, results already computed),
+ *   fed as a graph input every run without copying;
+ * - DataLeaf: per-call host data (token ids, RoPE tables, attention masks, cache row indices),
+ *   fed as an input too: its values never enter the key, so steps that differ only in data
+ *   reuse the same session;
+ * - ConstLeaf: small constants baked into the model (slice bounds, shapes, scalars); their
+ *   values are part of the key.
+ */
+import {
+  type AttrValue, type ProtoNode, type ProtoTensor, type ProtoValueInfo,
+  encodeModel, float32Bytes, int64Bytes, ONNX_FLOAT, ONNX_INT64,
+} from './onnx-proto.js';
+
+export type ElemType = 'float32' | 'int64';
+
+/** Host memory behind one or more tensor handles (reshape views share it). */
+export class Storage {
+  private static nextId = 0;
+  readonly id = Storage.nextId++;
+  /** Handles that still reference this storage. */
+  refs = 0;
+  /** Row writes recorded but not yet applied to `data` (see OnnxBackend.writeRows). */
+  pendingVersion: GraphNode | null = null;
+  commits: Array<{ src: Operand; offset: number }> = [];
+  private readonly leaves = new Map<string, StorageLeaf>();
+
+  constructor(public data: Float32Array, readonly shape: readonly number[]) {}
+
+  /** The leaf that feeds this storage viewed as `shape` (one per shape, so inputs dedupe). */
+  leaf(shape: readonly number[]): StorageLeaf {
+    const k = shape.join(',');
+    let l = this.leaves.get(k);
+    if (!l) { l = new StorageLeaf(this, shape); this.leaves.set(k, l); }
+    return l;
+  }
+}
+
+export class StorageLeaf {
+  readonly kind = 'storage';
+  readonly elemType: ElemType = 'float32';
+  constructor(readonly storage: Storage, readonly shape: readonly number[]) {}
+}
+
+export class DataLeaf {
+  readonly kind = 'data';
+  constructor(
+    readonly data: Float32Array | BigInt64Array,
+    readonly shape: readonly number[],
+    readonly elemType: ElemType,
+  ) {}
+}
+
+export class ConstLeaf {
+  readonly kind = 'const';
+  /** Part of the structural key: the constant's type, shape and values. */
+  readonly key: string;
+  constructor(
+    readonly values: readonly number[],
+    readonly shape: readonly number[],
+    readonly elemType: ElemType,
+  ) {
+    this.key = `${elemType}[${shape}]{${values.map((v) => (Object.is(v, -0) ? '-0' : String(v))).join(',')}}`;
+  }
+}
+
+export class GraphNode {
+  readonly kind = 'node';
+  /** Set once a flush has computed this node: later graphs read the result as an input. */
+  done: StorageLeaf | null = null;
+  constructor(
+    readonly op: string,
+    readonly inputs: readonly Operand[],
+    readonly attrs: Readonly<Record<string, AttrValue>>,
+    readonly shape: readonly number[],
+    readonly elemType: ElemType = 'float32',
+  ) {}
+}
+
+export type Leaf = StorageLeaf | DataLeaf | ConstLeaf;
+export type Operand = GraphNode | Leaf;
+
+export interface CompiledGraph {
+  /** Structural key: equal keys ⇒ the same ONNX model. */
+  key: string;
+  /** Builds the model bytes (only called when no session has the key yet). */
+  model(): Uint8Array;
+  /** Graph inputs in order: name and the leaf whose data feeds it. */
+  feeds: Array<{ name: string; leaf: StorageLeaf | DataLeaf }>;
+  /** Output names, one per requested node, in the order asked. */
+  outputNames: string[];
+  nodeCount: number;
+}
+
+/** The operand a node reads: a node computed by an earlier flush becomes its stored result. */
+export function resolve(o: Operand): Operand {
+  return o.kind === 'node' && o.done ? o.done : o;
+}
+
+function attrKey(a: Readonly<Record<string, AttrValue>>): string {
+  const keys = Object.keys(a);
+  if (keys.length === 0) return '';
+  return keys.sort().map((k) => {
+    const v = a[k];
+    return `${k}=${v.kind === 'ints' ? `[${v.value}]` : v.value}`;
+  }).join(';');
+}
+
+/**
+ * Orders every node the outputs need (inputs first), names them and builds the key. Leaves
+ * are numbered by first use, so the same structure over different data gives the same key.
+ */
+export function compileGraph(outputs: readonly GraphNode[], opset: number, irVersion: number): CompiledGraph {
+  const order: GraphNode[] = [];
+  const nodeIndex = new Map<GraphNode, number>();
+  const leafName = new Map<Leaf, string>();
+  const feeds: CompiledGraph['feeds'] = [];
+  const consts: ConstLeaf[] = [];
+  const keyParts: string[] = [];
+
+  const nameOfLeaf = (l: Leaf): string => {
+    let n = leafName.get(l);
+    if (n !== undefined) return n;
+    if (l.kind === 'const') {
+      n = `c${consts.length}`;
+      consts.push(l);
+      keyParts.push(`${n}:${l.key}`);
+    } else {
+      n = `i${feeds.length}`;
+      feeds.push({ name: n, leaf: l });
+      keyParts.push(`${n}:${l.kind}:${l.elemType}[${l.shape}]`);
+    }
+    leafName.set(l, n);
+    return n;
+  };
+
+  // Iterative post-order DFS (model graphs are deep; recursion could overflow the stack).
+  const visiting = new Set<GraphNode>();
+  for (const out of outputs) {
+    const stack: Array<{ node: GraphNode; next: number }> = [{ node: out, next: 0 }];
+    while (stack.length) {
+      const top = stack[stack.length - 1];
+      if (nodeIndex.has(top.node)) { stack.pop(); continue; }
+      visiting.add(top.node);
+      let pushed = false;
+      while (top.next < top.node.inputs.length) {
+        const inp = resolve(top.node.inputs[top.next++]);
+        if (inp.kind === 'node' && !nodeIndex.has(inp)) {
+          if (visiting.has(inp)) throw new Error('onnx backend: cycle in the pending graph');
+          stack.push({ node: inp, next: 0 });
+          pushed = true;
+          break;
+        }
+      }
+      if (pushed) continue;
+      stack.pop();
+      visiting.delete(top.node);
+      const inNames = top.node.inputs.map((i0) => {
+        const i = resolve(i0);
+        return i.kind === 'node' ? `v${nodeIndex.get(i)}` : nameOfLeaf(i);
+      });
+      const idx = order.length;
+      nodeIndex.set(top.node, idx);
+      order.push(top.node);
+      keyParts.push(`v${idx}=${top.node.op}(${inNames.join(',')}){${attrKey(top.node.attrs)}}[${top.node.shape}]`);
+    }
+  }
+
+  const outputNames: string[] = [];
+  const outputInfos: ProtoValueInfo[] = [];
+  const named = new Set<string>();
+  for (const out of outputs) {
+    const base = `v${nodeIndex.get(out)}`;
+    outputNames.push(base);
+    if (named.has(base)) continue;
+    named.add(base);
+    outputInfos.push({ name: base, elemType: elem(out.elemType), dims: out.shape });
+  }
+  keyParts.push(`out:${outputNames.join(',')}`);
+
+  const model = (): Uint8Array => {
+    const nodes: ProtoNode[] = order.map((n, i) => ({
+      opType: n.op,
+      inputs: n.inputs.map((i0) => {
+        const inp = resolve(i0);
+        return inp.kind === 'node' ? `v${nodeIndex.get(inp)}` : leafName.get(inp)!;
+      }),
+      outputs: [`v${i}`],
+      attributes: n.attrs,
+    }));
+    const initializers: ProtoTensor[] = consts.map((c, i) => ({
+      name: `c${i}`,
+      dims: c.shape,
+      dataType: c.elemType === 'int64' ? ONNX_INT64 : ONNX_FLOAT,
+      raw: c.elemType === 'int64' ? int64Bytes(c.values) : float32Bytes(c.values),
+    }));
+    const inputs: ProtoValueInfo[] = feeds.map((f) => ({
+      name: f.name, elemType: elem(f.leaf.elemType), dims: f.leaf.shape,
+    }));
+    return encodeModel({ irVersion, opset, nodes, initializers, inputs, outputs: outputInfos });
+  };
+
+  return { key: keyParts.join('\n'), model, feeds, outputNames, nodeCount: order.length };
+}
+
+function elem(t: ElemType): number {
+  return t === 'int64' ? ONNX_INT64 : ONNX_FLOAT;
+}

@@ -1,0 +1,18 @@
+import { AttentionKernelContribution, BackendContribution } from '../../interfaces/contributions.js';
+import { definePlugin } from '../../plugin/define-plugin.js';
+import { WebGpuAttentionKernel } from './webgpu-attention-kernel.js';
+import { WebGpuBackend, type WebGpuBackendOptions } from './webgpu-backend.js';
+
+export const webgpuBackendPlugin = definePlugin('webgpu-backend', ({ bind }) => {
+  bind(BackendContribution).toConstantValue({
+    name: 'webgpu',
+    description: 'WGSL compute kernels through Dawn (the webgpu package); a GPU, or SwiftShader on the CPU',
+    create: (opts) => new WebGpuBackend(opts as WebGpuBackendOptions),
+    defaultAttention: 'webgpu',
+  });
+  bind(AttentionKernelContribution).toConstantValue({
+    name: 'webgpu',
+    description: 'fused WGSL kernel, online softmax over key blocks; every mask, GQA, soft-capping',
+    create: () => new WebGpuAttentionKernel(),
+  });
+});

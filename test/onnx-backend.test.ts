@@ -1,0 +1,569 @@
+/**
+ * The ONNX Runtime backend against the reference backend: every op on seeded random inputs,
+ * the attention kernel (masks, GQA, cache offsets), the lazy machinery (one run per read,
+ * session reuse across decode-shaped steps, in-place cache writes, disposal), and a whole
+ * in-memory PaliGemma (vision, prefill, greedy decode) against the reference pipeline.
+ */
+import { expect } from 'chai';
+import { ReferenceAttentionKernel } from '../src/backends/reference/reference-attention-kernel.js';
+import { ReferenceBackend } from '../src/backends/reference/reference-backend.js';
+import { OnnxAttentionKernel } from '../src/backends/onnx/onnx-attention-kernel.js';
+import { OnnxBackend } from '../src/backends/onnx/onnx-backend.js';
+import { onnxBackendPlugin } from '../src/backends/onnx/onnx-backend-module.js';
+import { BUILTIN_PLUGINS } from '../src/builtin-plugins.js';
+import { compare } from '../src/conformance/compare.js';
+import { createPipeline } from '../src/create-pipeline.js';
+import type { AttentionMask, AttentionOptions } from '../src/interfaces/attention-kernel.js';
+import { PaliGemmaError } from '../src/interfaces/errors.js';
+import type { PixelValues } from '../src/interfaces/image-processor.js';
+import type { Tensor, TensorBackend } from '../src/interfaces/tensor-backend.js';
+import { ContiguousKvCacheStore } from '../src/kv-cache/contiguous-kv-cache.js';
+import type { PaliGemmaConfig } from '../src/pipeline/config-types.js';
+import { PaliGemmaModel } from '../src/pipeline/paligemma-model.js';
+import { promptIds } from '../src/pipeline/prompt-format.js';
+import { PartRegistry } from '../src/plugin/part-registry.js';
+import { buildTinyCheckpoint, gqaSpec, makeTempDir, makeTestImage, mhaSpec, mqaSpec } from './support/tiny-checkpoint.js';
+
+// ── helpers ─────────────────────────────────────────────────────────────────
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function randn(n: number, seed: number, scale = 1): Float32Array {
+  const r = rng(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = (r() * 2 - 1) * scale;
+  return out;
+}
+
+const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
+
+/** The same host data in both backends. */
+class Pair {
+  constructor(readonly onnx: OnnxBackend, readonly ref: ReferenceBackend) {}
+  up(data: Float32Array, shape: readonly number[]): [Tensor, Tensor] {
+    return [this.onnx.upload(data, shape), this.ref.upload(data, shape)];
+  }
+  rand(shape: readonly number[], seed: number, scale = 1): [Tensor, Tensor] {
+    return this.up(randn(size(shape), seed, scale), shape);
+  }
+  /** Runs `op` on both; returns the normalized MSE of onnx vs reference (and checks shapes). */
+  async check(op: (b: TensorBackend, x: Tensor[]) => Tensor, inputs: Array<[Tensor, Tensor]>, limit: number): Promise<number> {
+    const a = op(this.onnx, inputs.map((p) => p[0]));
+    const b = op(this.ref, inputs.map((p) => p[1]));
+    expect([...a.shape]).to.deep.equal([...b.shape]);
+    const c = compare(await this.onnx.read(a), await this.ref.read(b));
+    expect(c.problem).to.equal('');
+    expect(c.error, `nmse ${c.error}`).to.be.at.most(limit);
+    this.onnx.dispose(a);
+    return c.error;
+  }
+}
+
+/** Worst normalized MSE seen per op, printed at the end. */
+const worst = new Map<string, number>();
+function note(op: string, e: number): void {
+  worst.set(op, Math.max(worst.get(op) ?? 0, e));
+}
+
+describe('onnx backend', function () {
+  let onnx: OnnxBackend;
+  let pair: Pair;
+
+  before(async function () {
+    onnx = new OnnxBackend({ device: 'cpu' });
+    await onnx.init();
+    pair = new Pair(onnx, new ReferenceBackend());
+  });
+  after(async function () {
+    if (worst.size) {
+      console.log('      onnx vs reference, worst normalized MSE per op:');
+      for (const [op, e] of worst) console.log(`        ${op.padEnd(12)} ${e.toExponential(2)}`);
+    }
+    await onnx?.close();
+  });
+
+  // ── ops ─────────────────────────────────────────────────────────────────────
+  describe('ops vs reference', function () {
+    const TIGHT = 1e-10;
+
+    it('matmul (plain, transposeB, bias; odd and length-1 shapes)', async function () {
+      const cases: Array<[number, number, number]> = [[1, 1, 1], [1, 7, 5], [3, 17, 1], [13, 31, 29], [64, 65, 33], [2, 256, 300]];
+      let seed = 1;
+      for (const [m, k, n] of cases) {
+        for (const transposeB of [false, true]) {
+          for (const withBias of [false, true]) {
+            const a = pair.rand([m, k], seed++);
+            const b = pair.rand(transposeB ? [n, k] : [k, n], seed++);
+            const bias = pair.rand([n], seed++);
+            const e = await pair.check((be, [x, y, z]) => be.matmul(x, y, { transposeB, bias: withBias ? z : undefined }), [a, b, bias], TIGHT);
+            note('matmul', e);
+          }
+        }
+      }
+    });
+
+    it('add and mul, same shape and broadcast over leading dims', async function () {
+      const cases: Array<[number[], number[]]> = [[[1], [1]], [[5, 3], [5, 3]], [[7, 3], [3]], [[2, 3, 5], [3, 5]], [[4, 1, 9], [9]], [[3, 2, 4], [3, 2, 4]]];
+      let seed = 100;
+      for (const [sa, sb] of cases) {
+        for (const op of ['add', 'mul'] as const) {
+          const e = await pair.check((be, [x, y]) => be[op](x, y), [pair.rand(sa, seed++), pair.rand(sb, seed++)], TIGHT);
+          note(op, e);
+        }
+      }
+    });
+
+    it('scale and gelu', async function () {
+      let seed = 200;
+      for (const shape of [[1], [3, 5], [2, 3, 129]]) {
+        note('scale', await pair.check((be, [x]) => be.scale(x, 0.37), [pair.rand(shape, seed++, 4)], TIGHT));
+        note('scale', await pair.check((be, [x]) => be.scale(x, Math.sqrt(2048)), [pair.rand(shape, seed++, 4)], TIGHT));
+        // A single element deep in GELU's negative tail (|y| ~ 1e-5) would make the normalized
+        // error a relative error of a float32 cancellation, so length-1 uses a milder range.
+        note('gelu', await pair.check((be, [x]) => be.gelu(x), [pair.rand(shape, seed++, size(shape) === 1 ? 1 : 6)], TIGHT));
+      }
+    });
+
+    it('layerNorm and rmsNorm over the last axis', async function () {
+      let seed = 300;
+      for (const shape of [[1, 1], [1, 8], [5, 33], [2, 3, 64], [7, 1152]]) {
+        const d = shape[shape.length - 1];
+        const x = pair.rand(shape, seed++, 3), w = pair.rand([d], seed++), b = pair.rand([d], seed++);
+        note('layerNorm', await pair.check((be, [a, c, e]) => be.layerNorm(a, c, e, 1e-6), [x, w, b], 1e-9));
+        note('rmsNorm', await pair.check((be, [a, c]) => be.rmsNorm(a, c, 1e-6), [pair.rand(shape, seed++, 3), pair.rand([d], seed++)], 1e-9));
+      }
+    });
+
+    it('softmax, including large-magnitude logits and -Infinity', async function () {
+      let seed = 400;
+      for (const [shape, scale] of [[[1, 1], 1], [[3, 7], 1], [[2, 5, 257], 10], [[4, 300], 1e4], [[1, 1000], 80]] as Array<[number[], number]>) {
+        note('softmax', await pair.check((be, [x]) => be.softmax(x), [pair.rand(shape, seed++, scale)], TIGHT));
+      }
+      const masked = randn(12, 9);
+      masked[1] = -Infinity; masked[7] = -Infinity;
+      note('softmax', await pair.check((be, [x]) => be.softmax(x), [pair.up(masked, [2, 6])], TIGHT));
+    });
+
+    it('rope (rotate-half) at 1-based and large positions', async function () {
+      let seed = 500;
+      for (const [t, h, d, theta] of [[1, 1, 2, 10000], [3, 2, 8, 10000], [5, 8, 64, 10000], [4, 1, 256, 10000], [2, 3, 16, 500]]) {
+        const positions = Int32Array.from({ length: t }, (_, i) => (seed % 2 ? 1 + i : 1000 + 7 * i));
+        note('rope', await pair.check((be, [x]) => be.rope(x, positions, theta), [pair.rand([t, h, d], seed++)], 1e-9));
+      }
+    });
+
+    it('embedding, concat, slice, reshape, transpose', async function () {
+      let seed = 600;
+      const table = pair.rand([11, 6], seed++);
+      for (const ids of [Int32Array.of(0), Int32Array.of(10, 3, 3, 0, 7)]) {
+        note('embedding', await pair.check((be, [tb]) => be.embedding(tb, ids), [table], 0));
+      }
+      for (const axis of [0, 1, 2]) {
+        const shapes = [[2, 3, 4], [2, 3, 4], [2, 3, 4]].map((s) => { const c = [...s]; c[axis] = 1 + axis + (seed % 3); return c; });
+        note('concat', await pair.check((be, ts) => be.concat(ts, axis), shapes.map((s) => pair.rand(s, seed++)), 0));
+      }
+      note('concat', await pair.check((be, ts) => be.concat(ts, 0), [pair.rand([3, 5], seed++)], 0));
+      const x = pair.rand([5, 4, 3], seed++);
+      for (const [axis, s, e] of [[0, 0, 5], [0, 2, 3], [1, 1, 4], [2, 2, 3], [0, 4, 5]]) {
+        note('slice', await pair.check((be, [a]) => be.slice(a, axis, s, e), [x], 0));
+      }
+      note('reshape', await pair.check((be, [a]) => be.reshape(a, [20, 3]), [x], 0));
+      note('reshape', await pair.check((be, [a]) => be.reshape(be.transpose(a, [2, 0, 1]), [3, 20]), [x], 0));
+      for (const perm of [[0, 1, 2], [1, 0, 2], [2, 1, 0], [1, 2, 0]]) {
+        note('transpose', await pair.check((be, [a]) => be.transpose(a, perm), [x], 0));
+      }
+      pair.onnx.dispose([table[0], x[0]]);
+    });
+
+    it('patchEmbed (conv with kernel = stride = patch) → [N, O]', async function () {
+      let seed = 700;
+      for (const [c, s, p, o] of [[3, 4, 2, 5], [3, 28, 14, 8], [1, 9, 3, 1], [3, 40, 8, 16]]) {
+        const e = await pair.check((be, [px, w, b]) => be.patchEmbed(px, w, b, p),
+          [pair.rand([c, s, s], seed++), pair.rand([o, c, p, p], seed++), pair.rand([o], seed++)], TIGHT);
+        note('patchEmbed', e);
+      }
+    });
+
+    it('writeRows writes in place, is seen by later ops and by reshape views', async function () {
+      const [dst] = pair.up(new Float32Array(6 * 2 * 3), [6, 2, 3]);
+      const view = onnx.reshape(dst, [6, 6]);
+      const rows = onnx.scale(onnx.upload(randn(12, 1), [2, 2, 3]), 2);           // pending source
+      const before = onnx.scale(dst, 1);                                            // reads the old value
+      onnx.writeRows(dst, rows, 3);
+      const after = onnx.scale(dst, 1);
+      onnx.writeRows(dst, onnx.upload(Float32Array.from({ length: 6 }, (_, i) => i + 1), [1, 2, 3]), 0);  // concrete source
+      const expected = new Float32Array(36);
+      expected.set(Float32Array.from(randn(12, 1), (v) => v * 2), 18);
+      expect([...await onnx.read(before)]).to.deep.equal(new Array(36).fill(0));
+      const afterData = await onnx.read(after);
+      expect([...afterData]).to.deep.equal([...expected]);
+      expected.set([1, 2, 3, 4, 5, 6], 0);
+      expect([...await onnx.read(dst)]).to.deep.equal([...expected]);
+      expect([...await onnx.read(view)]).to.deep.equal([...expected]);
+      expect(() => onnx.writeRows(dst, onnx.zeros([4, 2, 3]), 3)).to.throw(/does not fit/);
+    });
+
+    it('records lazily: many ops, one run per read', async function () {
+      const runs = onnx.stats.runs;
+      let [x] = pair.rand([4, 8], 800);
+      const w = onnx.upload(randn(8, 801), [8]);
+      for (let i = 0; i < 20; i++) x = onnx.add(onnx.rmsNorm(x, w, 1e-6), x);
+      expect(onnx.stats.runs).to.equal(runs);
+      await onnx.read(x);
+      expect(onnx.stats.runs).to.equal(runs + 1);
+    });
+
+    it('reports what it supports, rejects foreign tensors and use after dispose', function () {
+      expect(onnx.supports('matmul')).to.equal(true);
+      expect(onnx.supports('upload', 'bf16')).to.equal(false);
+      const foreign = new ReferenceBackend().zeros([2]);
+      expect(() => onnx.add(foreign, foreign)).to.throw(/does not belong/);
+      const t = onnx.zeros([2]);
+      onnx.dispose(t);
+      expect(() => onnx.scale(t, 2)).to.throw(/after dispose/);
+    });
+  });
+
+  // ── attention ───────────────────────────────────────────────────────────────
+  describe('attention kernel vs reference', function () {
+    const kernel = new OnnxAttentionKernel();
+    const refKernel = new ReferenceAttentionKernel();
+    const masks: AttentionMask[] = [{ kind: 'bidirectional' }, { kind: 'causal' }, { kind: 'prefixLm', prefixLength: 3 }];
+
+    async function run(tq: number, hq: number, hkv: number, d: number, cap: number, opts: AttentionOptions, seed: number): Promise<number> {
+      const q = pair.rand([tq, hq, d], seed), k = pair.rand([cap, hkv, d], seed + 1), v = pair.rand([cap, hkv, d], seed + 2);
+      return pair.check(
+        (be, [a, b, c]) => (be === onnx ? kernel : refKernel).attend(be, a, b, c, opts),
+        [q, k, v], 1e-10);
+    }
+
+    for (const mask of masks) {
+      for (const [hq, hkv] of [[4, 4], [4, 2], [8, 1]]) {
+        it(`${mask.kind}, GQA ratio ${hq / hkv} (Hq ${hq}, Hkv ${hkv}), full and partial cache`, async function () {
+          // Whole buffer valid, queries from row 0.
+          note('attention', await run(5, hq, hkv, 16, 5, { scale: 0.25, mask }, 900 + hq * 7 + hkv));
+          // Prefill into a larger buffer: 4 queries at rows 0..3 of a 9-row cache.
+          note('attention', await run(4, hq, hkv, 8, 9, { scale: 8 ** -0.5, mask, queryOffset: 0, kvLength: 4 }, 950 + hq));
+          // Decode: one query at row 6, 7 valid rows of 12.
+          note('attention', await run(1, hq, hkv, 8, 12, { scale: 8 ** -0.5, mask, queryOffset: 6, kvLength: 7 }, 990 + hkv));
+          // Chunk in the middle: 3 queries at rows 4..6, 7 valid rows of 10.
+          note('attention', await run(3, hq, hkv, 32, 10, { scale: 32 ** -0.5, mask, queryOffset: 4, kvLength: 7 }, 1020 + hq));
+        });
+      }
+    }
+
+    it('soft-capping and sliding window', async function () {
+      note('attention', await run(4, 4, 2, 8, 10, { scale: 1, mask: { kind: 'causal' }, softCap: 5, queryOffset: 2, kvLength: 6 }, 1100));
+      note('attention', await run(6, 2, 1, 8, 8, { scale: 0.5, mask: { kind: 'causal' }, slidingWindow: 3 }, 1110));
+    });
+
+    it('falls back to the plain kernel on another backend', function () {
+      const ref = new ReferenceBackend();
+      const q = ref.upload(randn(2 * 2 * 4, 1), [2, 2, 4]);
+      const k = ref.upload(randn(3 * 1 * 4, 2), [3, 1, 4]);
+      const out = kernel.attend(ref, q, k, k, { scale: 0.5, mask: { kind: 'causal' }, queryOffset: 1 });
+      expect([...out.shape]).to.deep.equal([2, 2, 4]);
+    });
+  });
+
+  // ── sessions, cache and disposal ────────────────────────────────────────────
+  describe('session reuse and memory', function () {
+    /** One decoder-like layer over a contiguous cache: the shape of Gemma's per-step graph. */
+    function step(b: OnnxBackend, cache: ReturnType<ContiguousKvCacheStore['create']>, w: Tensor, x: Tensor, mask: AttentionMask): Tensor {
+      const t = x.shape[0], live: Tensor[] = [];
+      const keep = <T extends Tensor>(v: T) => { live.push(v); return v; };
+      const positions = Int32Array.from({ length: t }, (_, i) => cache.length + i + 1);
+      const h = keep(b.rmsNorm(x, keep(b.zeros([16])), 1e-6));
+      const q = keep(b.rope(keep(b.reshape(keep(b.matmul(h, w, { transposeB: true })), [t, 4, 4])), positions, 10000));
+      const k = keep(b.rope(keep(b.reshape(keep(b.slice(h, 1, 0, 8)), [t, 2, 4])), positions, 10000));
+      const v = keep(b.reshape(keep(b.slice(h, 1, 8, 16)), [t, 2, 4]));
+      cache.write(0, k, v);
+      const a = keep(new OnnxAttentionKernel().attend(b, q, cache.keys(0), cache.values(0), {
+        scale: 0.5, mask, queryOffset: cache.length, kvLength: cache.length + t,
+      }));
+      cache.advance(t);
+      const out = b.add(x, keep(b.reshape(a, [t, 16])));
+      b.dispose(live);
+      return out;
+    }
+
+    it('N identical decode steps build one session; handles do not grow', async function () {
+      const b = new OnnxBackend();
+      await b.init();
+      const w = b.upload(randn(16 * 16, 5), [16, 16]);
+      const store = new ContiguousKvCacheStore();
+      const baseline = b.stats.liveTensors;
+      for (let request = 0; request < 3; request++) {
+        const cache = store.create(b, { layers: 1, kvHeads: 2, headDim: 4, capacity: 24 });
+        const prompt = b.upload(randn(5 * 16, 10 + request), [5, 16]);
+        const p = step(b, cache, w, prompt, { kind: 'prefixLm', prefixLength: 5 });
+        await b.read(p);
+        b.dispose([p, prompt]);
+        const afterPrefill = b.stats.sessionsCreated;
+        for (let i = 0; i < 12; i++) {
+          const x = b.upload(randn(16, 100 + i), [1, 16]);
+          const y = step(b, cache, w, x, { kind: 'prefixLm', prefixLength: 5 });
+          await b.read(y);
+          b.dispose([x, y]);
+        }
+        // Request 0 builds the prefill and the decode session; later requests build none.
+        expect(b.stats.sessionsCreated - afterPrefill).to.equal(request === 0 ? 1 : 0);
+        cache.dispose();
+        expect(b.stats.liveTensors).to.equal(baseline);
+        expect(b.pendingTensors).to.equal(0);
+      }
+      expect(b.stats.sessionsCreated).to.equal(2);
+      await b.close();
+    });
+
+    it('the decode steps compute what the reference does', async function () {
+      const ref = new ReferenceBackend();
+      const store = new ContiguousKvCacheStore();
+      const results: Float32Array[][] = [];
+      for (const b of [onnx, ref] as TensorBackend[]) {
+        const out: Float32Array[] = [];
+        const w = b.upload(randn(16 * 16, 5), [16, 16]);
+        const cache = store.create(b, { layers: 1, kvHeads: 2, headDim: 4, capacity: 12 });
+        const kernel = b === onnx ? new OnnxAttentionKernel() : new ReferenceAttentionKernel();
+        for (let i = 0; i < 8; i++) {
+          const t = i === 0 ? 4 : 1;
+          const x = b.upload(randn(t * 16, 40 + i), [t, 16]);
+          const positions = Int32Array.from({ length: t }, (_, j) => cache.length + j + 1);
+          const q = b.rope(b.reshape(b.matmul(x, w, { transposeB: true }), [t, 4, 4]), positions, 10000);
+          cache.write(0, b.reshape(b.slice(x, 1, 0, 8), [t, 2, 4]), b.reshape(b.slice(x, 1, 8, 16), [t, 2, 4]));
+          const a = kernel.attend(b, q, cache.keys(0), cache.values(0), {
+            scale: 0.5, mask: { kind: 'prefixLm', prefixLength: 4 }, queryOffset: cache.length, kvLength: cache.length + t,
+          });
+          cache.advance(t);
+          out.push(await b.read(a));
+        }
+        results.push(out);
+        cache.dispose();
+      }
+      results[0].forEach((o, i) => {
+        const c = compare(o, results[1][i]);
+        expect(c.error, `step ${i}`).to.be.below(1e-10);
+      });
+    });
+
+    it('device cuda without the CUDA provider fails with a one-line PaliGemmaError', async function () {
+      const b = new OnnxBackend({ device: 'cuda' });
+      try {
+        await b.init();
+        this.skip();                                   // the provider is installed here
+      } catch (e) {
+        expect(e).to.be.instanceOf(PaliGemmaError);
+        expect((e as Error).message).to.match(/CUDA execution provider is not installed/).and.match(/ONNXRUNTIME_NODE_INSTALL=cuda12/);
+        expect((e as Error).message).to.not.include('\n');
+      }
+      expect(() => new OnnxBackend({ device: 'tpu' })).to.throw(PaliGemmaError, /unknown device/);
+    });
+
+    it('registers as a plugin: backend onnx with attention kernel onnx', async function () {
+      const registry = new PartRegistry();
+      registry.load(onnxBackendPlugin);
+      const backend = registry.get('backend', 'onnx');
+      expect(backend.defaultAttention).to.equal('onnx');
+      expect(registry.get('attention', 'onnx').create().name).to.equal('onnx');
+      const b = await backend.create({ device: 'cpu' });
+      expect(b.engine).to.equal('onnx (cpu)');
+    });
+  });
+
+  // ── whole model, in memory ──────────────────────────────────────────────────
+  interface ModelSpec {
+    vision: { hidden: number; inter: number; layers: number; heads: number; patch: number; image: number };
+    text: { hidden: number; inter: number; layers: number; heads: number; kvHeads: number; headDim: number; vocab: number };
+  }
+
+  function makeConfig(s: ModelSpec): PaliGemmaConfig {
+    const n = (s.vision.image / s.vision.patch) ** 2;
+    return {
+      vision: {
+        hiddenSize: s.vision.hidden, intermediateSize: s.vision.inter, numLayers: s.vision.layers, numHeads: s.vision.heads,
+        patchSize: s.vision.patch, imageSize: s.vision.image, numChannels: 3, layerNormEps: 1e-6,
+      },
+      text: {
+        hiddenSize: s.text.hidden, intermediateSize: s.text.inter, numLayers: s.text.layers, numHeads: s.text.heads,
+        numKvHeads: s.text.kvHeads, headDim: s.text.headDim, vocabSize: s.text.vocab, rmsNormEps: 1e-6,
+        ropeTheta: 10000, maxPositionEmbeddings: 8192,
+      },
+      projectionDim: s.text.hidden, imageTokenIndex: s.text.vocab - 1, numImageTokens: n,
+      bosTokenId: 2, eosTokenId: 1, padTokenId: 0,
+    };
+  }
+
+  /** Random weights in the classic Hugging Face names, as host arrays with shapes. */
+  function makeWeights(s: ModelSpec, seed: number): Map<string, { data: Float32Array; shape: number[] }> {
+    const out = new Map<string, { data: Float32Array; shape: number[] }>();
+    let k = seed;
+    const add = (name: string, shape: number[], scale: number) => out.set(name, { data: randn(size(shape), k++, scale), shape });
+    const V = 'vision_tower.vision_model', T = 'language_model.model';
+    const v = s.vision, t = s.text, n = (v.image / v.patch) ** 2;
+    add(`${V}.embeddings.patch_embedding.weight`, [v.hidden, 3, v.patch, v.patch], 0.1);
+    add(`${V}.embeddings.patch_embedding.bias`, [v.hidden], 0.1);
+    add(`${V}.embeddings.position_embedding.weight`, [n, v.hidden], 0.5);
+    for (let i = 0; i < v.layers; i++) {
+      const L = `${V}.encoder.layers.${i}`;
+      for (const ln of ['layer_norm1', 'layer_norm2']) { add(`${L}.${ln}.weight`, [v.hidden], 1); add(`${L}.${ln}.bias`, [v.hidden], 0.1); }
+      for (const p of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) {
+        add(`${L}.self_attn.${p}.weight`, [v.hidden, v.hidden], 1 / Math.sqrt(v.hidden));
+        add(`${L}.self_attn.${p}.bias`, [v.hidden], 0.05);
+      }
+      add(`${L}.mlp.fc1.weight`, [v.inter, v.hidden], 1 / Math.sqrt(v.hidden)); add(`${L}.mlp.fc1.bias`, [v.inter], 0.05);
+      add(`${L}.mlp.fc2.weight`, [v.hidden, v.inter], 1 / Math.sqrt(v.inter)); add(`${L}.mlp.fc2.bias`, [v.hidden], 0.05);
+    }
+    add(`${V}.post_layernorm.weight`, [v.hidden], 1); add(`${V}.post_layernorm.bias`, [v.hidden], 0.1);
+    add('multi_modal_projector.linear.weight', [t.hidden, v.hidden], 1 / Math.sqrt(v.hidden));
+    add('multi_modal_projector.linear.bias', [t.hidden], 0.05);
+    add(`${T}.embed_tokens.weight`, [t.vocab, t.hidden], 0.5);
+    for (let i = 0; i < t.layers; i++) {
+      const L = `${T}.layers.${i}`;
+      add(`${L}.input_layernorm.weight`, [t.hidden], 0.3); add(`${L}.post_attention_layernorm.weight`, [t.hidden], 0.3);
+      add(`${L}.self_attn.q_proj.weight`, [t.heads * t.headDim, t.hidden], 1 / Math.sqrt(t.hidden));
+      add(`${L}.self_attn.k_proj.weight`, [t.kvHeads * t.headDim, t.hidden], 1 / Math.sqrt(t.hidden));
+      add(`${L}.self_attn.v_proj.weight`, [t.kvHeads * t.headDim, t.hidden], 1 / Math.sqrt(t.hidden));
+      add(`${L}.self_attn.o_proj.weight`, [t.hidden, t.heads * t.headDim], 1 / Math.sqrt(t.heads * t.headDim));
+      add(`${L}.mlp.gate_proj.weight`, [t.inter, t.hidden], 1 / Math.sqrt(t.hidden));
+      add(`${L}.mlp.up_proj.weight`, [t.inter, t.hidden], 1 / Math.sqrt(t.hidden));
+      add(`${L}.mlp.down_proj.weight`, [t.hidden, t.inter], 1 / Math.sqrt(t.inter));
+    }
+    add(`${T}.norm.weight`, [t.hidden], 0.3);
+    return out;
+  }
+
+  function makeModel(b: TensorBackend, spec: ModelSpec, seed: number): PaliGemmaModel {
+    const weights = new Map<string, Tensor>();
+    for (const [name, w] of makeWeights(spec, seed)) weights.set(name, b.upload(w.data, w.shape));
+    const attention = b instanceof OnnxBackend ? new OnnxAttentionKernel() : new ReferenceAttentionKernel();
+    return new PaliGemmaModel({ backend: b, attention, kvCacheStore: new ContiguousKvCacheStore() },
+      { config: makeConfig(spec), weights, weightDtype: 'f32' });
+  }
+
+  function relMaxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+    let diff = 0, scale = 0;
+    for (let i = 0; i < b.length; i++) { diff = Math.max(diff, Math.abs(a[i] - b[i])); scale = Math.max(scale, Math.abs(b[i])); }
+    return diff / scale;
+  }
+
+  function argmax(row: ArrayLike<number>): number {
+    let best = 0;
+    for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
+    return best;
+  }
+
+  /** Vision → prompt → prefill → greedy decode, returning every step's logits. */
+  async function generate(m: PaliGemmaModel, pixels: PixelValues, ids: Int32Array, steps: number): Promise<{ tokens: number[]; logits: Float32Array[]; vision: Float32Array }> {
+    const b = m.backend;
+    const features = m.visionFeatures(pixels);
+    const vision = await b.read(features);
+    b.dispose(features);
+    const rows = m.imageRows(pixels);
+    const embeds = m.embedPrompt(ids, rows);
+    b.dispose(rows);
+    const s = m.session(ids.length + steps);
+    const logits: Float32Array[] = [await s.prefill(embeds, ids.length)];
+    b.dispose(embeds);
+    const tokens = [argmax(logits[0])];
+    for (let i = 1; i < steps; i++) {
+      logits.push(await s.step(tokens[tokens.length - 1]));
+      tokens.push(argmax(logits[logits.length - 1]));
+    }
+    s.dispose();
+    return { tokens, logits, vision };
+  }
+
+  function randomInputs(m: PaliGemmaModel): { pixels: PixelValues; ids: Int32Array } {
+    const cfg = m.config, size = cfg.vision.imageSize;
+    return {
+      pixels: { data: randn(3 * size * size, 77), shape: [3, size, size] },
+      ids: Int32Array.from([...new Array(cfg.numImageTokens).fill(cfg.imageTokenIndex), 2, 5, 9, 13, 4]),
+    };
+  }
+
+  /** Compares an onnx run with a reference run; returns the worst relative logit difference. */
+  function expectSameRun(got: Awaited<ReturnType<typeof generate>>, ref: Awaited<ReturnType<typeof generate>>): number {
+    expect(relMaxDiff(got.vision, ref.vision)).to.be.below(1e-4);
+    let worstRel = 0;
+    got.logits.forEach((l, i) => { worstRel = Math.max(worstRel, relMaxDiff(l, ref.logits[i])); });
+    note('model (rel max)', worstRel);
+    expect(worstRel).to.be.below(1e-4);
+    expect(got.tokens).to.deep.equal(ref.tokens);
+    return worstRel;
+  }
+
+  describe('whole in-memory PaliGemma vs reference', function () {
+    const specs: Array<[string, ModelSpec]> = [
+      ['MQA (1 kv head)', { vision: { hidden: 32, inter: 64, layers: 2, heads: 4, patch: 4, image: 16 }, text: { hidden: 48, inter: 96, layers: 3, heads: 4, kvHeads: 1, headDim: 16, vocab: 300 } }],
+      ['MHA', { vision: { hidden: 24, inter: 40, layers: 1, heads: 2, patch: 8, image: 24 }, text: { hidden: 32, inter: 64, layers: 2, heads: 4, kvHeads: 4, headDim: 8, vocab: 200 } }],
+      ['GQA (2 groups, heads·headDim ≠ hidden)', { vision: { hidden: 16, inter: 32, layers: 2, heads: 2, patch: 4, image: 12 }, text: { hidden: 40, inter: 72, layers: 2, heads: 4, kvHeads: 2, headDim: 12, vocab: 250 } }],
+    ];
+    for (const [label, spec] of specs) {
+      it(`${label}: same greedy tokens, logits within 1e-4 relative, one decode session`, async function () {
+        const steps = 8;
+        const b = new OnnxBackend();
+        await b.init();
+        const refModel = makeModel(new ReferenceBackend(), spec, 3);
+        const { pixels, ids } = randomInputs(refModel);
+        const ref = await generate(refModel, pixels, ids, steps);
+        const baseline = b.stats.liveTensors;
+        const m = makeModel(b, spec, 3);
+        const weightsLive = b.stats.liveTensors - baseline;
+        expectSameRun(await generate(m, pixels, ids, steps), ref);
+        // vision-only graph, prefill graph, and one decode graph for every step after the first.
+        expect(b.stats.sessionsCreated).to.equal(3);
+        // A second request with the same prompt shape builds nothing new.
+        await generate(m, pixels, ids, steps);
+        expect(b.stats.sessionsCreated).to.equal(3);
+        expect(b.stats.liveTensors - baseline).to.equal(weightsLive);
+        expect(b.pendingTensors).to.equal(0);
+        await b.close();
+      });
+    }
+  });
+
+  // ── whole pipeline through createPipeline, on the tiny test checkpoints ─────
+  describe('createPipeline on tiny checkpoints vs reference', function () {
+    const specs = { mqaSpec, mhaSpec, gqaSpec };
+    for (const [specName, spec] of Object.entries(specs)) {
+      it(`${specName}: same greedy tokens and logits within 1e-4 relative as reference`, async function () {
+        const dir = await makeTempDir('pg-onnx-');
+        await buildTinyCheckpoint(dir, { ...spec(), dtype: 'F32' });
+        const { data, width, height } = makeTestImage(40, 40, 3);
+        const image = { data, width, height, channels: 3 as const };
+        // Once the plugin is among the built-ins, registering it again would collide.
+        const plugins = BUILTIN_PLUGINS.some((p) => p.name === onnxBackendPlugin.name) ? [] : [onnxBackendPlugin];
+        const ref = await createPipeline({ model: dir });
+        const mine = await createPipeline({ model: dir, backend: 'onnx', plugins });
+        try {
+          expect(mine.backendName).to.equal('onnx (cpu)');
+          const a = await ref.generate(image, 'caption en', { maxNewTokens: 8 });
+          const b = await mine.generate(image, 'caption en', { maxNewTokens: 8 });
+          expect(b.tokens).to.deep.equal(a.tokens);
+          // A second request of the same shape builds no session and leaves no handle behind.
+          const backend = mine.backend as OnnxBackend;
+          const built = backend.stats.sessionsCreated, live = backend.stats.liveTensors;
+          expect(built).to.be.at.most(2);                     // prefill (with vision) + one decode graph
+          expect((await mine.generate(image, 'caption en', { maxNewTokens: 8 })).tokens).to.deep.equal(a.tokens);
+          expect(backend.stats.sessionsCreated).to.equal(built);
+          expect(backend.stats.liveTensors).to.equal(live);
+          expect(backend.pendingTensors).to.equal(0);
+          const pixels = await mine.imageProcessor.process(image);
+          const ids = Int32Array.from(promptIds(mine.tokenizer, 'caption en', mine.model.config.numImageTokens));
+          expectSameRun(await generate(mine.model, pixels, ids, 8), await generate(ref.model, pixels, ids, 8));
+        } finally {
+          await ref.close();
+          await mine.close();
+        }
+      });
+    }
+  });
+});
