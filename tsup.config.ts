@@ -9,6 +9,8 @@ export default defineConfig([
     entry: { index: 'src/index.ts' },
     format: ['esm', 'cjs'],
     dts: true,
+    // import.meta.url in the CJS build (engines are located relative to the package).
+    shims: true,
     sourcemap: true,
     clean: true,
     target: 'node20',

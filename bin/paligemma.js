@@ -8,7 +8,7 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const source = `${root}src/cli/main.ts`;
 if (existsSync(source) && !process.env.PALIGEMMA_USE_DIST) {
   const { register } = await import('tsx/esm/api');
-  register();
+  register({ tsconfig: `${root}tsconfig.json` });   // decorators need our compiler options
   await import(pathToFileURL(source).href);
 } else {
   await import(pathToFileURL(`${root}dist/cli.js`).href);

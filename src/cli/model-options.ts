@@ -8,6 +8,8 @@ export interface ModelFlags {
   backend: string;
   device?: string;
   plugin: string[];
+  attention?: string;
+  kvCache?: string;
   verbose?: boolean;
 }
 
@@ -19,6 +21,8 @@ export function addModelOptions(cmd: Command): Command {
     .option('--model <dir>', 'Hugging Face PaliGemma folder (default: built-in tiny checkpoint with random weights)')
     .option('--backend <name>', 'tensor backend', 'reference')
     .option('--device <name>', 'device for backends that have several (e.g. cpu, cuda)')
+    .option('--attention <name>', "attention kernel (default: the backend's own)")
+    .option('--kv-cache <name>', 'KV cache store (default: contiguous)')
     .option('--plugin <path>', 'load a plugin (file or package); repeatable', collect, [])
     .option('--verbose', 'print stack traces on errors');
 }
@@ -35,6 +39,8 @@ export async function pipelineFor(flags: ModelFlags, extra: Parameters<typeof cr
       backend: flags.backend,
       backendOptions: flags.device ? { device: flags.device } : {},
       plugins: flags.plugin,
+      attention: flags.attention,
+      kvCache: flags.kvCache,
       onProgress: progress.onProgress,
       ...extra,
     });

@@ -26,7 +26,10 @@ export interface BackendOptions {
   [key: string]: unknown;
 }
 
-export const BackendContribution: ServiceIdentifier<BackendContribution> = Symbol('BackendContribution');
+// The tokens live in the global symbol registry (Symbol.for), so a plugin that imports its own
+// copy of the SDK (the built package, while the CLI runs another build or the sources) binds the
+// very same tokens the registry collects.
+export const BackendContribution: ServiceIdentifier<BackendContribution> = Symbol.for('paligemma-sdk.BackendContribution');
 export interface BackendContribution {
   readonly name: string;
   readonly description: string;
@@ -37,14 +40,14 @@ export interface BackendContribution {
   readonly defaultKvCache?: string;
 }
 
-export const AttentionKernelContribution: ServiceIdentifier<AttentionKernelContribution> = Symbol('AttentionKernelContribution');
+export const AttentionKernelContribution: ServiceIdentifier<AttentionKernelContribution> = Symbol.for('paligemma-sdk.AttentionKernelContribution');
 export interface AttentionKernelContribution {
   readonly name: string;
   readonly description: string;
   create(): AttentionKernel;
 }
 
-export const KVCacheStoreContribution: ServiceIdentifier<KVCacheStoreContribution> = Symbol('KVCacheStoreContribution');
+export const KVCacheStoreContribution: ServiceIdentifier<KVCacheStoreContribution> = Symbol.for('paligemma-sdk.KVCacheStoreContribution');
 export interface KVCacheStoreContribution {
   readonly name: string;
   readonly description: string;
@@ -59,14 +62,14 @@ export interface SamplerOptions {
   [key: string]: unknown;
 }
 
-export const SamplerContribution: ServiceIdentifier<SamplerContribution> = Symbol('SamplerContribution');
+export const SamplerContribution: ServiceIdentifier<SamplerContribution> = Symbol.for('paligemma-sdk.SamplerContribution');
 export interface SamplerContribution {
   readonly name: string;
   readonly description: string;
   create(options: SamplerOptions): Sampler;
 }
 
-export const TokenizerContribution: ServiceIdentifier<TokenizerContribution> = Symbol('TokenizerContribution');
+export const TokenizerContribution: ServiceIdentifier<TokenizerContribution> = Symbol.for('paligemma-sdk.TokenizerContribution');
 export interface TokenizerContribution {
   readonly name: string;
   readonly description: string;
@@ -74,7 +77,7 @@ export interface TokenizerContribution {
   load(modelDir: string): Promise<Tokenizer>;
 }
 
-export const ImageProcessorContribution: ServiceIdentifier<ImageProcessorContribution> = Symbol('ImageProcessorContribution');
+export const ImageProcessorContribution: ServiceIdentifier<ImageProcessorContribution> = Symbol.for('paligemma-sdk.ImageProcessorContribution');
 export interface ImageProcessorContribution {
   readonly name: string;
   readonly description: string;

@@ -34,35 +34,58 @@ const KIND_WORDS: Record<ContributionKind, string> = {
   sampler: 'sampler', tokenizer: 'tokenizer', imageProcessor: 'image processor',
 };
 
+/** The function each kind of contribution must have. */
+const FACTORY: Record<ContributionKind, 'create' | 'load'> = {
+  backend: 'create', attention: 'create', kvCache: 'create',
+  sampler: 'create', tokenizer: 'load', imageProcessor: 'load',
+};
+
 export class PartRegistry {
   readonly container = new Container();
   private readonly parts: RegisteredPart[] = [];
   private readonly plugins: PaliGemmaPlugin[] = [];
 
-  /** Loads a plugin's module; refuses a contribution whose name is already taken. */
+  /**
+   * Loads a plugin's module; refuses a contribution whose name is already taken, has none, or
+   * lacks its factory. A refused plugin leaves the registry as it was.
+   */
   load(plugin: PaliGemmaPlugin): void {
     const source = plugin.source ?? 'built-in';
-    if (this.plugins.some((p) => p.name === plugin.name)) {
-      throw new PaliGemmaError(`plugin ${plugin.name} (${source}): a plugin of that name is already loaded`);
-    }
+    const fail = (problem: string): never => {
+      throw new PaliGemmaError(`plugin ${plugin.name} (${source}): ${problem}`);
+    };
+    if (this.plugins.some((p) => p.name === plugin.name)) fail('a plugin of that name is already loaded');
+    const twin = this.plugins.find((p) => p.module === plugin.module);
+    if (twin) fail(`its module is already loaded, as plugin ${twin.name}`);
     const before = this.counts();
-    try {
-      this.container.load(plugin.module);
-    } catch (e) {
-      throw new PaliGemmaError(`plugin ${plugin.name} (${source}): its module failed to load: ${(e as Error).message}`);
-    }
     const added: RegisteredPart[] = [];
-    for (const kind of Object.keys(CONTRIBUTION_KINDS) as ContributionKind[]) {
-      for (const c of this.all(kind).slice(before[kind])) {
-        const taken = [...this.parts, ...added].find((p) => p.kind === kind && p.name === c.name);
-        if (taken || typeof c.name !== 'string' || c.name === '') {
-          this.container.unload(plugin.module);
-          throw new PaliGemmaError(taken
-            ? `plugin ${plugin.name} (${source}): ${KIND_WORDS[kind]} '${c.name}' is already registered by plugin ${taken.plugin}`
-            : `plugin ${plugin.name} (${source}): a ${KIND_WORDS[kind]} contribution has no name`);
-        }
-        added.push({ kind, name: c.name, description: c.description ?? '', plugin: plugin.name, source });
+    try {
+      try {
+        this.container.load(plugin.module);
+      } catch (e) {
+        fail(`its module failed to load: ${firstLine(e)}`);
       }
+      for (const kind of Object.keys(CONTRIBUTION_KINDS) as ContributionKind[]) {
+        let contributions: ContributionByKind[typeof kind][] = [];
+        try {
+          contributions = this.all(kind).slice(before[kind]);
+        } catch (e) {
+          fail(`a ${KIND_WORDS[kind]} contribution failed to resolve: ${firstLine(e)}`);
+        }
+        for (const c of contributions) {
+          const taken = [...this.parts, ...added].find((p) => p.kind === kind && p.name === c?.name);
+          const factory = FACTORY[kind];
+          if (typeof c?.name !== 'string' || c.name === '') fail(`a ${KIND_WORDS[kind]} contribution has no name`);
+          if (taken) fail(`${KIND_WORDS[kind]} '${c.name}' is already registered by plugin ${taken.plugin}`);
+          if (typeof (c as unknown as Record<string, unknown>)[factory] !== 'function') {
+            fail(`${KIND_WORDS[kind]} '${c.name}' has no ${factory}() function`);
+          }
+          added.push({ kind, name: c.name, description: c.description ?? '', plugin: plugin.name, source });
+        }
+      }
+    } catch (e) {
+      try { this.container.unload(plugin.module); } catch { /* the refusal matters more */ }
+      throw e;
     }
     this.parts.push(...added);
     this.plugins.push(plugin);
@@ -96,4 +119,8 @@ export class PartRegistry {
     for (const kind of Object.keys(CONTRIBUTION_KINDS) as ContributionKind[]) out[kind] = this.all(kind).length;
     return out;
   }
+}
+
+function firstLine(e: unknown): string {
+  return String((e as Error)?.message ?? e).split('\n')[0];
 }
