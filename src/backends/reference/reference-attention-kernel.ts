@@ -5,6 +5,7 @@
 import type { AttentionKernel, AttentionOptions } from '../../interfaces/attention-kernel.js';
 import type { Tensor, TensorBackend } from '../../interfaces/tensor-backend.js';
 import { keyVisible, kvHeadFor } from '../../kernels/attention-mask.js';
+import { attentionDims } from '../op-shapes.js';
 import { ReferenceTensor } from './reference-tensor.js';
 
 export class ReferenceAttentionKernel implements AttentionKernel {
@@ -12,9 +13,7 @@ export class ReferenceAttentionKernel implements AttentionKernel {
 
   attend(_backend: TensorBackend, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
     const Q = asRef(q).data, K = asRef(k).data, V = asRef(v).data;
-    const [tq, hq, d] = q.shape;
-    const hkv = k.shape[1];
-    const kvLength = opts.kvLength ?? k.shape[0];
+    const { tq, hq, d, hkv, kvLength } = attentionDims(q.shape, k.shape, v.shape, opts.kvLength);
     const off = opts.queryOffset ?? 0;
     const out = new Float32Array(tq * hq * d);                            // [Tq, Hq, D]
     const scores = new Float64Array(kvLength);

@@ -6,8 +6,12 @@
 import type {
   DType, MatmulOptions, OpName, Tensor, TensorBackend,
 } from '../../interfaces/tensor-backend.js';
+import {
+  checkBroadcast, checkReshape, checkVector, checkWriteRows, concatShape, embeddingDims, matmulDims,
+  patchEmbedDims, ropeDims, sizeOf, sliceShape, transposeShape,
+} from '../op-shapes.js';
 import { matmulPlain, matmulTransposedB } from './matmul.js';
-import { ReferenceTensor, sizeOf } from './reference-tensor.js';
+import { ReferenceTensor } from './reference-tensor.js';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
@@ -42,18 +46,12 @@ export class ReferenceBackend implements TensorBackend {
   // ── linear algebra ──────────────────────────────────────────────────────
   matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     const A = ref(a), B = ref(b);
-    if (A.shape.length !== 2 || B.shape.length !== 2) {
-      throw new Error(`matmul expects 2-D tensors, got [${A.shape}] and [${B.shape}]`);
-    }
-    const [m, k] = A.shape;
-    const [n, kb] = opts.transposeB ? B.shape : [B.shape[1], B.shape[0]];
-    if (k !== kb) throw new Error(`matmul inner sizes differ: [${A.shape}] · [${B.shape}]${opts.transposeB ? 'ᵀ' : ''}`);
+    const bias = opts.bias ? ref(opts.bias).data : undefined;            // [N]
+    const { m, k, n } = matmulDims(A.shape, B.shape, opts.transposeB, bias?.length);
     const out = new Float32Array(m * n);                                  // [M, N]
     if (opts.transposeB) matmulTransposedB(A.data, B.data, out, m, k, n);
     else matmulPlain(A.data, B.data, out, m, k, n);
-    if (opts.bias) {
-      const bias = ref(opts.bias).data;                                   // [N]
-      if (bias.length !== n) throw new Error(`matmul bias has ${bias.length} elements, expected ${n}`);
+    if (bias) {
       for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) out[i * n + j] += bias[j];
     }
     return new ReferenceTensor([m, n], out);
@@ -82,6 +80,8 @@ export class ReferenceBackend implements TensorBackend {
   layerNorm(x: Tensor, w: Tensor, b: Tensor, eps: number): Tensor {
     const X = ref(x), W = ref(w).data, B = ref(b).data;
     const d = lastDim(X);
+    checkVector('layerNorm weight', W.length, d);
+    checkVector('layerNorm bias', B.length, d);
     const out = new Float32Array(X.size);
     for (let r = 0; r < X.size / d; r++) {
       const o = r * d;
@@ -99,6 +99,7 @@ export class ReferenceBackend implements TensorBackend {
   rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
     const X = ref(x), W = ref(w).data;
     const d = lastDim(X);
+    checkVector('rmsNorm weight', W.length, d);
     const out = new Float32Array(X.size);
     for (let r = 0; r < X.size / d; r++) {
       const o = r * d;
@@ -120,9 +121,7 @@ export class ReferenceBackend implements TensorBackend {
 
   rope(x: Tensor, positions: Int32Array, theta: number): Tensor {
     const X = ref(x);
-    if (X.shape.length !== 3) throw new Error(`rope expects [T, H, D], got [${X.shape}]`);
-    const [t, h, d] = X.shape;
-    if (positions.length !== t) throw new Error(`rope got ${positions.length} positions for ${t} rows`);
+    const { t, h, d } = ropeDims(X.shape, positions.length);
     const half = d / 2;
     const out = new Float32Array(X.size);
     for (let ti = 0; ti < t; ti++) {
@@ -143,10 +142,9 @@ export class ReferenceBackend implements TensorBackend {
   // ── indexing and layout ─────────────────────────────────────────────────
   embedding(table: Tensor, ids: Int32Array): Tensor {
     const T = ref(table);
-    const [v, h] = T.shape;
+    const { h } = embeddingDims(T.shape, ids);
     const out = new Float32Array(ids.length * h);                         // [T, H]
     ids.forEach((id, i) => {
-      if (id < 0 || id >= v) throw new Error(`token id ${id} is outside the vocabulary of ${v}`);
       out.set(T.data.subarray(id * h, (id + 1) * h), i * h);
     });
     return new ReferenceTensor([ids.length, h], out);
@@ -154,11 +152,9 @@ export class ReferenceBackend implements TensorBackend {
 
   concat(ts: readonly Tensor[], axis: number): Tensor {
     const parts = ts.map(ref);
-    const first = parts[0].shape;
-    const outer = sizeOf(first.slice(0, axis));
+    const shape = concatShape(parts.map((p) => p.shape), axis);
+    const outer = sizeOf(shape.slice(0, axis));
     const inners = parts.map((p) => sizeOf(p.shape.slice(axis)));
-    const shape = [...first];
-    shape[axis] = parts.reduce((s, p) => s + p.shape[axis], 0);
     const out = new Float32Array(sizeOf(shape));
     const rowOut = inners.reduce((a, b) => a + b, 0);
     for (let o = 0; o < outer; o++) {
@@ -173,11 +169,10 @@ export class ReferenceBackend implements TensorBackend {
 
   slice(x: Tensor, axis: number, start: number, end: number): Tensor {
     const X = ref(x);
+    const shape = sliceShape(X.shape, axis, start, end);
     const outer = sizeOf(X.shape.slice(0, axis));
     const inner = sizeOf(X.shape.slice(axis + 1));
     const len = end - start;
-    const shape = [...X.shape];
-    shape[axis] = len;
     const out = new Float32Array(outer * len * inner);
     for (let o = 0; o < outer; o++) {
       const src = (o * X.shape[axis] + start) * inner;
@@ -187,13 +182,15 @@ export class ReferenceBackend implements TensorBackend {
   }
 
   reshape(x: Tensor, shape: readonly number[]): Tensor {
-    return new ReferenceTensor([...shape], ref(x).data);                  // shares storage
+    const X = ref(x);
+    checkReshape(X.shape, shape);
+    return new ReferenceTensor([...shape], X.data);                       // shares storage
   }
 
   transpose(x: Tensor, perm: readonly number[]): Tensor {
     const X = ref(x);
     const rank = X.shape.length;
-    const shape = perm.map((p) => X.shape[p]);
+    const shape = transposeShape(X.shape, perm);
     const inStrides = strides(X.shape);
     const outStrides = strides(shape);
     const out = new Float32Array(X.size);
@@ -211,19 +208,15 @@ export class ReferenceBackend implements TensorBackend {
 
   writeRows(dst: Tensor, src: Tensor, offset: number): void {
     const D = ref(dst), S = ref(src);
+    checkWriteRows(D.shape, S.shape, offset);
     const row = sizeOf(D.shape.slice(1));
-    if (sizeOf(S.shape.slice(1)) !== row || offset + S.shape[0] > D.shape[0]) {
-      throw new Error(`writeRows: [${S.shape}] does not fit [${D.shape}] at row ${offset}`);
-    }
     D.data.set(S.data, offset * row);
   }
 
   // ── vision ──────────────────────────────────────────────────────────────
   patchEmbed(pixels: Tensor, weight: Tensor, bias: Tensor, patch: number): Tensor {
     const X = ref(pixels), W = ref(weight), B = ref(bias).data;
-    const [c, h, w] = X.shape;
-    const o = W.shape[0];
-    const gh = h / patch, gw = w / patch;
+    const { c, h, w, o, gh, gw } = patchEmbedDims(X.shape, W.shape, B.length, patch);
     const k = c * patch * patch;
     // Gather each patch into a row in (channel, y, x) order, then one matmul with W [O, C·P·P].
     const cols = new Float32Array(gh * gw * k);                           // [N, C·P·P]
@@ -265,10 +258,7 @@ function strides(shape: readonly number[]): number[] {
 function broadcast(
   a: ReferenceTensor, b: ReferenceTensor, f: (x: number, y: number) => number, op: string,
 ): ReferenceTensor {
-  const tail = a.shape.slice(a.shape.length - b.shape.length);
-  if (b.shape.length > a.shape.length || tail.some((d, i) => d !== b.shape[i])) {
-    throw new Error(`${op}: [${b.shape}] does not broadcast onto [${a.shape}]`);
-  }
+  checkBroadcast(op, a.shape, b.shape);
   const out = new Float32Array(a.size);
   const n = b.size;
   for (let i = 0; i < a.size; i++) out[i] = f(a.data[i], b.data[i % n]);

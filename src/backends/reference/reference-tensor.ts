@@ -15,6 +15,4 @@ export class ReferenceTensor implements Tensor {
   }
 }
 
-export function sizeOf(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}
+export { sizeOf } from '../op-shapes.js';

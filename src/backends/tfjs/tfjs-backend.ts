@@ -33,10 +33,14 @@ import type {
 } from '../../interfaces/tensor-backend.js';
 import { additiveMask } from '../../kernels/attention-mask.js';
 import {
+  attentionDims, checkBroadcast, checkReshape, checkVector, checkWriteRows, concatShape, embeddingDims,
+  matmulDims, patchEmbedDims, ropeDims, sizeOf, sliceShape, transposeShape,
+} from '../op-shapes.js';
+import {
   acquireEngine, ENGINE_ORDER, isEngineKind, releaseEngine,
   type TfjsEngine, type TfjsEngineKind, type TfModule, type TfTensor,
 } from './tfjs-engine.js';
-import { sizeOf, TfjsTensor } from './tfjs-tensor.js';
+import { TfjsTensor } from './tfjs-tensor.js';
 
 export interface TfjsBackendOptions extends BackendOptions {
   /** Force one engine; missing packages fail with a PaliGemmaError. Default: the best installed. */
@@ -207,14 +211,8 @@ export class TfjsBackend implements TensorBackend {
   // ── linear algebra ──────────────────────────────────────────────────────
   matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     const A = this.own(a), B = this.own(b);
-    if (A.shape.length !== 2 || B.shape.length !== 2) {
-      throw new Error(`matmul expects 2-D tensors, got [${A.shape}] and [${B.shape}]`);
-    }
-    const [m, k] = A.shape;
-    const [n, kb] = opts.transposeB ? B.shape : [B.shape[1], B.shape[0]];
-    if (k !== kb) throw new Error(`matmul inner sizes differ: [${A.shape}] · [${B.shape}]${opts.transposeB ? 'ᵀ' : ''}`);
     const bias = opts.bias ? this.own(opts.bias) : undefined;
-    if (bias && sizeOf(bias.shape) !== n) throw new Error(`matmul bias has ${sizeOf(bias.shape)} elements, expected ${n}`);
+    const { m, n } = matmulDims(A.shape, B.shape, opts.transposeB, bias ? sizeOf(bias.shape) : undefined);
     return this.op([m, n], (tf) => {
       const out = opts.transposeB ? this.timesTransposed(this.val(A), B) : tf.matMul(this.val(A), this.val(B));
       return bias ? tf.add(out, tf.reshape(this.val(bias), [n])) : out;
@@ -249,8 +247,8 @@ export class TfjsBackend implements TensorBackend {
   layerNorm(x: Tensor, w: Tensor, b: Tensor, eps: number): Tensor {
     const X = this.own(x), W = this.own(w), B = this.own(b);
     const d = lastDim(X);
-    this.expectVector(W, d, 'layerNorm weight');
-    this.expectVector(B, d, 'layerNorm bias');
+    checkVector('layerNorm weight', sizeOf(W.shape), d);
+    checkVector('layerNorm bias', sizeOf(B.shape), d);
     return this.op(X.shape, (tf) => {
       const v = this.val(X);
       const centred = tf.sub(v, tf.mean(v, -1, true));
@@ -263,7 +261,7 @@ export class TfjsBackend implements TensorBackend {
   rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
     const X = this.own(x), W = this.own(w);
     const d = lastDim(X);
-    this.expectVector(W, d, 'rmsNorm weight');
+    checkVector('rmsNorm weight', sizeOf(W.shape), d);
     return this.op(X.shape, (tf) => {
       const v = this.val(X);
       const inv = tf.rsqrt(tf.add(tf.mean(tf.square(v), -1, true), eps));
@@ -278,10 +276,7 @@ export class TfjsBackend implements TensorBackend {
 
   rope(x: Tensor, positions: Int32Array, theta: number): Tensor {
     const X = this.own(x);
-    if (X.shape.length !== 3) throw new Error(`rope expects [T, H, D], got [${X.shape}]`);
-    const [t, h, d] = X.shape;
-    if (positions.length !== t) throw new Error(`rope got ${positions.length} positions for ${t} rows`);
-    if (d % 2 !== 0) throw new Error(`rope needs an even head size, got ${d}`);
+    const { t, h, d } = ropeDims(X.shape, positions.length);
     const half = d / 2;
     const { cos, sin } = this.ropeTables(positions, theta, d);
     return this.op(X.shape, (tf) => {
@@ -296,11 +291,7 @@ export class TfjsBackend implements TensorBackend {
   // ── indexing and layout ─────────────────────────────────────────────────
   embedding(table: Tensor, ids: Int32Array): Tensor {
     const T = this.own(table);
-    if (T.shape.length !== 2) throw new Error(`embedding expects a [V, H] table, got [${T.shape}]`);
-    const [v, h] = T.shape;
-    for (const id of ids) {
-      if (id < 0 || id >= v || !Number.isInteger(id)) throw new Error(`token id ${id} is outside the vocabulary of ${v}`);
-    }
+    const { h } = embeddingDims(T.shape, ids);
     return this.op([ids.length, h], (tf) => {
       const index = tf.tensor1d(Int32Array.from(ids), 'int32');
       // A tied table may be stored transposed ([H, V]) for the lm_head matmul: gather columns.
@@ -310,33 +301,21 @@ export class TfjsBackend implements TensorBackend {
   }
 
   concat(ts: readonly Tensor[], axis: number): Tensor {
-    if (ts.length === 0) throw new Error('concat of no tensors');
     const parts = ts.map((t) => this.own(t));
-    const first = parts[0].shape;
-    if (axis < 0 || axis >= first.length) throw new Error(`concat: axis ${axis} is out of range for rank ${first.length}`);
-    for (const p of parts) {
-      if (p.shape.length !== first.length || p.shape.some((d, i) => i !== axis && d !== first[i])) {
-        throw new Error(`concat: [${p.shape}] does not match [${first}] off axis ${axis}`);
-      }
-    }
-    const shape = [...first];
-    shape[axis] = parts.reduce((s, p) => s + p.shape[axis], 0);
+    const shape = concatShape(parts.map((p) => p.shape), axis);
     return this.op(shape, (tf) => (parts.length === 1 ? tf.clone(this.val(parts[0])) : tf.concat(parts.map((p) => this.val(p)), axis)));
   }
 
   slice(x: Tensor, axis: number, start: number, end: number): Tensor {
     const X = this.own(x);
-    if (axis < 0 || axis >= X.shape.length || start < 0 || end > X.shape[axis] || start > end) {
-      throw new Error(`slice: [${start}, ${end}) along axis ${axis} is outside [${X.shape}]`);
-    }
+    const size = sliceShape(X.shape, axis, start, end);
     const begin = X.shape.map((_, i) => (i === axis ? start : 0));
-    const size = X.shape.map((d, i) => (i === axis ? end - start : d));
     return this.op(size, (tf) => tf.slice(this.val(X), begin, size));
   }
 
   reshape(x: Tensor, shape: readonly number[]): Tensor {
     const X = this.own(x);
-    if (sizeOf(shape) !== sizeOf(X.shape)) throw new Error(`reshape: [${X.shape}] has ${sizeOf(X.shape)} elements, [${shape}] needs ${sizeOf(shape)}`);
+    checkReshape(X.shape, shape);
     const out = this.op(shape, (tf) => tf.reshape(this.val(X), [...shape])) as TfjsTensor;
     if (X.value) {
       // Same storage: a later writeRows on either handle must show through the other.
@@ -349,19 +328,14 @@ export class TfjsBackend implements TensorBackend {
 
   transpose(x: Tensor, perm: readonly number[]): Tensor {
     const X = this.own(x);
-    if (perm.length !== X.shape.length || [...perm].sort((p, q) => p - q).some((p, i) => p !== i)) {
-      throw new Error(`transpose: [${perm}] is not a permutation of rank ${X.shape.length}`);
-    }
-    return this.op(perm.map((p) => X.shape[p]), (tf) => tf.transpose(this.val(X), [...perm]));
+    return this.op(transposeShape(X.shape, perm), (tf) => tf.transpose(this.val(X), [...perm]));
   }
 
   writeRows(dst: Tensor, src: Tensor, offset: number): void {
     const D = this.own(dst), S = this.own(src);
+    checkWriteRows(D.shape, S.shape, offset);
     const rows = D.shape[0], n = S.shape[0];
     const row = sizeOf(D.shape.slice(1));
-    if (sizeOf(S.shape.slice(1)) !== row || offset < 0 || offset + n > rows || !Number.isInteger(offset)) {
-      throw new Error(`writeRows: [${S.shape}] does not fit [${D.shape}] at row ${offset}`);
-    }
     this.stats.rowWrites++;
     if (n === 0) return;
     const tf = this.tf;
@@ -385,16 +359,7 @@ export class TfjsBackend implements TensorBackend {
   // ── vision ──────────────────────────────────────────────────────────────
   patchEmbed(pixels: Tensor, weight: Tensor, bias: Tensor, patch: number): Tensor {
     const X = this.own(pixels), W = this.own(weight), B = this.own(bias);
-    if (X.shape.length !== 3 || W.shape.length !== 4) {
-      throw new Error(`patchEmbed expects pixels [C, H, W] and weight [O, C, P, P], got [${X.shape}] and [${W.shape}]`);
-    }
-    const [c, h, w] = X.shape;
-    const o = W.shape[0];
-    if (W.shape[1] !== c || W.shape[2] !== patch || W.shape[3] !== patch || h % patch !== 0 || w % patch !== 0) {
-      throw new Error(`patchEmbed: weight [${W.shape}] and patch ${patch} do not fit pixels [${X.shape}]`);
-    }
-    this.expectVector(B, o, 'patchEmbed bias');
-    const gh = h / patch, gw = w / patch;
+    const { c, o, gh, gw } = patchEmbedDims(X.shape, W.shape, sizeOf(B.shape), patch);
     return this.op([gh * gw, o], (tf) => {
       // Each patch becomes a row in (channel, y, x) order, then one matmul with W [O, C·P·P]ᵀ.
       const cols = tf.reshape(
@@ -411,15 +376,7 @@ export class TfjsBackend implements TensorBackend {
    */
   attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
     const Q = this.own(q), K = this.own(k), V = this.own(v);
-    if (Q.shape.length !== 3 || K.shape.length !== 3) throw new Error(`attention expects q [Tq, Hq, D] and k/v [Tk, Hkv, D], got [${Q.shape}] and [${K.shape}]`);
-    const [tq, hq, d] = Q.shape;
-    const [cap, hkv, dk] = K.shape;
-    if (dk !== d || V.shape.length !== 3 || V.shape.some((s, i) => s !== K.shape[i])) {
-      throw new Error(`attention: q [${Q.shape}], k [${K.shape}] and v [${V.shape}] do not fit together`);
-    }
-    if (hq % hkv !== 0) throw new Error(`attention: ${hq} query heads cannot share ${hkv} kv heads`);
-    const len = opts.kvLength ?? cap;
-    if (len < 1 || len > cap) throw new Error(`attention: kvLength ${len} is outside the ${cap} key rows`);
+    const { tq, hq, d, tk: cap, hkv, kvLength: len } = attentionDims(Q.shape, K.shape, V.shape, opts.kvLength);
     const g = hq / hkv;
     const mask = this.maskFor(tq, len, opts);
     return this.op([tq, hq, d], (tf) => {
@@ -542,15 +499,8 @@ export class TfjsBackend implements TensorBackend {
 
   private broadcast(a: Tensor, b: Tensor, op: 'add' | 'mul'): Tensor {
     const A = this.own(a), B = this.own(b);
-    const tail = A.shape.slice(A.shape.length - B.shape.length);
-    if (B.shape.length > A.shape.length || tail.some((d, i) => d !== B.shape[i])) {
-      throw new Error(`${op}: [${B.shape}] does not broadcast onto [${A.shape}]`);
-    }
+    checkBroadcast(op, A.shape, B.shape);
     return this.op(A.shape, (tf) => tf[op](this.val(A), this.val(B)));
-  }
-
-  private expectVector(t: TfjsTensor, n: number, what: string): void {
-    if (sizeOf(t.shape) !== n) throw new Error(`${what} has ${sizeOf(t.shape)} elements, expected ${n}`);
   }
 
   /** cos/sin [T, D/2] in float64, rounded once; the last table is reused (q and k, every layer). */

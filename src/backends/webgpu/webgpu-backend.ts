@@ -24,6 +24,10 @@ import { PaliGemmaError } from '../../interfaces/errors.js';
 import type {
   DType, MatmulOptions, OpName, Tensor, TensorBackend,
 } from '../../interfaces/tensor-backend.js';
+import {
+  attentionDims, checkBroadcast, checkReshape, checkVector, checkWriteRows, concatShape, embeddingDims,
+  matmulDims, patchEmbedDims, ropeDims, sizeOf, sliceShape, transposeShape,
+} from '../op-shapes.js';
 import { BufferPool } from './buffer-pool.js';
 import {
   ATTN_BLOCK, FLAT_WG, MASK_KIND, MAX_RANK, TILE_LARGE, TILE_SKINNY, attentionShader, binaryShader,
@@ -31,7 +35,7 @@ import {
   unaryShader, type MatmulTile,
 } from './shaders.js';
 import { openDevice, type OpenedDevice } from './webgpu-device.js';
-import { GpuStorage, WebGpuTensor, sizeOf, type GpuBufferRecord } from './webgpu-tensor.js';
+import { GpuStorage, WebGpuTensor, type GpuBufferRecord } from './webgpu-tensor.js';
 
 export interface WebGpuBackendOptions extends BackendOptions {
   /** Most bytes of freed buffers kept for reuse (default 512 MiB). */
@@ -293,14 +297,8 @@ export class WebGpuBackend implements TensorBackend {
   matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     this.ensureOpen();
     const A = this.own(a), B = this.own(b);
-    if (A.shape.length !== 2 || B.shape.length !== 2) {
-      throw new Error(`matmul expects 2-D tensors, got [${A.shape}] and [${B.shape}]`);
-    }
-    const [m, k] = A.shape;
-    const [n, kb] = opts.transposeB ? B.shape : [B.shape[1], B.shape[0]];
-    if (k !== kb) throw new Error(`matmul inner sizes differ: [${A.shape}] · [${B.shape}]${opts.transposeB ? 'ᵀ' : ''}`);
     const bias = opts.bias ? this.own(opts.bias) : undefined;
-    if (bias && bias.size !== n) throw new Error(`matmul bias has ${bias.size} elements, expected ${n}`);
+    const { m, k, n } = matmulDims(A.shape, B.shape, opts.transposeB, bias?.size);
     const out = this.allocate([m, n]);
     this.matmulInto(A.buffer, B.buffer, bias?.buffer, out.buffer, m, k, n, opts.transposeB === true);
     return out;
@@ -327,14 +325,15 @@ export class WebGpuBackend implements TensorBackend {
   layerNorm(x: Tensor, w: Tensor, b: Tensor, eps: number): Tensor {
     const X = this.own(x), W = this.own(w), B = this.own(b);
     const d = lastDim(X);
-    if (W.size !== d || B.size !== d) throw new Error(`layerNorm weights must have ${d} elements`);
+    checkVector('layerNorm weight', W.size, d);
+    checkVector('layerNorm bias', B.size, d);
     return this.rowOp('layerNorm', X, [W.buffer, B.buffer], eps);
   }
 
   rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
     const X = this.own(x), W = this.own(w);
     const d = lastDim(X);
-    if (W.size !== d) throw new Error(`rmsNorm weight must have ${d} elements`);
+    checkVector('rmsNorm weight', W.size, d);
     return this.rowOp('rmsNorm', X, [W.buffer], eps);
   }
 
@@ -345,10 +344,7 @@ export class WebGpuBackend implements TensorBackend {
   rope(x: Tensor, positions: Int32Array, theta: number): Tensor {
     this.ensureOpen();
     const X = this.own(x);
-    if (X.shape.length !== 3) throw new Error(`rope expects [T, H, D], got [${X.shape}]`);
-    const [t, h, d] = X.shape;
-    if (positions.length !== t) throw new Error(`rope got ${positions.length} positions for ${t} rows`);
-    if (d % 2 !== 0) throw new Error(`rope needs an even head size, got ${d}`);
+    const { t, h, d } = ropeDims(X.shape, positions.length);
     const half = d / 2;
     // cos/sin in float64 on the host, the same formula as the reference backend.
     const table = new Float32Array(t * half * 2);
@@ -372,11 +368,7 @@ export class WebGpuBackend implements TensorBackend {
   embedding(table: Tensor, ids: Int32Array): Tensor {
     this.ensureOpen();
     const T = this.own(table);
-    if (T.shape.length !== 2) throw new Error(`embedding table must be [V, H], got [${T.shape}]`);
-    const [v, h] = T.shape;
-    for (const id of ids) {
-      if (id < 0 || id >= v) throw new Error(`token id ${id} is outside the vocabulary of ${v}`);
-    }
+    const { h } = embeddingDims(T.shape, ids);
     const out = this.allocate([ids.length, h]);
     const n = ids.length * h;
     if (n === 0) return out;
@@ -388,19 +380,10 @@ export class WebGpuBackend implements TensorBackend {
 
   concat(ts: readonly Tensor[], axis: number): Tensor {
     this.ensureOpen();
-    if (ts.length === 0) throw new Error('concat needs at least one tensor');
     const parts = ts.map((t) => this.own(t));
-    const first = parts[0].shape;
-    if (axis < 0 || axis >= first.length) throw new Error(`concat axis ${axis} is outside rank ${first.length}`);
-    for (const p of parts) {
-      if (p.shape.length !== first.length || p.shape.some((d, i) => i !== axis && d !== first[i])) {
-        throw new Error(`concat: [${p.shape}] does not match [${first}] outside axis ${axis}`);
-      }
-    }
-    const shape = [...first];
-    shape[axis] = parts.reduce((s, p) => s + p.shape[axis], 0);
+    const shape = concatShape(parts.map((p) => p.shape), axis);
     const out = this.allocate(shape);
-    const outer = sizeOf(first.slice(0, axis));
+    const outer = sizeOf(shape.slice(0, axis));
     const rowOut = sizeOf(shape.slice(axis));
     let off = 0;
     for (const p of parts) {
@@ -414,15 +397,10 @@ export class WebGpuBackend implements TensorBackend {
   slice(x: Tensor, axis: number, start: number, end: number): Tensor {
     this.ensureOpen();
     const X = this.own(x);
-    if (axis < 0 || axis >= X.shape.length) throw new Error(`slice axis ${axis} is outside rank ${X.shape.length}`);
-    if (!(start >= 0 && start <= end && end <= X.shape[axis])) {
-      throw new Error(`slice [${start}, ${end}) is outside axis ${axis} of [${X.shape}]`);
-    }
+    const shape = sliceShape(X.shape, axis, start, end);
     const outer = sizeOf(X.shape.slice(0, axis));
     const inner = sizeOf(X.shape.slice(axis + 1));
     const len = end - start;
-    const shape = [...X.shape];
-    shape[axis] = len;
     const out = this.allocate(shape);
     this.stridedCopy(X.buffer, out.buffer, outer, len * inner, X.shape[axis] * inner, start * inner, len * inner, 0);
     return out;
@@ -431,7 +409,7 @@ export class WebGpuBackend implements TensorBackend {
   reshape(x: Tensor, shape: readonly number[]): Tensor {
     this.ensureOpen();
     const X = this.own(x);
-    if (sizeOf(shape) !== X.size) throw new Error(`cannot reshape [${X.shape}] to [${shape}]`);
+    checkReshape(X.shape, shape);
     X.storage.refs++;
     return new WebGpuTensor([...shape], X.storage, this);
   }
@@ -440,11 +418,8 @@ export class WebGpuBackend implements TensorBackend {
     this.ensureOpen();
     const X = this.own(x);
     const rank = X.shape.length;
-    if (perm.length !== rank || [...perm].sort((p, q) => p - q).some((p, i) => p !== i)) {
-      throw new Error(`transpose: [${perm}] is not a permutation of rank ${rank}`);
-    }
+    const shape = transposeShape(X.shape, perm);
     if (rank > MAX_RANK) throw new Error(`transpose supports rank ≤ ${MAX_RANK}, got ${rank}`);
-    const shape = perm.map((p) => X.shape[p]);
     const inStrides = strides(X.shape);
     const out = this.allocate(shape);
     const n = X.size;
@@ -458,10 +433,8 @@ export class WebGpuBackend implements TensorBackend {
   writeRows(dst: Tensor, src: Tensor, offset: number): void {
     this.ensureOpen();
     const D = this.own(dst), S = this.own(src);
+    checkWriteRows(D.shape, S.shape, offset);
     const row = sizeOf(D.shape.slice(1));
-    if (sizeOf(S.shape.slice(1)) !== row || offset < 0 || offset + S.shape[0] > D.shape[0]) {
-      throw new Error(`writeRows: [${S.shape}] does not fit [${D.shape}] at row ${offset}`);
-    }
     if (S.size === 0) return;
     this.endPass();
     this.openEncoder().copyBufferToBuffer(S.buffer.gpu, 0, D.buffer.gpu, offset * row * 4, S.size * 4);
@@ -473,16 +446,8 @@ export class WebGpuBackend implements TensorBackend {
   patchEmbed(pixels: Tensor, weight: Tensor, bias: Tensor, patch: number): Tensor {
     this.ensureOpen();
     const X = this.own(pixels), W = this.own(weight), B = this.own(bias);
-    if (X.shape.length !== 3 || W.shape.length !== 4) {
-      throw new Error(`patchEmbed expects pixels [C, H, W] and weight [O, C, P, P], got [${X.shape}] and [${W.shape}]`);
-    }
-    const [c, h, w] = X.shape;
-    const o = W.shape[0];
-    if (W.shape[1] !== c || W.shape[2] !== patch || W.shape[3] !== patch || h % patch !== 0 || w % patch !== 0) {
-      throw new Error(`patchEmbed: weight [${W.shape}] and patch ${patch} do not fit pixels [${X.shape}]`);
-    }
-    if (B.size !== o) throw new Error(`patchEmbed bias has ${B.size} elements, expected ${o}`);
-    const gh = h / patch, gw = w / patch, k = c * patch * patch, rows = gh * gw;
+    const { c, h, w, o, gw, gh } = patchEmbedDims(X.shape, W.shape, B.size, patch);
+    const k = c * patch * patch, rows = gh * gw;
     const out = this.allocate([rows, o]);
     if (rows * k === 0) return out;
     const cols = this.allocate([rows, k]);                               // [N, C·P·P]
@@ -497,18 +462,8 @@ export class WebGpuBackend implements TensorBackend {
   attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
     this.ensureOpen();
     const Q = this.own(q), K = this.own(k), V = this.own(v);
-    if (Q.shape.length !== 3 || K.shape.length !== 3 || V.shape.length !== 3) {
-      throw new Error(`attention expects q [Tq, Hq, D] and k/v [Tk, Hkv, D], got [${Q.shape}], [${K.shape}], [${V.shape}]`);
-    }
-    const [tq, hq, d] = Q.shape;
-    const [tk, hkv, dk] = K.shape;
-    if (dk !== d || V.shape[0] !== tk || V.shape[1] !== hkv || V.shape[2] !== d) {
-      throw new Error(`attention: k [${K.shape}] and v [${V.shape}] do not match q [${Q.shape}]`);
-    }
-    if (hkv === 0 || hq % hkv !== 0) throw new Error(`attention: ${hq} query heads cannot share ${hkv} kv heads evenly`);
-    const kvLength = opts.kvLength ?? tk;
+    const { tq, hq, d, hkv, kvLength } = attentionDims(Q.shape, K.shape, V.shape, opts.kvLength);
     const queryOffset = opts.queryOffset ?? 0;
-    if (kvLength < 0 || kvLength > tk) throw new Error(`attention: kvLength ${kvLength} exceeds the ${tk} key rows`);
     if (tq > 65535 || hq > 65535) throw new Error(`attention: at most 65535 query rows and heads per call, got ${tq} × ${hq}`);
     const out = this.allocate([tq, hq, d]);
     if (out.size === 0) return out;
@@ -662,10 +617,7 @@ export class WebGpuBackend implements TensorBackend {
   private binary(op: 'add' | 'mul', a: Tensor, b: Tensor): Tensor {
     this.ensureOpen();
     const A = this.own(a), B = this.own(b);
-    const tail = A.shape.slice(A.shape.length - B.shape.length);
-    if (B.shape.length > A.shape.length || tail.some((d, i) => d !== B.shape[i])) {
-      throw new Error(`${op}: [${B.shape}] does not broadcast onto [${A.shape}]`);
-    }
+    checkBroadcast(op, A.shape, B.shape);
     const out = this.allocate(A.shape);
     const n = A.size;
     if (n === 0) return out;
