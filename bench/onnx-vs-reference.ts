@@ -9,6 +9,7 @@
  * - prefill: image rows + prompt embedding materialised first, then prefill → last logits;
  * - decode:  one greedy step → logits, per token.
  * `onnx build` is the time spent creating ONNX sessions during the warm-up (once per shape).
+ * The larger model also runs with `quantize: 'int8'` (weight-only int8, DynamicQuantizeMatMul).
  */
 import { OnnxAttentionKernel } from '../src/backends/onnx/onnx-attention-kernel.js';
 import { OnnxBackend } from '../src/backends/onnx/onnx-backend.js';
@@ -193,11 +194,17 @@ function inMemoryModel(b: TensorBackend, spec: ModelSpec, weights: Array<[string
 
 const fmt = (ms: number) => (ms >= 100 ? ms.toFixed(0) : ms >= 10 ? ms.toFixed(1) : ms.toFixed(2)).padStart(8);
 
-function printTable(label: string, detail: string, ref: Timings, got: Timings, sessions: number): void {
+function printTable(label: string, detail: string, ref: Timings, got: Timings, sessions: number, int8?: Timings): void {
   console.log(`\n${label}\n  ${detail}`);
-  console.log(`  ${'phase'.padEnd(18)}${'reference'.padStart(10)}${'onnx'.padStart(10)}   ratio (reference / onnx)`);
-  for (const [name, r, o] of [['vision (ms)', ref.vision, got.vision], ['prefill (ms)', ref.prefill, got.prefill], ['decode (ms/token)', ref.decode, got.decode]] as const) {
-    console.log(`  ${name.padEnd(18)}${fmt(r)}  ${fmt(o)}   ${(r / o).toFixed(1)}×`);
+  console.log(`  ${'phase'.padEnd(18)}${'reference'.padStart(10)}${'onnx'.padStart(10)}${int8 ? 'onnx int8'.padStart(10) : ''}   ratio (reference / onnx)${int8 ? ', (onnx / onnx int8)' : ''}`);
+  for (const [name, k] of [['vision (ms)', 'vision'], ['prefill (ms)', 'prefill'], ['decode (ms/token)', 'decode']] as const) {
+    const r = ref[k], o = got[k];
+    const q = int8 ? `  ${fmt(int8[k])}` : '';
+    console.log(`  ${name.padEnd(18)}${fmt(r)}  ${fmt(o)}${q}   ${(r / o).toFixed(1)}×${int8 ? `, ${(o / int8[k]).toFixed(2)}×` : ''}`);
+  }
+  if (int8) {
+    const agree = int8.tokens.findIndex((t, i) => t !== ref.tokens[i]);
+    console.log(`  onnx int8 (weight-only, per-channel): greedy tokens agree with reference for ${agree < 0 ? int8.tokens.length : agree}/${int8.tokens.length} steps`);
   }
   const same = ref.tokens.join(',') === got.tokens.join(',');
   console.log(`  onnx sessions built: ${sessions} (${(got.build ?? 0).toFixed(0)} ms, in the warm-up); greedy tokens ${same ? 'identical' : 'DIFFER'}`);
@@ -237,8 +244,13 @@ async function largerModel(onnx: OnnxBackend): Promise<void> {
   const before = onnx.stats.sessionsCreated;
   const m = inMemoryModel(onnx, spec, weights);
   const o = await measure(m, w, spec.reps.onnx);
+  const built = onnx.stats.sessionsCreated - before;
+  const quant = new OnnxBackend({ device: 'cpu', quantize: 'int8' });
+  await quant.init();
+  const q = await measure(inMemoryModel(quant, spec, weights), w, spec.reps.onnx);
+  await quant.close();
   printTable(spec.label, `${(paramCount(weights) / 1e6).toFixed(1)}M params, prompt ${w.ids.length} tokens, ${spec.decodeSteps} generated`,
-    r, o, onnx.stats.sessionsCreated - before);
+    r, o, built, q);
 }
 
 async function main(): Promise<void> {

@@ -5,6 +5,8 @@
  * in-memory PaliGemma (vision, prefill, greedy decode) against the reference pipeline.
  */
 import { expect } from 'chai';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { ReferenceAttentionKernel } from '../src/backends/reference/reference-attention-kernel.js';
 import { ReferenceBackend } from '../src/backends/reference/reference-backend.js';
 import { OnnxAttentionKernel } from '../src/backends/onnx/onnx-attention-kernel.js';
@@ -15,6 +17,7 @@ import { compare } from '../src/conformance/compare.js';
 import { createPipeline } from '../src/create-pipeline.js';
 import type { AttentionMask, AttentionOptions } from '../src/interfaces/attention-kernel.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/pipeline/checkpoint/dtype.js';
 import type { PixelValues } from '../src/interfaces/image-processor.js';
 import type { Tensor, TensorBackend } from '../src/interfaces/tensor-backend.js';
 import { ContiguousKvCacheStore } from '../src/kv-cache/contiguous-kv-cache.js';
@@ -223,7 +226,8 @@ describe('onnx backend', function () {
 
     it('reports what it supports, rejects foreign tensors and use after dispose', function () {
       expect(onnx.supports('matmul')).to.equal(true);
-      expect(onnx.supports('upload', 'bf16')).to.equal(false);
+      expect(onnx.supports('upload', 'bf16')).to.equal(true);
+      expect(onnx.supports('matmul', 'f16')).to.equal(true);
       const foreign = new ReferenceBackend().zeros([2]);
       expect(() => onnx.add(foreign, foreign)).to.throw(/does not belong/);
       const t = onnx.zeros([2]);
@@ -565,5 +569,132 @@ describe('onnx backend', function () {
         }
       });
     }
+  });
+
+  // ── 16-bit weights kept narrow, int8 weight-only quantization ───────────────
+  describe('narrow weights (f16, bf16, int8)', function () {
+    const plugins = () => (BUILTIN_PLUGINS.some((p) => p.name === onnxBackendPlugin.name) ? [] : [onnxBackendPlugin]);
+
+    it('f16 is stored as 2 bytes per element and every op sees its exact values', async function () {
+      const b = new OnnxBackend();
+      await b.init();
+      const vals = randn(65 * 33, 501, 2);
+      const bits = f32ToF16(vals);
+      const exact = f16ToF32(bits);
+      const before = b.storedBytes;
+      const w = b.upload(bits, [65, 33], 'f16');
+      expect(w.dtype).to.equal('f16');
+      expect(b.storedBytes - before).to.equal(65 * 33 * 2);
+      expect([...await b.read(w)]).to.deep.equal([...exact]);
+      const ref = new ReferenceBackend();
+      const x = randn(5 * 33, 502);
+      const got = await b.read(b.matmul(b.upload(x, [5, 33]), w, { transposeB: true }));
+      const want = await ref.read(ref.matmul(ref.upload(x, [5, 33]), ref.upload(exact, [65, 33]), { transposeB: true }));
+      expect(compare(got, want).error).to.be.below(1e-12);
+      const ids = Int32Array.from([64, 0, 7, 7]);
+      expect([...await b.read(b.embedding(w, ids))]).to.deep.equal([...await ref.read(ref.embedding(ref.upload(exact, [65, 33]), ids))]);
+      expect([...await b.read(b.reshape(w, [33, 65]))]).to.deep.equal([...exact]);
+      expect(() => b.writeRows(w, b.zeros([1, 33]), 0)).to.throw(/only f32/);
+      await b.close();
+    });
+
+    it('bf16 is kept as f16 where exact, with out-of-range elements patched exactly (embedding too)', async function () {
+      const b = new OnnxBackend();
+      await b.init();
+      const v = 40, h = 24;
+      const vals = randn(v * h, 503, 0.1);
+      // Values f16 cannot hold: tiny (below its subnormal precision), huge, and NaN-free extremes.
+      vals[5] = 3e-7; vals[h + 1] = -1e-20; vals[3 * h + 7] = 1e30; vals[3 * h + 8] = -7e4; vals[v * h - 1] = 1.5e-9;
+      const bits = f32ToBf16(vals);
+      const exact = bf16ToF32(bits);
+      const before = b.storedBytes;
+      const t = b.upload(bits, [v, h], 'bf16');
+      expect(t.dtype).to.equal('bf16');
+      expect(b.storedBytes - before).to.equal(v * h * 2 + 5 * 12);           // f16 bits + 5 patches
+      expect([...await b.read(t)]).to.deep.equal([...exact]);
+      for (const ids of [[0, 1, 3, 39, 2], [3], [2], [39, 39]]) {
+        const rows = await b.read(b.embedding(t, Int32Array.from(ids)));
+        const want = new Float32Array(ids.length * h);
+        ids.forEach((id, i) => want.set(exact.subarray(id * h, (id + 1) * h), i * h));
+        expect([...rows]).to.deep.equal([...want]);
+      }
+      const x = randn(3 * h, 504);
+      const ref = new ReferenceBackend();
+      const got = await b.read(b.matmul(b.upload(x, [3, h]), t, { transposeB: true }));
+      const want = await ref.read(ref.matmul(ref.upload(x, [3, h]), ref.upload(exact, [v, h]), { transposeB: true }));
+      expect(compare(got, want).error).to.be.below(1e-12);
+      // Mostly out-of-range values: widened to f32 instead.
+      const tiny = new Float32Array(64).fill(1e-9);
+      const before2 = b.storedBytes;
+      const u = b.upload(f32ToBf16(tiny), [64], 'bf16');
+      expect(b.storedBytes - before2).to.equal(64 * 4);
+      expect([...await b.read(u)]).to.deep.equal([...bf16ToF32(f32ToBf16(tiny))]);
+      await b.close();
+    });
+
+    for (const dtype of ['F16', 'BF16'] as const) {
+      it(`${dtype} tiny checkpoints: weights stay 16-bit, same greedy tokens and logits within 1e-5 relative as reference`, async function () {
+        for (const spec of [mqaSpec, gqaSpec]) {
+          const dir = await makeTempDir('pg-onnx-16-');
+          await buildTinyCheckpoint(dir, { ...spec(), dtype });
+          const ref = await createPipeline({ model: dir });
+          const mine = await createPipeline({ model: dir, backend: 'onnx', plugins: plugins() });
+          try {
+            const backend = mine.backend as OnnxBackend;
+            // Every weight at 2 bytes, as in the file (plus a few bf16 patches at 12 bytes each).
+            const fileBytes = (await stat(join(dir, 'model.safetensors'))).size;
+            expect(backend.storedBytes).to.be.below(fileBytes * 1.05);
+            const { data, width, height } = makeTestImage(40, 40, 3);
+            const pixels = await mine.imageProcessor.process({ data, width, height, channels: 3 });
+            const ids = Int32Array.from(promptIds(mine.tokenizer, 'caption en', mine.model.config.numImageTokens));
+            const worstRel = expectSameRun(await generate(mine.model, pixels, ids, 8), await generate(ref.model, pixels, ids, 8));
+            expect(worstRel).to.be.below(1e-5);
+          } finally {
+            await ref.close();
+            await mine.close();
+          }
+        }
+      });
+    }
+
+    it('int8: quantizes transposed matmul weights only, keeps embeddings float, logits close to reference', async function () {
+      const report: string[] = [];
+      for (const [name, spec] of Object.entries({ mqaSpec, mhaSpec, gqaSpec })) {
+        const dir = await makeTempDir('pg-onnx-int8-');
+        await buildTinyCheckpoint(dir, { ...spec(), dtype: 'F32' });
+        const ref = await createPipeline({ model: dir });
+        const mine = await createPipeline({ model: dir, backend: 'onnx', plugins: plugins(), backendOptions: { quantize: 'int8' } });
+        try {
+          const backend = mine.backend as OnnxBackend;
+          expect(backend.engine).to.equal('onnx (cpu, int8 weights)');
+          const { data, width, height } = makeTestImage(40, 40, 3);
+          const pixels = await mine.imageProcessor.process({ data, width, height, channels: 3 });
+          const ids = Int32Array.from(promptIds(mine.tokenizer, 'caption en', mine.model.config.numImageTokens));
+          const a = await generate(ref.model, pixels, ids, 8);
+          const before = backend.storedBytes;
+          const b = await generate(mine.model, pixels, ids, 8);
+          expect(backend.storedBytes).to.be.below(before);                 // f32 weights replaced by int8
+          const agree = b.tokens.findIndex((t, i) => t !== a.tokens[i]);
+          const same = agree < 0 ? 8 : agree;
+          let maxAbs = 0, worstRel = 0;
+          for (let i = 0; i < Math.max(1, same); i++) {
+            worstRel = Math.max(worstRel, relMaxDiff(b.logits[i], a.logits[i]));
+            for (let j = 0; j < a.logits[i].length; j++) maxAbs = Math.max(maxAbs, Math.abs(b.logits[i][j] - a.logits[i][j]));
+          }
+          report.push(`${name}: max |Δlogit| ${maxAbs.toExponential(2)} (rel ${worstRel.toExponential(2)}), greedy agree ${same}/8`);
+          expect(worstRel).to.be.below(5e-2);
+          // The tied embedding was read by the embedding op first: it stays float.
+          const table = (p: unknown) => [...(p as { checkpoint: { weights: Map<string, Tensor> } }).checkpoint.weights]
+            .find(([k]) => k.endsWith('embed_tokens.weight'))![1];
+          const emb = await backend.read(backend.embedding(table(mine), Int32Array.from([3])));
+          const refEmb = await ref.backend.read(ref.backend.embedding(table(ref), Int32Array.from([3])));
+          expect([...emb]).to.deep.equal([...refEmb]);
+        } finally {
+          await ref.close();
+          await mine.close();
+        }
+      }
+      console.log(`      int8 vs reference over 8 greedy steps:\n${report.map((r) => `        ${r}`).join('\n')}`);
+    });
   });
 });

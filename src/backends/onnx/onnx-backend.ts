@@ -5,8 +5,15 @@
  * shapes, constants — not data), so a decode step, whose structure repeats, builds its session
  * once and reuses it every step.
  *
- * Memory model: every concrete tensor is a host Float32Array (a Storage), fed to the graph as an
- * input without copying; weights stay where the upload put them. `writeRows` (the KV cache
+ * Memory model: every concrete tensor is a host array (a Storage), fed to the graph as an input
+ * without copying; weights stay where the upload put them. Compute is float32, but weights may
+ * stay narrow on the host: f16 uploads are kept as their raw bits (half the bytes) and widened
+ * by a Cast inside the graph where used (an embedding gathers the f16 rows first, then casts
+ * only those); bf16 uploads are kept as f16 bits where that is exact, with the rare elements f16
+ * cannot hold (tiny or huge magnitudes) patched back in-graph, since onnxruntime-node cannot
+ * feed bfloat16. With `quantize: 'int8'`, a weight's first use as the transposed operand of a
+ * matmul replaces it by int8 values with one float32 scale per output channel (symmetric),
+ * computed by onnxruntime's DynamicQuantizeMatMul; see `matmul`. `writeRows` (the KV cache
  * write) is recorded too: the cache's current value inside the graph becomes
  * ScatterND(cache, rows, src), and after the run the new rows are copied into the cache's host
  * buffer, so the cache is allocated once and the graph keeps one shape whatever the length.
@@ -25,10 +32,11 @@ import type {
   DType, MatmulOptions, OpName, Tensor, TensorBackend,
 } from '../../interfaces/tensor-backend.js';
 import { keyVisible } from '../../kernels/attention-mask.js';
+import { bf16ToF32, f16ToF32, f32ToF16 } from '../../pipeline/checkpoint/dtype.js';
 import {
   compileGraph, ConstLeaf, DataLeaf, type ElemType, GraphNode, type Operand, Storage, type StorageLeaf,
 } from './onnx-graph.js';
-import type { AttrValue } from './onnx-proto.js';
+import { ONNX_FLOAT, type AttrValue } from './onnx-proto.js';
 import { executionProviders, loadOrt, type OnnxDevice, type OrtModule } from './onnx-runtime.js';
 
 /** ONNX opset and IR version of the generated models (LayerNormalization needs 17, ReduceMean with axes as an input 18). */
@@ -49,6 +57,14 @@ export interface OnnxBackendOptions extends BackendOptions {
    * `{ extra: { session: { intra_op: { allow_spinning: '0' } } } }` on a shared machine.
    */
   sessionOptions?: Record<string, unknown>;
+  /**
+   * 'int8': weight-only quantization. An uploaded 2-D weight, on its first use as the
+   * transposed operand of a matmul (the [N, K] Linear layout) and if nothing else has read it
+   * yet, is replaced by int8 values with a float32 scale per output row (symmetric, absmax/127)
+   * and computed with DynamicQuantizeMatMul (activations quantized per call to uint8). Lossy;
+   * embeddings and norms stay float. Default 'none'.
+   */
+  quantize?: 'none' | 'int8';
 }
 
 /** Counters for tests and benchmarks. */
@@ -71,10 +87,15 @@ export interface OnnxBackendStats {
 
 /** A handle: the pending node that will compute it, or the host storage that holds it. */
 export class OnnxTensor implements Tensor {
-  readonly dtype: DType = 'f32';
   disposed = false;
-  constructor(readonly owner: OnnxBackend, readonly shape: readonly number[], public ref: GraphNode | StorageLeaf) {}
+  constructor(
+    readonly owner: OnnxBackend, readonly shape: readonly number[], public ref: GraphNode | StorageLeaf,
+    readonly dtype: DType = 'f32',
+  ) {}
 }
+
+/** A bf16 upload keeps f16 storage when at most this fraction of its elements need a patch. */
+const MAX_PATCH_FRACTION = 1 / 64;
 
 export class OnnxBackend implements TensorBackend {
   readonly name = 'onnx';
@@ -99,6 +120,10 @@ export class OnnxBackend implements TensorBackend {
   private lastRows: { offset: number; t: number; leaf: DataLeaf } | undefined;
   private lastMask: { key: string; leaf: DataLeaf } | undefined;
   private closed = false;
+  /** Storages some live handle references (for storedBytes). */
+  private readonly live = new Set<Storage>();
+  /** The dtype uploads were made with, for views of their storage. */
+  private readonly dtypes = new WeakMap<Storage, DType>();
 
   constructor(options: OnnxBackendOptions = {}) {
     this.options = options;
@@ -107,7 +132,11 @@ export class OnnxBackend implements TensorBackend {
       throw new PaliGemmaError(`onnx backend: unknown device '${options.device}' (use cpu or cuda)`);
     }
     this.device = device;
-    this.engine = `onnx (${device})`;
+    const quantize = options.quantize ?? 'none';
+    if (quantize !== 'none' && quantize !== 'int8') {
+      throw new PaliGemmaError(`onnx backend: unknown quantize '${String(options.quantize)}' (use none or int8)`);
+    }
+    this.engine = quantize === 'int8' ? `onnx (${device}, int8 weights)` : `onnx (${device})`;
   }
 
   async init(): Promise<void> {
@@ -118,9 +147,23 @@ export class OnnxBackend implements TensorBackend {
   }
 
   supports(op: OpName, dtype: DType = 'f32'): boolean {
-    // Every op is implemented for float32 storage; 16-bit weights are not stored natively
-    // (the checkpoint loader widens them before upload).
-    return dtype === 'f32' && op.length > 0;
+    // Every op takes every storage dtype: f16 is kept as f16; bf16 as f16 where exact (else
+    // float32); either is widened in-graph, so compute is float32 throughout.
+    return (dtype === 'f32' || dtype === 'f16' || dtype === 'bf16') && op.length > 0;
+  }
+
+  /** Bytes of host memory held by live tensors' storages (weights, caches, results). */
+  get storedBytes(): number {
+    let n = 0;
+    const seen = new Set<Storage>();
+    for (const s of this.live) {
+      if (seen.has(s)) continue;
+      seen.add(s);
+      n += s.data.byteLength;
+      if (s.encoding?.kind === 'int8') n += s.encoding.scales.data.byteLength;
+      if (s.encoding?.kind === 'f16' && s.encoding.patches) n += s.encoding.patches.count * 12;
+    }
+    return n;
   }
 
   async close(): Promise<void> {
@@ -140,11 +183,20 @@ export class OnnxBackend implements TensorBackend {
 
   // ── memory ──────────────────────────────────────────────────────────────
   upload(data: Float32Array | Uint16Array, shape: readonly number[], dtype: DType = 'f32'): Tensor {
-    if (dtype !== 'f32' || !(data instanceof Float32Array)) {
-      throw new Error(`onnx backend stores only f32 tensors: ${dtype} storage is not supported`);
-    }
     if (data.length !== sizeOf(shape)) throw new Error(`upload: shape [${shape}] needs ${sizeOf(shape)} elements, got ${data.length}`);
-    return this.hostTensor(new Float32Array(data), shape);
+    let s: Storage;
+    if (dtype === 'f32') {
+      if (!(data instanceof Float32Array)) throw new Error('upload: f32 data must be a Float32Array');
+      s = new Storage(new Float32Array(data), [...shape]);
+    } else if (dtype === 'f16' || dtype === 'bf16') {
+      if (!(data instanceof Uint16Array)) throw new Error(`upload: ${dtype} data must be raw bits in a Uint16Array`);
+      s = dtype === 'f16' ? f16Storage(new Uint16Array(data), shape) : bf16Storage(data, shape);
+    } else {
+      throw new Error(`onnx backend: unknown dtype ${String(dtype)}`);
+    }
+    s.quantizable = true;
+    this.dtypes.set(s, dtype);
+    return this.view(s, shape, dtype);
   }
 
   zeros(shape: readonly number[]): Tensor {
@@ -157,7 +209,8 @@ export class OnnxBackend implements TensorBackend {
       await this.flush();
       if (x.disposed) throw new Error('onnx backend: tensor disposed while being read');
     }
-    return new Float32Array(x.ref.storage.data);
+    const s = x.ref.storage;
+    return s.encoding ? hostValues(s) : new Float32Array(s.data as Float32Array);
   }
 
   dispose(t: Tensor | readonly Tensor[]): void {
@@ -168,7 +221,8 @@ export class OnnxBackend implements TensorBackend {
       this.stats.liveTensors--;
       if (one.ref.kind === 'node') { this.pending.delete(one); continue; }
       const s = one.ref.storage;
-      if (--s.refs === 0 && s.pendingVersion) {
+      if (--s.refs === 0) this.live.delete(s);
+      if (s.refs === 0 && s.pendingVersion) {
         // Nobody can see this storage any more: its recorded writes need not land.
         s.pendingVersion = null;
         s.commits = [];
@@ -186,12 +240,21 @@ export class OnnxBackend implements TensorBackend {
     const [m, k] = A.shape;
     const [n, kb] = opts.transposeB ? B.shape : [B.shape[1], B.shape[0]];
     if (k !== kb) throw new Error(`matmul inner sizes differ: [${A.shape}] · [${B.shape}]${opts.transposeB ? 'ᵀ' : ''}`);
-    const inputs = [this.operand(A), this.operand(B)];
+    let bias: Operand | undefined;
     if (opts.bias) {
-      const bias = this.own(opts.bias);
-      if (sizeOf(bias.shape) !== n) throw new Error(`matmul bias has ${sizeOf(bias.shape)} elements, expected ${n}`);
-      inputs.push(this.operandAs(bias, [n]));
+      const bt = this.own(opts.bias);
+      if (sizeOf(bt.shape) !== n) throw new Error(`matmul bias has ${sizeOf(bt.shape)} elements, expected ${n}`);
+      bias = this.operandAs(bt, [n]);
     }
+    const q = opts.transposeB ? this.quantizedWeight(B) : undefined;
+    if (q) {
+      // int8 weights, stored [K, N]: activations are quantized per call (uint8, one scale and
+      // zero point per matrix) and multiplied in integers, then scaled by a_scale·b_scale[n].
+      const y = new GraphNode('DynamicQuantizeMatMul', [this.operand(A), q.leaf, q.scales], {}, [m, n], 'float32', 'com.microsoft');
+      return this.wrap(bias ? this.node('Add', [y, bias], {}, [m, n]) : y);
+    }
+    const inputs = [this.operand(A), this.operand(B)];
+    if (bias) inputs.push(bias);
     return this.wrap(this.node('Gemm', inputs, { transB: int(opts.transposeB ? 1 : 0) }, [m, n]));
   }
 
@@ -273,6 +336,19 @@ export class OnnxBackend implements TensorBackend {
       idx[i] = BigInt(id);
     });
     const leaf = new DataLeaf(idx, [ids.length], 'int64');
+    const s = T.ref.kind === 'storage' && !T.ref.storage.pendingVersion ? T.ref.storage : undefined;
+    if (s?.encoding?.kind === 'f16' && sameShape(s.shape, T.shape)) {
+      // Gather the f16 rows, then widen only those (never the whole table).
+      s.pinned = true;
+      const rows = this.node('Gather', [s.leaf(s.shape), leaf], { axis: int(0) }, [ids.length, h], 'float16');
+      let out: GraphNode = this.node('Cast', [rows], { to: int(ONNX_FLOAT) }, [ids.length, h]);
+      const fix = s.encoding.patches ? this.rowPatches(s, ids, h) : undefined;
+      if (fix) {
+        const flat = this.reshapeNode(out, [ids.length * h]);
+        out = this.reshapeNode(this.node('ScatterND', [flat, fix.index, fix.values], {}, [ids.length * h]), [ids.length, h]);
+      }
+      return this.wrap(out);
+    }
     return this.wrap(this.node('Gather', [this.operand(T), leaf], { axis: int(0) }, [ids.length, h]));
   }
 
@@ -330,6 +406,9 @@ export class OnnxBackend implements TensorBackend {
     if (sizeOf(S.shape.slice(1)) !== row || !Number.isInteger(offset) || offset < 0 || offset + t > D.shape[0]) {
       throw new Error(`writeRows: [${S.shape}] does not fit [${D.shape}] at row ${offset}`);
     }
+    if (D.ref.kind === 'storage' && D.ref.storage.encoding) {
+      throw new Error(`writeRows: the destination is stored as ${D.dtype}${D.ref.storage.encoding.kind === 'int8' ? ' (int8-quantized)' : ''}; only f32 tensors are writable`);
+    }
     if (t === 0) return;
     const upd = this.operandAs(S, [t, ...rowShape]);
     const scatter = (base: Operand) => this.node('ScatterND', [base, this.rowIndices(offset, t), upd], {}, D.shape);
@@ -345,7 +424,7 @@ export class OnnxBackend implements TensorBackend {
     // The rows to copy into host memory after the next run (a snapshot when already concrete).
     const src0 = resolveOperand(upd);
     const commitSrc: Operand = src0.kind === 'storage' && !src0.storage.pendingVersion
-      ? new DataLeaf(new Float32Array(src0.storage.data), [t, ...rowShape], 'float32')
+      ? new DataLeaf(new Float32Array(src0.storage.data as Float32Array), [t, ...rowShape], 'float32')
       : src0;
     s.commits.push({ src: commitSrc, offset: offset * row });
     this.dirty.add(s);
@@ -428,10 +507,77 @@ export class OnnxBackend implements TensorBackend {
     return this.view(new Storage(data, [...shape]), shape);
   }
 
-  private view(s: Storage, shape: readonly number[]): OnnxTensor {
+  private view(s: Storage, shape: readonly number[], dtype?: DType): OnnxTensor {
     s.refs++;
+    this.live.add(s);
     this.stats.liveTensors++;
-    return new OnnxTensor(this, [...shape], s.leaf([...shape]));
+    return new OnnxTensor(this, [...shape], s.leaf([...shape]), dtype ?? this.dtypes.get(s) ?? 'f32');
+  }
+
+  /** The float32 value of a stored leaf: the leaf itself, or its in-graph decoding. */
+  private storageValue(l: StorageLeaf): Operand {
+    const s = l.storage;
+    s.pinned = true;
+    const enc = s.encoding;
+    if (!enc) return l;
+    let d = s.decoded;
+    if (!d || d.done) {
+      if (enc.kind === 'int8') {
+        const dq = this.node('DequantizeLinear', [s.leaf([enc.k, enc.n]), enc.scales], { axis: int(1) }, [enc.k, enc.n]);
+        d = this.node('Transpose', [dq], { perm: ints([1, 0]) }, [enc.n, enc.k]);
+      } else {
+        d = this.node('Cast', [s.leaf(s.shape)], { to: int(ONNX_FLOAT) }, s.shape);
+        if (enc.patches) {
+          const n = sizeOf(s.shape);
+          const flat = this.node('ScatterND', [this.reshapeNode(d, [n]), enc.patches.index, enc.patches.values], {}, [n]);
+          d = this.reshapeNode(flat, s.shape);
+        }
+      }
+      s.decoded = d;
+    }
+    return sameShape(l.shape, d.shape) ? d : this.reshapeNode(d, l.shape);
+  }
+
+  /**
+   * The int8 form of a weight used as matmul's transposed operand, quantizing it now if the
+   * option is on and nothing has read the weight as it is (its layout would change under them).
+   */
+  private quantizedWeight(B: OnnxTensor): { leaf: StorageLeaf; scales: DataLeaf } | undefined {
+    if (this.options.quantize !== 'int8' || B.ref.kind !== 'storage') return undefined;
+    const s = B.ref.storage;
+    if (s.pendingVersion || B.shape.length !== 2 || !sameShape(B.shape, s.shape)) return undefined;
+    if (s.encoding?.kind !== 'int8') {
+      if (!s.quantizable || s.pinned) return undefined;
+      quantizeStorage(s);
+    }
+    const enc = s.encoding as Extract<Storage['encoding'], { kind: 'int8' }>;
+    return { leaf: s.leaf([enc.k, enc.n]), scales: enc.scales };
+  }
+
+  /**
+   * The patches of a bf16-as-f16 table that fall in the gathered rows, as ScatterND operands on
+   * the flattened [T·H] output. The count is padded to T × (most patches in any row), repeating
+   * an exact write, so the graph's shape depends on T alone and decode steps share a session.
+   */
+  private rowPatches(s: Storage, ids: Int32Array, h: number): { index: DataLeaf; values: DataLeaf } | undefined {
+    const enc = s.encoding as Extract<Storage['encoding'], { kind: 'f16' }>;
+    const byRow = rowPatchIndex(s, h);
+    if (byRow.maxPerRow === 0) return undefined;
+    const p = enc.patches!;
+    const vals = p.values.data as Float32Array;
+    const count = ids.length * byRow.maxPerRow;
+    const index = new BigInt64Array(count), values = new Float32Array(count);
+    let at = 0;
+    ids.forEach((id, t) => {
+      for (let j = byRow.start[id]; j < byRow.start[id + 1]; j++) {
+        index[at] = BigInt(t * h + (Number((p.index.data as BigInt64Array)[j]) - id * h));
+        values[at++] = vals[j];
+      }
+    });
+    // Padding: rewrite output element 0 with its exact value.
+    const first = exactElement(s, ids[0] * h);
+    for (; at < count; at++) { index[at] = 0n; values[at] = first; }
+    return { index: new DataLeaf(index, [count, 1], 'int64'), values: new DataLeaf(values, [count], 'float32') };
   }
 
   private wrap(n: GraphNode): OnnxTensor {
@@ -450,14 +596,14 @@ export class OnnxBackend implements TensorBackend {
     const r = t.ref;
     if (r.kind === 'node') return r.done ?? r;
     const v = r.storage.pendingVersion;
-    if (!v) return r;
+    if (!v) return this.storageValue(r);
     return sameShape(v.shape, t.shape) ? v : this.reshapeNode(v, t.shape);
   }
 
   /** The handle's value viewed as `shape` (same element count). */
   private operandAs(t: OnnxTensor, shape: readonly number[]): Operand {
     if (sameShape(t.shape, shape)) return this.operand(t);
-    if (t.ref.kind === 'storage' && !t.ref.storage.pendingVersion) return t.ref.storage.leaf([...shape]);
+    if (t.ref.kind === 'storage' && !t.ref.storage.pendingVersion) return this.storageValue(t.ref.storage.leaf([...shape]));
     return this.reshapeNode(this.operand(t), shape);
   }
 
@@ -575,8 +721,8 @@ export class OnnxBackend implements TensorBackend {
     for (const { s, version, list } of commits) {
       if (s.refs > 0) {
         for (const w of list) {
-          const src = w.src.kind === 'node' ? w.src.done!.storage.data : (w.src as DataLeaf).data as Float32Array;
-          s.data.set(src, w.offset);
+          const src = w.src.kind === 'node' ? w.src.done!.storage.data : (w.src as DataLeaf).data;
+          (s.data as Float32Array).set(src as Float32Array, w.offset);
         }
       }
       if (s.pendingVersion === version) { s.pendingVersion = null; this.dirty.delete(s); }
@@ -587,11 +733,14 @@ export class OnnxBackend implements TensorBackend {
     await this.init();
     const ort = this.ort!;
     const g = compileGraph(wanted, ONNX_OPSET, ONNX_IR_VERSION);
-    const session = await this.session(g.key, g.model);
+    // Graphs that widen narrow weights allocate float32 copies per run: without onnxruntime's
+    // CPU arena those are returned after the run instead of being held at peak size per session.
+    const narrow = g.feeds.some((f) => f.leaf.elemType === 'float16' || f.leaf.elemType === 'int8');
+    const session = await this.session(g.key, g.model, narrow);
     const feeds: Record<string, import('onnxruntime-node').Tensor> = {};
     for (const f of g.feeds) {
       const data = f.leaf.kind === 'storage' ? f.leaf.storage.data : f.leaf.data;
-      feeds[f.name] = new ort.Tensor(f.leaf.elemType as 'float32', data as Float32Array, [...f.leaf.shape]);
+      feeds[f.name] = new ort.Tensor(f.leaf.elemType as 'float32', data as Float32Array, [...f.leaf.shape]);   // float16 data is Uint16Array bits
     }
     const t0 = performance.now();
     const results = await session.run(feeds);
@@ -604,7 +753,7 @@ export class OnnxBackend implements TensorBackend {
     });
   }
 
-  private session(key: string, model: () => Uint8Array): Promise<import('onnxruntime-node').InferenceSession> {
+  private session(key: string, model: () => Uint8Array, narrow = false): Promise<import('onnxruntime-node').InferenceSession> {
     const hit = this.sessions.get(key);
     if (hit) {
       this.sessions.delete(key);                                            // most recently used last
@@ -617,6 +766,7 @@ export class OnnxBackend implements TensorBackend {
       executionProviders: this.providers,
       graphOptimizationLevel: this.options.graphOptimizationLevel ?? 'all',
       logSeverityLevel: 3,
+      ...(narrow ? { enableCpuMemArena: false } : {}),
       ...(this.options.threads ? { intraOpNumThreads: this.options.threads } : {}),
       ...this.options.sessionOptions,
     };
@@ -660,4 +810,129 @@ function sameInts(a: Int32Array, b: Int32Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+// ── narrow storage ────────────────────────────────────────────────────────────
+function f16Storage(bits: Uint16Array, shape: readonly number[]): Storage {
+  const s = new Storage(bits, [...shape]);
+  s.elemType = 'float16';
+  s.encoding = { kind: 'f16' };
+  return s;
+}
+
+/**
+ * bf16 bits → f16 storage where exact: every bf16 value with a magnitude in f16's normal range
+ * fits (7 mantissa bits in 10); the rest (below ~7.6e-6, above 65504, NaN) are kept as exact
+ * float32 patches. Past MAX_PATCH_FRACTION patched elements, the tensor is widened to float32.
+ */
+function bf16Storage(bits: Uint16Array, shape: readonly number[]): Storage {
+  const n = bits.length;
+  const half = new Uint16Array(n);
+  const index: number[] = [], values: number[] = [];
+  const CHUNK = 1 << 16;
+  const wide = new Float32Array(CHUNK), back = new Float32Array(CHUNK);
+  const wideBits = new Uint32Array(wide.buffer), backBits = new Uint32Array(back.buffer);
+  for (let at = 0; at < n; at += CHUNK) {
+    const len = Math.min(CHUNK, n - at);
+    const w = bf16ToF32(bits.subarray(at, at + len), wide.subarray(0, len));
+    const h = f32ToF16(w);
+    f16ToF32(h, back.subarray(0, len));
+    for (let i = 0; i < len; i++) {
+      if (wideBits[i] !== backBits[i]) { index.push(at + i); values.push(wide[i]); }
+    }
+    if (index.length > n * MAX_PATCH_FRACTION) {
+      const s = new Storage(bf16ToF32(bits), [...shape]);
+      return s;
+    }
+    half.set(h, at);
+  }
+  const s = f16Storage(half, shape);
+  if (index.length) {
+    s.encoding = {
+      kind: 'f16',
+      patches: {
+        index: new DataLeaf(BigInt64Array.from(index, (i) => BigInt(i)), [index.length, 1], 'int64'),
+        values: new DataLeaf(Float32Array.from(values), [values.length], 'float32'),
+        count: index.length,
+      },
+    };
+  }
+  return s;
+}
+
+/** Per-row ranges into a patched f16 table's (ascending) patch list, built once per table and row size. */
+const rowIndexCache = new WeakMap<Storage, { h: number; start: Int32Array; maxPerRow: number }>();
+function rowPatchIndex(s: Storage, h: number): { start: Int32Array; maxPerRow: number } {
+  const hit = rowIndexCache.get(s);
+  if (hit && hit.h === h) return hit;
+  const enc = s.encoding as Extract<Storage['encoding'], { kind: 'f16' }>;
+  const rows = sizeOf(s.shape) / h;
+  const start = new Int32Array(rows + 1);
+  const idx = enc.patches!.index.data as BigInt64Array;
+  for (const i of idx) start[Math.floor(Number(i) / h) + 1]++;
+  let maxPerRow = 0;
+  for (let r = 0; r < rows; r++) { maxPerRow = Math.max(maxPerRow, start[r + 1]); start[r + 1] += start[r]; }
+  const entry = { h, start, maxPerRow };
+  rowIndexCache.set(s, entry);
+  return entry;
+}
+
+/** The exact float32 value of element i of an f16 (possibly patched) storage. */
+function exactElement(s: Storage, i: number): number {
+  const p = (s.encoding as Extract<Storage['encoding'], { kind: 'f16' }>).patches;
+  if (p) {
+    const idx = p.index.data as BigInt64Array;
+    for (let j = 0; j < idx.length; j++) if (Number(idx[j]) === i) return (p.values.data as Float32Array)[j];
+  }
+  return f16ToF32((s.data as Uint16Array).subarray(i, i + 1))[0];
+}
+
+/** The float32 values of an encoded storage, row-major in its logical shape. */
+function hostValues(s: Storage): Float32Array {
+  const enc = s.encoding!;
+  if (enc.kind === 'f16') {
+    const out = f16ToF32(s.data as Uint16Array);
+    if (enc.patches) {
+      const idx = enc.patches.index.data as BigInt64Array, vals = enc.patches.values.data as Float32Array;
+      for (let j = 0; j < idx.length; j++) out[Number(idx[j])] = vals[j];
+    }
+    return out;
+  }
+  const q = s.data as Int8Array, scales = enc.scales.data as Float32Array;
+  const out = new Float32Array(enc.n * enc.k);
+  for (let kk = 0; kk < enc.k; kk++) {
+    for (let nn = 0; nn < enc.n; nn++) out[nn * enc.k + kk] = q[kk * enc.n + nn] * scales[nn];
+  }
+  return out;
+}
+
+/**
+ * Replaces a [N, K] weight storage (f32 or f16) by symmetric int8 with one scale per row:
+ * scale[n] = max|w[n, :]| / 127, q = round(w / scale), stored transposed [K, N].
+ */
+function quantizeStorage(s: Storage): void {
+  const [n, k] = s.shape;
+  const q = new Int8Array(n * k), scales = new Float32Array(n);
+  const row = new Float32Array(k);
+  const src = s.encoding ? null : s.data as Float32Array;
+  const patched = s.encoding?.kind === 'f16' ? s.encoding.patches : undefined;
+  const pIdx = patched?.index.data as BigInt64Array | undefined, pVal = patched?.values.data as Float32Array | undefined;
+  let pj = 0;
+  for (let r = 0; r < n; r++) {
+    if (src) row.set(src.subarray(r * k, (r + 1) * k));
+    else {
+      f16ToF32((s.data as Uint16Array).subarray(r * k, (r + 1) * k), row);
+      if (pIdx) for (; pj < pIdx.length && Number(pIdx[pj]) < (r + 1) * k; pj++) row[Number(pIdx[pj]) - r * k] = pVal![pj];
+    }
+    let max = 0;
+    for (let i = 0; i < k; i++) max = Math.max(max, Math.abs(row[i]));
+    const scale = max > 0 && Number.isFinite(max) ? max / 127 : 1;
+    const inv = 1 / scale;
+    scales[r] = scale;
+    for (let i = 0; i < k; i++) q[i * n + r] = Math.max(-127, Math.min(127, Math.round(row[i] * inv)));
+  }
+  s.data = q;
+  s.elemType = 'int8';
+  s.encoding = { kind: 'int8', scales: new DataLeaf(scales, [n], 'float32'), n, k };
+  s.decoded = null;
 }

@@ -4,8 +4,9 @@
  * types, attributes, shapes, constants — never fed data), so identical steps share one session.
  *
  * Operands are either nodes (pending results) or leaves:
- * - StorageLeaf: a host Float32Array (uploads, zeros, KV caches, results already computed),
- *   fed as a graph input every run without copying;
+ * - StorageLeaf: a host array (uploads, zeros, KV caches, results already computed), fed as a
+ *   graph input every run without copying. Most are float32; weights may be kept as float16
+ *   bits or as int8 with per-channel scales (see Storage), which the backend widens in-graph;
  * - DataLeaf: per-call host data (token ids, RoPE tables, attention masks, cache row indices),
  *   fed as an input too: its values never enter the key, so steps that differ only in data
  *   reuse the same session;
@@ -14,10 +15,24 @@
  */
 import {
   type AttrValue, type ProtoNode, type ProtoTensor, type ProtoValueInfo,
-  encodeModel, float32Bytes, int64Bytes, ONNX_FLOAT, ONNX_INT64,
+  encodeModel, float32Bytes, int64Bytes, ONNX_FLOAT, ONNX_FLOAT16, ONNX_INT64, ONNX_INT8,
 } from './onnx-proto.js';
 
-export type ElemType = 'float32' | 'int64';
+export type ElemType = 'float32' | 'int64' | 'float16' | 'int8';
+
+/** Host array types a Storage may hold, by element type. */
+export type StorageData = Float32Array | Uint16Array | Int8Array;
+
+/**
+ * How a non-float32 storage turns back into float32 values:
+ * - 'f16': IEEE half bits; `patches` (flat indices and exact float32 values) overwrite the
+ *   few elements f16 cannot hold exactly (a bf16 upload kept as f16 where that is lossless);
+ * - 'int8': symmetric per-output-channel weights of a [N, K] matrix, stored transposed as
+ *   [K, N] (the layout DynamicQuantizeMatMul reads) with `scales` [N].
+ */
+export type StorageEncoding =
+  | { kind: 'f16'; patches?: { index: DataLeaf; values: DataLeaf; count: number } }
+  | { kind: 'int8'; scales: DataLeaf; n: number; k: number };
 
 /** Host memory behind one or more tensor handles (reshape views share it). */
 export class Storage {
@@ -28,9 +43,19 @@ export class Storage {
   /** Row writes recorded but not yet applied to `data` (see OnnxBackend.writeRows). */
   pendingVersion: GraphNode | null = null;
   commits: Array<{ src: Operand; offset: number }> = [];
+  /** Element type of `data`; float32 unless `encoding` says otherwise. */
+  elemType: ElemType = 'float32';
+  /** Set when `data` is not plain float32 values in `shape` (see StorageEncoding). */
+  encoding: StorageEncoding | null = null;
+  /** An uploaded weight: the int8 option may quantize it on its first use as a transposed matmul operand. */
+  quantizable = false;
+  /** Some graph has read it as it is: its layout can no longer change (no quantization). */
+  pinned = false;
+  /** The in-graph float32 value of an encoded storage, shared by the nodes of one flush. */
+  decoded: GraphNode | null = null;
   private readonly leaves = new Map<string, StorageLeaf>();
 
-  constructor(public data: Float32Array, readonly shape: readonly number[]) {}
+  constructor(public data: StorageData, readonly shape: readonly number[]) {}
 
   /** The leaf that feeds this storage viewed as `shape` (one per shape, so inputs dedupe). */
   leaf(shape: readonly number[]): StorageLeaf {
@@ -43,14 +68,14 @@ export class Storage {
 
 export class StorageLeaf {
   readonly kind = 'storage';
-  readonly elemType: ElemType = 'float32';
   constructor(readonly storage: Storage, readonly shape: readonly number[]) {}
+  get elemType(): ElemType { return this.storage.elemType; }
 }
 
 export class DataLeaf {
   readonly kind = 'data';
   constructor(
-    readonly data: Float32Array | BigInt64Array,
+    readonly data: Float32Array | BigInt64Array | Uint16Array | Int8Array,
     readonly shape: readonly number[],
     readonly elemType: ElemType,
   ) {}
@@ -79,6 +104,8 @@ export class GraphNode {
     readonly attrs: Readonly<Record<string, AttrValue>>,
     readonly shape: readonly number[],
     readonly elemType: ElemType = 'float32',
+    /** Operator domain ('' for standard ONNX, 'com.microsoft' for onnxruntime's contrib ops). */
+    readonly domain = '',
   ) {}
 }
 
@@ -167,7 +194,7 @@ export function compileGraph(outputs: readonly GraphNode[], opset: number, irVer
       const idx = order.length;
       nodeIndex.set(top.node, idx);
       order.push(top.node);
-      keyParts.push(`v${idx}=${top.node.op}(${inNames.join(',')}){${attrKey(top.node.attrs)}}[${top.node.shape}]`);
+      keyParts.push(`v${idx}=${top.node.domain}${top.node.op}(${inNames.join(',')}){${attrKey(top.node.attrs)}}[${top.node.shape}]`);
     }
   }
 
@@ -192,7 +219,10 @@ export function compileGraph(outputs: readonly GraphNode[], opset: number, irVer
       }),
       outputs: [`v${i}`],
       attributes: n.attrs,
+      domain: n.domain || undefined,
     }));
+    const domains: Record<string, number> = {};
+    for (const n of order) if (n.domain) domains[n.domain] = 1;
     const initializers: ProtoTensor[] = consts.map((c, i) => ({
       name: `c${i}`,
       dims: c.shape,
@@ -202,12 +232,17 @@ export function compileGraph(outputs: readonly GraphNode[], opset: number, irVer
     const inputs: ProtoValueInfo[] = feeds.map((f) => ({
       name: f.name, elemType: elem(f.leaf.elemType), dims: f.leaf.shape,
     }));
-    return encodeModel({ irVersion, opset, nodes, initializers, inputs, outputs: outputInfos });
+    return encodeModel({ irVersion, opset, domains, nodes, initializers, inputs, outputs: outputInfos });
   };
 
   return { key: keyParts.join('\n'), model, feeds, outputNames, nodeCount: order.length };
 }
 
 function elem(t: ElemType): number {
-  return t === 'int64' ? ONNX_INT64 : ONNX_FLOAT;
+  switch (t) {
+    case 'int64': return ONNX_INT64;
+    case 'float16': return ONNX_FLOAT16;
+    case 'int8': return ONNX_INT8;
+    default: return ONNX_FLOAT;
+  }
 }

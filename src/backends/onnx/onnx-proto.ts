@@ -6,7 +6,11 @@
 
 /** ONNX TensorProto.DataType values the backend uses. */
 export const ONNX_FLOAT = 1;
+export const ONNX_UINT8 = 2;
+export const ONNX_INT8 = 3;
 export const ONNX_INT64 = 7;
+export const ONNX_FLOAT16 = 10;
+export const ONNX_BFLOAT16 = 16;
 
 export type AttrValue =
   | { kind: 'int'; value: number }
@@ -17,8 +21,8 @@ export type AttrValue =
 export interface ProtoTensor {
   name: string;
   dims: readonly number[];
-  dataType: typeof ONNX_FLOAT | typeof ONNX_INT64;
-  /** Little-endian raw bytes (float32 or int64). */
+  dataType: number;
+  /** Little-endian raw bytes. */
   raw: Uint8Array;
 }
 
@@ -27,6 +31,8 @@ export interface ProtoNode {
   inputs: readonly string[];
   outputs: readonly string[];
   attributes?: Readonly<Record<string, AttrValue>>;
+  /** Operator domain; '' (the default ONNX domain) when absent, e.g. 'com.microsoft' for contrib ops. */
+  domain?: string;
 }
 
 export interface ProtoValueInfo {
@@ -38,6 +44,8 @@ export interface ProtoValueInfo {
 export interface ProtoModel {
   irVersion: number;
   opset: number;
+  /** Extra operator sets, e.g. { 'com.microsoft': 1 }. */
+  domains?: Readonly<Record<string, number>>;
   nodes: readonly ProtoNode[];
   initializers: readonly ProtoTensor[];
   inputs: readonly ProtoValueInfo[];
@@ -131,6 +139,7 @@ function writeNode(w: Writer, n: ProtoNode, index: number): void {
   w.string(3, `n${index}`);
   w.string(4, n.opType);
   for (const [name, a] of Object.entries(n.attributes ?? {})) w.message(5, (aw) => writeAttribute(aw, name, a));
+  if (n.domain) w.string(7, n.domain);
 }
 
 function writeTensor(w: Writer, t: ProtoTensor): void {
@@ -163,6 +172,7 @@ export function encodeModel(m: ProtoModel): Uint8Array {
     for (const v of m.outputs) g.message(12, (vw) => writeValueInfo(vw, v));
   });
   w.message(8, (o) => { o.string(1, ''); o.int(2, m.opset); });
+  for (const [domain, version] of Object.entries(m.domains ?? {})) w.message(8, (o) => { o.string(1, domain); o.int(2, version); });
   return w.finish();
 }
 
