@@ -21,6 +21,7 @@ export { ReferenceAttentionKernel } from './backends/reference/reference-attenti
 export { PlainAttentionKernel } from './kernels/plain-attention-kernel.js';
 export { keyVisible, additiveMask, kvHeadFor } from './kernels/attention-mask.js';
 export { ContiguousKvCache, ContiguousKvCacheStore } from './kv-cache/contiguous-kv-cache.js';
+export * from './backends/op-shapes.js';
 export * from './samplers/index.js';
 export { ensureDemoCheckpoint } from './testing/demo-checkpoint.js';
 export * from './conformance/index.js';

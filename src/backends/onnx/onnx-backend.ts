@@ -32,6 +32,10 @@ import type {
   DType, MatmulOptions, OpName, Tensor, TensorBackend,
 } from '../../interfaces/tensor-backend.js';
 import { keyVisible } from '../../kernels/attention-mask.js';
+import {
+  attentionDims, checkBroadcast, checkReshape, checkWriteRows, concatShape, embeddingDims, matmulDims,
+  patchEmbedDims, ropeDims, sizeOf, sliceShape, transposeShape,
+} from '../op-shapes.js';
 import { bf16ToF32, f16ToF32, f32ToF16 } from '../../pipeline/checkpoint/dtype.js';
 import {
   compileGraph, ConstLeaf, DataLeaf, type ElemType, GraphNode, type Operand, Storage, type StorageLeaf,
@@ -234,18 +238,9 @@ export class OnnxBackend implements TensorBackend {
   // ── linear algebra ──────────────────────────────────────────────────────
   matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     const A = this.own(a), B = this.own(b);
-    if (A.shape.length !== 2 || B.shape.length !== 2) {
-      throw new Error(`matmul expects 2-D tensors, got [${A.shape}] and [${B.shape}]`);
-    }
-    const [m, k] = A.shape;
-    const [n, kb] = opts.transposeB ? B.shape : [B.shape[1], B.shape[0]];
-    if (k !== kb) throw new Error(`matmul inner sizes differ: [${A.shape}] · [${B.shape}]${opts.transposeB ? 'ᵀ' : ''}`);
-    let bias: Operand | undefined;
-    if (opts.bias) {
-      const bt = this.own(opts.bias);
-      if (sizeOf(bt.shape) !== n) throw new Error(`matmul bias has ${sizeOf(bt.shape)} elements, expected ${n}`);
-      bias = this.operandAs(bt, [n]);
-    }
+    const bt = opts.bias ? this.own(opts.bias) : undefined;
+    const { m, k, n } = matmulDims(A.shape, B.shape, opts.transposeB, bt && sizeOf(bt.shape));
+    const bias: Operand | undefined = bt && this.operandAs(bt, [n]);
     const q = opts.transposeB ? this.quantizedWeight(B) : undefined;
     if (q) {
       // int8 weights, stored [K, N]: activations are quantized per call (uint8, one scale and
@@ -307,10 +302,7 @@ export class OnnxBackend implements TensorBackend {
 
   rope(x: Tensor, positions: Int32Array, theta: number): Tensor {
     const X = this.own(x);
-    if (X.shape.length !== 3) throw new Error(`rope expects [T, H, D], got [${X.shape}]`);
-    const [t, , d] = X.shape;
-    if (positions.length !== t) throw new Error(`rope got ${positions.length} positions for ${t} rows`);
-    if (d % 2 !== 0) throw new Error(`rope needs an even head size, got ${d}`);
+    const { d } = ropeDims(X.shape, positions.length);
     const half = d / 2;
     const { cos, sin } = this.ropeTables(positions, theta, d);
     const xo = this.operand(X);
@@ -328,13 +320,8 @@ export class OnnxBackend implements TensorBackend {
   // ── indexing and layout ─────────────────────────────────────────────────
   embedding(table: Tensor, ids: Int32Array): Tensor {
     const T = this.own(table);
-    if (T.shape.length !== 2) throw new Error(`embedding expects a [V, H] table, got [${T.shape}]`);
-    const [v, h] = T.shape;
-    const idx = new BigInt64Array(ids.length);
-    ids.forEach((id, i) => {
-      if (id < 0 || id >= v) throw new Error(`token id ${id} is outside the vocabulary of ${v}`);
-      idx[i] = BigInt(id);
-    });
+    const { h } = embeddingDims(T.shape, ids);
+    const idx = BigInt64Array.from(ids, (id) => BigInt(id));
     const leaf = new DataLeaf(idx, [ids.length], 'int64');
     const s = T.ref.kind === 'storage' && !T.ref.storage.pendingVersion ? T.ref.storage : undefined;
     if (s?.encoding?.kind === 'f16' && sameShape(s.shape, T.shape)) {
@@ -353,18 +340,10 @@ export class OnnxBackend implements TensorBackend {
   }
 
   concat(ts: readonly Tensor[], axis: number): Tensor {
-    if (ts.length === 0) throw new Error('concat needs at least one tensor');
     const parts = ts.map((t) => this.own(t));
-    const first = parts[0].shape;
-    const ax = axis < 0 ? axis + first.length : axis;
-    if (ax < 0 || ax >= first.length) throw new Error(`concat axis ${axis} is out of range for rank ${first.length}`);
-    for (const p of parts) {
-      if (p.shape.length !== first.length || p.shape.some((d, i) => i !== ax && d !== first[i])) {
-        throw new Error(`concat: [${p.shape}] does not match [${first}] off axis ${ax}`);
-      }
-    }
-    const shape = [...first];
-    shape[ax] = parts.reduce((s, p) => s + p.shape[ax], 0);
+    const rank = parts[0]?.shape.length ?? 0;
+    const ax = axis < 0 ? axis + rank : axis;
+    const shape = concatShape(parts.map((p) => p.shape), ax);
     if (parts.length === 1) return this.wrap(this.node('Identity', [this.operand(parts[0])], {}, shape));
     return this.wrap(this.node('Concat', parts.map((p) => this.operand(p)), { axis: int(ax) }, shape));
   }
@@ -372,30 +351,22 @@ export class OnnxBackend implements TensorBackend {
   slice(x: Tensor, axis: number, start: number, end: number): Tensor {
     const X = this.own(x);
     const ax = axis < 0 ? axis + X.shape.length : axis;
-    if (ax < 0 || ax >= X.shape.length) throw new Error(`slice axis ${axis} is out of range for [${X.shape}]`);
-    if (!(Number.isInteger(start) && Number.isInteger(end) && start >= 0 && start <= end && end <= X.shape[ax])) {
-      throw new Error(`slice [${start}, ${end}) is out of range for axis ${ax} of [${X.shape}]`);
-    }
-    const shape = [...X.shape];
-    shape[ax] = end - start;
+    const shape = sliceShape(X.shape, ax, start, end);
     return this.wrap(this.node('Slice',
       [this.operand(X), this.i64([start]), this.i64([end]), this.i64([ax])], {}, shape));
   }
 
   reshape(x: Tensor, shape: readonly number[]): Tensor {
     const X = this.own(x);
-    if (sizeOf(shape) !== sizeOf(X.shape)) throw new Error(`reshape: [${X.shape}] has ${sizeOf(X.shape)} elements, [${shape}] needs ${sizeOf(shape)}`);
+    checkReshape(X.shape, shape);
     if (X.ref.kind === 'storage') return this.view(X.ref.storage, shape);   // shares storage
     return this.wrap(this.reshapeNode(X.ref, shape));
   }
 
   transpose(x: Tensor, perm: readonly number[]): Tensor {
     const X = this.own(x);
-    const rank = X.shape.length;
-    if (perm.length !== rank || [...perm].sort((a, b) => a - b).some((p, i) => p !== i)) {
-      throw new Error(`transpose: [${perm}] is not a permutation of ${rank} axes`);
-    }
-    return this.wrap(this.node('Transpose', [this.operand(X)], { perm: ints(perm) }, perm.map((p) => X.shape[p])));
+    const shape = transposeShape(X.shape, perm);
+    return this.wrap(this.node('Transpose', [this.operand(X)], { perm: ints(perm) }, shape));
   }
 
   writeRows(dst: Tensor, src: Tensor, offset: number): void {
@@ -403,9 +374,7 @@ export class OnnxBackend implements TensorBackend {
     const rowShape = D.shape.slice(1);
     const row = sizeOf(rowShape);
     const t = S.shape[0];
-    if (sizeOf(S.shape.slice(1)) !== row || !Number.isInteger(offset) || offset < 0 || offset + t > D.shape[0]) {
-      throw new Error(`writeRows: [${S.shape}] does not fit [${D.shape}] at row ${offset}`);
-    }
+    checkWriteRows(D.shape, S.shape, offset);
     if (D.ref.kind === 'storage' && D.ref.storage.encoding) {
       throw new Error(`writeRows: the destination is stored as ${D.dtype}${D.ref.storage.encoding.kind === 'int8' ? ' (int8-quantized)' : ''}; only f32 tensors are writable`);
     }
@@ -433,15 +402,7 @@ export class OnnxBackend implements TensorBackend {
   // ── vision ──────────────────────────────────────────────────────────────
   patchEmbed(pixels: Tensor, weight: Tensor, bias: Tensor, patch: number): Tensor {
     const X = this.own(pixels), W = this.own(weight), B = this.own(bias);
-    if (X.shape.length !== 3 || W.shape.length !== 4) {
-      throw new Error(`patchEmbed expects pixels [C, H, W] and weight [O, C, P, P], got [${X.shape}] and [${W.shape}]`);
-    }
-    const [c, h, w] = X.shape;
-    const o = W.shape[0];
-    if (W.shape[1] !== c || W.shape[2] !== patch || W.shape[3] !== patch || h % patch !== 0 || w % patch !== 0) {
-      throw new Error(`patchEmbed: weight [${W.shape}] and patch ${patch} do not fit pixels [${X.shape}]`);
-    }
-    const gh = h / patch, gw = w / patch;
+    const { c, h, w, o, gh, gw } = patchEmbedDims(X.shape, W.shape, sizeOf(B.shape), patch);
     const px4 = this.operandAs(X, [1, c, h, w]);
     const conv = this.node('Conv', [px4, this.operand(W), this.operandAs(B, [o])], {
       kernel_shape: ints([patch, patch]), strides: ints([patch, patch]),
@@ -458,16 +419,7 @@ export class OnnxBackend implements TensorBackend {
    */
   attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
     const Q = this.own(q), K = this.own(k), V = this.own(v);
-    if (Q.shape.length !== 3 || K.shape.length !== 3 || V.shape.length !== 3) {
-      throw new Error(`attention expects q [Tq, Hq, D] and k/v [Tk, Hkv, D], got [${Q.shape}], [${K.shape}], [${V.shape}]`);
-    }
-    const [tq, hq, d] = Q.shape;
-    const [cap, hkv, dk] = K.shape;
-    if (dk !== d || !sameShape(K.shape, V.shape) || hq % hkv !== 0) {
-      throw new Error(`attention: q [${Q.shape}] does not fit k [${K.shape}] / v [${V.shape}]`);
-    }
-    const kvLength = opts.kvLength ?? cap;
-    if (kvLength > cap || kvLength < 1) throw new Error(`attention: kvLength ${kvLength} is outside 1..${cap}`);
+    const { tq, hq, d, tk: cap, hkv, kvLength } = attentionDims(Q.shape, K.shape, V.shape, opts.kvLength);
     const g = hq / hkv;
     const scoreShape = [hkv, g * tq, cap];
 
@@ -613,10 +565,7 @@ export class OnnxBackend implements TensorBackend {
 
   private binary(op: 'Add' | 'Mul', a: Tensor, b: Tensor): Tensor {
     const A = this.own(a), B = this.own(b);
-    const tail = A.shape.slice(A.shape.length - B.shape.length);
-    if (B.shape.length > A.shape.length || tail.some((d, i) => d !== B.shape[i])) {
-      throw new Error(`${op.toLowerCase()}: [${B.shape}] does not broadcast onto [${A.shape}]`);
-    }
+    checkBroadcast(op.toLowerCase(), A.shape, B.shape);
     return this.wrap(this.node(op, [this.operand(A), this.operand(B)], {}, A.shape));
   }
 
@@ -794,9 +743,6 @@ function resolveOperand(o: Operand): Operand {
 function int(value: number): AttrValue { return { kind: 'int', value }; }
 function ints(value: readonly number[]): AttrValue { return { kind: 'ints', value }; }
 
-function sizeOf(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}
 
 function lastDim(t: OnnxTensor): number {
   return t.shape[t.shape.length - 1];
