@@ -2,6 +2,7 @@
 import 'reflect-metadata';
 import { Command, CommanderError } from 'commander';
 import { reportAndExit } from './cli-errors.js';
+import { benchCommand } from './bench-command.js';
 import { conformanceCommand } from './conformance-command.js';
 import { generateCommand } from './generate-command.js';
 import { pluginsCommand } from './plugins-command.js';
@@ -14,7 +15,7 @@ export async function main(argv: string[]): Promise<void> {
     .description('Run PaliGemma vision-language models on swappable backends')
     .exitOverride()
     .configureOutput({ writeErr: () => {} });       // errors are reported once, below
-  for (const cmd of [generateCommand(), scoreCommand(), conformanceCommand(), pluginsCommand()]) {
+  for (const cmd of [generateCommand(), scoreCommand(), conformanceCommand(), benchCommand(), pluginsCommand()]) {
     program.addCommand(cmd.exitOverride().configureOutput({ writeErr: () => {} }));
   }
   const verbose = argv.includes('--verbose');

@@ -2,12 +2,86 @@
  * Blocked float32 matrix multiply for the reference backend. Written for clarity first, but
  * blocked so a 3B-shaped layer finishes in seconds rather than minutes: a 4×4 register tile
  * of dot products, with the K loop split into cache-sized panels.
+ *
+ * The transposed-B product (every Linear layer) has a fast path: a WebAssembly SIMD kernel on
+ * several threads (wasm-matmul.ts) that performs the very same float64 arithmetic in the same
+ * order, so its results are bit-identical to the JS kernel below. The JS kernel stays as the
+ * definition and the fallback (no SharedArrayBuffer / wasm SIMD, or PALIGEMMA_MATMUL=js).
  */
+import { K_PANEL } from './wasm-gemm.js';
+import { WasmMatmul } from './wasm-matmul.js';
 
-const K_PANEL = 512;
+export type MatmulEngine = 'auto' | 'js' | 'wasm';
 
-/** out[M, N] = a[M, K] · b[N, K]ᵀ (b in PyTorch Linear layout). */
+export interface MatmulSettings {
+  /** 'auto' (default): wasm when it loads and the product is not tiny; 'js': always the JS kernel; 'wasm': always wasm. */
+  engine: MatmulEngine;
+  /** Threads for the wasm kernel, the caller's included (default: the machine's parallelism, at most 8). */
+  threads?: number;
+}
+
+/** Below this many multiply-adds ('auto'), copying into wasm memory is not worth it. */
+const WASM_MIN_MACS = 1 << 14;
+/** Rows longer than this would not fit the kernel's 2 GiB memory (never the case in practice). */
+const WASM_MAX_K = 1 << 24;
+
+let settings: MatmulSettings = settingsFromEnv();
+let wasm: WasmMatmul | undefined;
+let wasmError: string | undefined;
+
+function settingsFromEnv(): MatmulSettings {
+  const env = typeof process === 'undefined' ? {} : process.env;
+  const engine = env.PALIGEMMA_MATMUL === 'js' || env.PALIGEMMA_MATMUL === 'wasm' ? env.PALIGEMMA_MATMUL : 'auto';
+  const threads = Number(env.PALIGEMMA_MATMUL_THREADS);
+  return { engine, threads: Number.isInteger(threads) && threads > 0 ? threads : undefined };
+}
+
+/**
+ * Chooses the engine behind matmulTransposedB (process-wide). Also settable with the
+ * environment variables PALIGEMMA_MATMUL=auto|js|wasm and PALIGEMMA_MATMUL_THREADS=n.
+ */
+export function configureMatmul(next: Partial<MatmulSettings>): void {
+  const threads = 'threads' in next ? next.threads : settings.threads;
+  if (wasm && threads !== settings.threads) { wasm.close(); wasm = undefined; }
+  settings = { engine: next.engine ?? settings.engine, threads };
+  wasmError = undefined;
+}
+
+/** What matmulTransposedB runs on now (for larger products), in a word and in words. */
+export function matmulEngineInfo(): { engine: 'wasm' | 'js'; threads: number; detail: string } {
+  const w = settings.engine === 'js' ? undefined : wasmEngine();
+  if (w) return { engine: 'wasm', threads: w.threads, detail: `wasm SIMD float64-accumulating kernel, ${w.threads} thread(s)` };
+  return { engine: 'js', threads: 1, detail: settings.engine === 'js' ? 'JS kernel (chosen)' : `JS kernel (wasm unavailable: ${wasmError})` };
+}
+
+function wasmEngine(): WasmMatmul | undefined {
+  if (!wasm && wasmError === undefined) {
+    try {
+      wasm = new WasmMatmul({ threads: settings.threads });
+    } catch (e) {
+      wasmError = (e as Error).message;
+    }
+  }
+  if (!wasm && settings.engine === 'wasm') throw new Error(`the wasm matmul kernel cannot run here: ${wasmError}`);
+  return wasm;
+}
+
+/** out[M, N] = a[M, K] · b[N, K]ᵀ (b in PyTorch Linear layout); the fast path when it runs here. */
 export function matmulTransposedB(
+  a: Float32Array, b: Float32Array, out: Float32Array, m: number, k: number, n: number,
+): void {
+  if (k <= WASM_MAX_K && (settings.engine === 'wasm' || (settings.engine === 'auto' && m * n * k >= WASM_MIN_MACS))) {
+    const w = wasmEngine();
+    if (w) { w.matmulTransposedB(a, b, out, m, k, n); return; }
+  }
+  matmulTransposedBJs(a, b, out, m, k, n);
+}
+
+/**
+ * The definition: out[M, N] = a[M, K] · b[N, K]ᵀ. Each output is a float64 sum over one
+ * K_PANEL-long panel at a time, added to the float32 output at the end of each panel.
+ */
+export function matmulTransposedBJs(
   a: Float32Array, b: Float32Array, out: Float32Array, m: number, k: number, n: number,
 ): void {
   out.fill(0);

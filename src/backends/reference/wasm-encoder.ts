@@ -50,19 +50,17 @@ const OP = {
   localGet: 0x20, localSet: 0x21, localTee: 0x22,
   f32Load: 0x2a, f64Load: 0x2b, f32Store: 0x38, f64Store: 0x39,
   i32Const: 0x41, f64Const: 0x44,
-  i32Eqz: 0x45, i32Eq: 0x46, i32Ne: 0x47, i32LtS: 0x48, i32GtS: 0x4a, i32LeS: 0x4c, i32GeS: 0x4e, i32GeU: 0x4f,
+  i32Eq: 0x46, i32LtS: 0x48, i32GtS: 0x4a, i32GeU: 0x4f,
   i32Add: 0x6a, i32Sub: 0x6b, i32Mul: 0x6c, i32And: 0x71, i32Shl: 0x74,
-  f64Add: 0xa0, f64Mul: 0xa2,
-  f32DemoteF64: 0xb6, f64PromoteF32: 0xbb,
-  select: 0x1b,
+  f64PromoteF32: 0xbb,
 } as const;
 
 const SIMD = {
-  v128Load: 0x00, v128Load32Splat: 0x09, v128Load64Splat: 0x0a, v128Store: 0x0b, v128Const: 0x0c,
-  i8x16Shuffle: 0x0d, f64x2Splat: 0x14,
+  v128Load: 0x00, v128Load64Splat: 0x0a, v128Store: 0x0b, v128Const: 0x0c,
+  i8x16Shuffle: 0x0d, f32x4ExtractLane: 0x1f,
   v128Store64Lane: 0x5b, v128Load64Zero: 0x5d,
   f32x4DemoteF64x2Zero: 0x5e, f64x2PromoteLowF32x4: 0x5f,
-  f32x4Add: 0xe4, f32x4Mul: 0xe6, f64x2Add: 0xf0, f64x2Mul: 0xf2,
+  f32x4Add: 0xe4, f64x2Add: 0xf0, f64x2Mul: 0xf2,
 } as const;
 
 /** Builds one function body. Parameters are declared up front; other locals on first use. */
@@ -110,32 +108,39 @@ export class FnBuilder {
   mem(o: 'f32Load' | 'f64Load' | 'f32Store' | 'f64Store', offset = 0): this {
     return this.raw(OP[o], o.startsWith('f32') ? 2 : 3, ...uleb(offset));
   }
-  simdMem(o: 'v128Load' | 'v128Load32Splat' | 'v128Load64Splat' | 'v128Store' | 'v128Load64Zero', offset = 0): this {
-    const align = o === 'v128Load32Splat' ? 2 : o === 'v128Load64Splat' || o === 'v128Load64Zero' ? 3 : 4;
+  simdMem(o: 'v128Load' | 'v128Load64Splat' | 'v128Store' | 'v128Load64Zero', offset = 0): this {
+    const align = o === 'v128Load64Splat' || o === 'v128Load64Zero' ? 3 : 4;
     return this.raw(0xfd, ...uleb(SIMD[o]), align, ...uleb(offset));
   }
   /** v128.store64_lane: stores 8 bytes of lane `lane` (of the i64x2 view). */
   store64Lane(offset: number, lane: number): this {
     return this.raw(0xfd, ...uleb(SIMD.v128Store64Lane), 3, ...uleb(offset), lane);
   }
+  f32x4ExtractLane(lane: number): this { return this.raw(0xfd, ...uleb(SIMD.f32x4ExtractLane), lane); }
   v128Zero(): this { return this.raw(0xfd, ...uleb(SIMD.v128Const), ...new Array(16).fill(0)); }
   shuffle(lanes: readonly number[]): this {
     if (lanes.length !== 16) throw new Error('i8x16.shuffle takes 16 lane indices');
     return this.raw(0xfd, ...uleb(SIMD.i8x16Shuffle), ...lanes);
   }
 
+  /** `for (;;) { if (exit) break; body }`; exit emits one i32, non-zero to leave the loop. */
+  loopUntil(exit: () => void, body: () => void): this {
+    this.raw(OP.block, 0x40, OP.loop, 0x40);
+    exit(); this.raw(OP.brIf, 1);
+    body();
+    return this.raw(OP.br, 0, OP.end, OP.end);
+  }
+
   /** `for (v = from; v < to; v += step) body` with unsigned i32 compare; from/to emit one value each. */
   forRange(v: string, from: () => void, to: () => void, step: number | string, body: () => void): this {
     this.local(v, 'i32');
     from(); this.set(v);
-    this.raw(OP.block, 0x40, OP.loop, 0x40);
-    this.get(v); to(); this.op('i32GeU'); this.raw(OP.brIf, 1);
-    body();
-    this.get(v);
-    if (typeof step === 'number') this.i32(step); else this.get(step);
-    this.op('i32Add').set(v);
-    this.raw(OP.br, 0, OP.end, OP.end);
-    return this;
+    return this.loopUntil(() => { this.get(v); to(); this.op('i32GeU'); }, () => {
+      body();
+      this.get(v);
+      if (typeof step === 'number') this.i32(step); else this.get(step);
+      this.op('i32Add').set(v);
+    });
   }
 
   /** `if (cond) then else otherwise`; cond emits one i32. */

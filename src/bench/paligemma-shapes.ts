@@ -1,0 +1,154 @@
+/**
+ * PaliGemma-3B-224 at chosen depth, with seeded random weights built in memory, and the work each
+ * phase has to do (FLOPs for vision and prefill, bytes read per decode step) — the numbers the
+ * bench divides by the machine's peak matmul rate and memory bandwidth to get its floors.
+ *
+ * Real shapes: SigLIP So400m (hidden 1152, MLP 4304, 16 heads, patch 14, 224 px → 256 image
+ * tokens) and Gemma-2B (hidden 2048, MLP 16384, 8 query heads, 1 KV head, head dim 256,
+ * vocabulary 257216, lm_head tied to the embeddings).
+ */
+import type { PaliGemmaConfig } from '../pipeline/config-types.js';
+
+export interface BenchModelOptions {
+  visionLayers: number;
+  textLayers: number;
+  /** Divide every width (hidden, MLP, head dim, vocabulary, image side) by this; 1 = real shapes. For tests. */
+  scaleDown?: number;
+}
+
+/** The config of PaliGemma-3B-224 with the given depth (and, for tests, narrower widths). */
+export function benchConfig(o: BenchModelOptions): PaliGemmaConfig {
+  const s = o.scaleDown ?? 1;
+  const div = (x: number, min = 1) => Math.max(min, Math.round(x / s));
+  const visionHeads = 16, textHeads = 8;
+  const patch = 14;
+  const imageSize = patch * div(224 / patch);
+  const vocab = div(257216, 64);
+  const textHidden = div(2048, 8);
+  return {
+    vision: {
+      hiddenSize: visionHeads * div(1152 / visionHeads), intermediateSize: div(4304), numLayers: o.visionLayers,
+      numHeads: visionHeads, patchSize: patch, imageSize, numChannels: 3, layerNormEps: 1e-6,
+    },
+    text: {
+      hiddenSize: textHidden, intermediateSize: div(16384), numLayers: o.textLayers, numHeads: textHeads,
+      numKvHeads: 1, headDim: 2 * div(128), vocabSize: vocab, rmsNormEps: 1e-6, ropeTheta: 10000,
+      maxPositionEmbeddings: 8192,
+    },
+    projectionDim: textHidden,
+    imageTokenIndex: vocab - div(64),                  // 257152 at real size
+    numImageTokens: (imageSize / patch) ** 2,
+    bosTokenId: 2, eosTokenId: 1, padTokenId: 0,
+  };
+}
+
+export interface WeightSpec {
+  name: string;
+  shape: number[];
+  /** Values are offset + uniform(−scale, scale). */
+  scale: number;
+  offset: number;
+}
+
+/** Every weight the model reads, under its classic Hugging Face name (lm_head tied: not listed). */
+export function weightSpecs(c: PaliGemmaConfig): WeightSpec[] {
+  const out: WeightSpec[] = [];
+  const w = (name: string, shape: number[], scale: number, offset = 0) => out.push({ name, shape, scale, offset });
+  const linear = (name: string, outF: number, inF: number, bias: boolean) => {
+    w(`${name}.weight`, [outF, inF], 1 / Math.sqrt(inF));
+    if (bias) w(`${name}.bias`, [outF], 0.02);
+  };
+  const V = 'vision_tower.vision_model', T = 'language_model.model';
+  const v = c.vision, t = c.text;
+  w(`${V}.embeddings.patch_embedding.weight`, [v.hiddenSize, v.numChannels, v.patchSize, v.patchSize],
+    1 / Math.sqrt(v.numChannels * v.patchSize ** 2));
+  w(`${V}.embeddings.patch_embedding.bias`, [v.hiddenSize], 0.02);
+  w(`${V}.embeddings.position_embedding.weight`, [c.numImageTokens, v.hiddenSize], 0.5);
+  for (let i = 0; i < v.numLayers; i++) {
+    const L = `${V}.encoder.layers.${i}`;
+    for (const ln of ['layer_norm1', 'layer_norm2']) { w(`${L}.${ln}.weight`, [v.hiddenSize], 0.1, 1); w(`${L}.${ln}.bias`, [v.hiddenSize], 0.02); }
+    for (const p of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) linear(`${L}.self_attn.${p}`, v.hiddenSize, v.hiddenSize, true);
+    linear(`${L}.mlp.fc1`, v.intermediateSize, v.hiddenSize, true);
+    linear(`${L}.mlp.fc2`, v.hiddenSize, v.intermediateSize, true);
+  }
+  w(`${V}.post_layernorm.weight`, [v.hiddenSize], 0.1, 1);
+  w(`${V}.post_layernorm.bias`, [v.hiddenSize], 0.02);
+  linear('multi_modal_projector.linear', c.projectionDim, v.hiddenSize, true);
+  w(`${T}.embed_tokens.weight`, [t.vocabSize, t.hiddenSize], 0.05);
+  const q = t.numHeads * t.headDim, kv = t.numKvHeads * t.headDim;
+  for (let i = 0; i < t.numLayers; i++) {
+    const L = `${T}.layers.${i}`;
+    w(`${L}.input_layernorm.weight`, [t.hiddenSize], 0.1);
+    w(`${L}.post_attention_layernorm.weight`, [t.hiddenSize], 0.1);
+    linear(`${L}.self_attn.q_proj`, q, t.hiddenSize, false);
+    linear(`${L}.self_attn.k_proj`, kv, t.hiddenSize, false);
+    linear(`${L}.self_attn.v_proj`, kv, t.hiddenSize, false);
+    linear(`${L}.self_attn.o_proj`, t.hiddenSize, q, false);
+    linear(`${L}.mlp.gate_proj`, t.intermediateSize, t.hiddenSize, false);
+    linear(`${L}.mlp.up_proj`, t.intermediateSize, t.hiddenSize, false);
+    linear(`${L}.mlp.down_proj`, t.hiddenSize, t.intermediateSize, false);
+  }
+  w(`${T}.norm.weight`, [t.hiddenSize], 0.1);
+  return out;
+}
+
+export const elementsOf = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
+
+/** Seeded uniform values (xorshift32), fast enough for billions of elements. */
+export function fillUniform(out: Float32Array, seed: number, scale: number, offset = 0): Float32Array {
+  let s = (seed * 2654435761) >>> 0 || 1;
+  const k = (2 * scale) / 4294967296;
+  for (let i = 0; i < out.length; i++) {
+    s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
+    out[i] = offset - scale + (s >>> 0) * k;
+  }
+  return out;
+}
+
+/** The prompt: N <image> tokens, <bos>, `textTokens` seeded ids, then "\n" (id 108 at real size). */
+export function benchPromptIds(c: PaliGemmaConfig, textTokens: number, seed: number): Int32Array {
+  const newline = Math.min(108, c.imageTokenIndex - 1);
+  let s = seed >>> 0 || 1;
+  const text = Array.from({ length: textTokens }, () => {
+    s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
+    return 3 + ((s >>> 0) % Math.max(1, c.imageTokenIndex - 3));
+  });
+  return Int32Array.from([...new Array<number>(c.numImageTokens).fill(c.imageTokenIndex), c.bosTokenId, ...text, newline]);
+}
+
+export interface PhaseCosts {
+  /** Multiply-adds ×2 of the vision tower + projector (patch conv, linears, attention). */
+  visionFlops: number;
+  /** Same for the prefill over the whole prompt, logits of its last row included. */
+  prefillFlops: number;
+  /** Bytes a decode step must read at least, averaged over the steps: text weights, lm_head, KV cache. */
+  decodeBytesPerToken: number;
+  /** Bytes of all weights at float32. */
+  weightBytes: number;
+}
+
+/** FLOPs and bytes per phase for a prompt of `promptLength` tokens and `newTokens` decode steps. */
+export function phaseCosts(c: PaliGemmaConfig, promptLength: number, newTokens: number, bytesPerWeight = 4): PhaseCosts {
+  const v = c.vision, t = c.text;
+  const n = c.numImageTokens;
+  const linear = (rows: number, inF: number, outF: number) => 2 * rows * inF * outF;
+  const visionLayer = 4 * linear(n, v.hiddenSize, v.hiddenSize)
+    + 2 * 2 * n * n * v.hiddenSize                                              // QKᵀ and P·V over all heads
+    + linear(n, v.hiddenSize, v.intermediateSize) + linear(n, v.intermediateSize, v.hiddenSize);
+  const visionFlops = linear(n, v.numChannels * v.patchSize ** 2, v.hiddenSize)
+    + v.numLayers * visionLayer + linear(n, v.hiddenSize, c.projectionDim);
+
+  const q = t.numHeads * t.headDim, kv = t.numKvHeads * t.headDim;
+  const textLayer = (rows: number, context: number) => linear(rows, t.hiddenSize, q) + 2 * linear(rows, t.hiddenSize, kv)
+    + 2 * 2 * rows * context * q                                                // QKᵀ and P·V
+    + linear(rows, q, t.hiddenSize) + 3 * linear(rows, t.hiddenSize, t.intermediateSize);
+  const prefillFlops = t.numLayers * textLayer(promptLength, promptLength) + linear(1, t.hiddenSize, t.vocabSize);
+
+  const layerParams = 2 * t.hiddenSize + t.hiddenSize * (q + 2 * kv) + q * t.hiddenSize + 3 * t.hiddenSize * t.intermediateSize;
+  const stepParams = t.numLayers * layerParams + t.hiddenSize /* final norm */ + t.vocabSize * t.hiddenSize /* lm_head */
+    + t.hiddenSize /* the token's embedding row */;
+  const meanContext = promptLength + (newTokens + 1) / 2;
+  const kvBytes = t.numLayers * 2 * meanContext * kv * 4;                        // the cache is float32
+  const weightBytes = weightSpecs(c).reduce((sum, w) => sum + elementsOf(w.shape), 0) * bytesPerWeight;
+  return { visionFlops, prefillFlops, decodeBytesPerToken: stepParams * bytesPerWeight + kvBytes, weightBytes };
+}

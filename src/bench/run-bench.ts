@@ -1,0 +1,244 @@
+/**
+ * `paligemma bench`: PaliGemma-3B-224 shapes at a chosen depth, random weights built in memory,
+ * on any registered backend. Times the three phases of a request and sets them against floors
+ * computed from this machine's matmul peak and memory bandwidth, measured in the same process.
+ *
+ * One run (after `warmup` untimed runs with 2 decode steps, which let compiling backends build
+ * their graphs):
+ *   vision  — pixels → image rows (SigLIP + projector), read back;
+ *   prefill — prompt embedding + decoder over the whole prompt → last row's logits;
+ *   decode  — `newTokens` greedy steps, each one token → logits; per token.
+ * Each reported time is the median over `repeats` runs.
+ */
+import type { BackendOptions } from '../interfaces/contributions.js';
+import type { Tensor, TensorBackend } from '../interfaces/tensor-backend.js';
+import { createRegistry, startBackend } from '../create-pipeline.js';
+import type { PaliGemmaConfig } from '../pipeline/config-types.js';
+import { PaliGemmaModel } from '../pipeline/paligemma-model.js';
+import { measureMatmulPeak, measureReadBandwidth, type ProbeResult } from './machine-probe.js';
+import {
+  benchConfig, benchPromptIds, elementsOf, fillUniform, phaseCosts, weightSpecs, type PhaseCosts,
+} from './paligemma-shapes.js';
+
+export interface BenchOptions {
+  backend: string;
+  device?: string;
+  plugins?: readonly string[];
+  visionLayers: number;
+  textLayers: number;
+  newTokens: number;
+  repeats: number;
+  warmup: number;
+  /** Text tokens of the prompt besides <bos> and "\n" (8 → 266 positions with 256 image tokens). */
+  promptTokens?: number;
+  /** 1 = real widths; larger divides them (tests). */
+  scaleDown?: number;
+  /** Side of the square matmul timed for the peak. */
+  peakSize?: number;
+  /** MiB summed for the read bandwidth. */
+  bandwidthMib?: number;
+  seed?: number;
+  /** Progress lines (stderr in the CLI). */
+  log?: (line: string) => void;
+}
+
+/** The JSON `paligemma bench --json` prints. Times in ms, sizes in MiB (peakRssMb) and bytes. */
+export interface BenchResult {
+  backend: string;
+  visionMs: number;
+  prefillMs: number;
+  decodeMsPerToken: number;
+  peakRssMb: number;
+  weightBytes: number;
+  peakGflops: number;
+  readGBps: number;
+  floors: { visionMs: number; prefillMs: number; decodeMsPerToken: number };
+  /** How it was measured; not needed to read the numbers above. */
+  detail: {
+    engine: string;
+    peakMethod: string;
+    readMethod: string;
+    visionLayers: number;
+    textLayers: number;
+    scaleDown: number;
+    promptLength: number;
+    newTokens: number;
+    repeats: number;
+    warmup: number;
+    visionGflop: number;
+    prefillGflop: number;
+    decodeMbPerToken: number;
+    params: number;
+    runs: RunTimes[];
+  };
+}
+
+export interface RunTimes {
+  visionMs: number;
+  prefillMs: number;
+  decodeMsPerToken: number;
+  rssMb: number;
+}
+
+export async function runBench(o: BenchOptions): Promise<BenchResult> {
+  const log = o.log ?? (() => {});
+  const registry = await createRegistry(o.plugins ?? []);
+  const options: BackendOptions = o.device ? { device: o.device } : {};
+  const backend = await startBackend(registry, o.backend, options);
+  try {
+    const contribution = registry.get('backend', o.backend);
+    const attention = registry.get('attention', contribution.defaultAttention ?? 'plain').create();
+    const kvCacheStore = registry.get('kvCache', contribution.defaultKvCache ?? 'contiguous').create();
+    const config = benchConfig({ visionLayers: o.visionLayers, textLayers: o.textLayers, scaleDown: o.scaleDown });
+    const seed = o.seed ?? 1;
+
+    log(`building ${describeDepth(config)} random weights on ${backend.engine ?? backend.name}…`);
+    const weights = uploadWeights(backend, config, seed);
+    const model = new PaliGemmaModel({ backend, attention, kvCacheStore }, { config, weights, weightDtype: 'f32' });
+    const v = config.vision;
+    const pixels = { data: fillUniform(new Float32Array(3 * v.imageSize ** 2), seed + 1000, 1), shape: [3, v.imageSize, v.imageSize] as [number, number, number] };
+    const ids = benchPromptIds(config, o.promptTokens ?? 8, seed + 2000);
+
+    for (let i = 0; i < o.warmup; i++) {
+      log(`warm-up ${i + 1}/${o.warmup}…`);
+      await runOnce(model, pixels, ids, Math.min(2, o.newTokens));
+    }
+    const runs: RunTimes[] = [];
+    for (let i = 0; i < o.repeats; i++) {
+      log(`run ${i + 1}/${o.repeats}…`);
+      runs.push(await runOnce(model, pixels, ids, o.newTokens));
+    }
+    backend.dispose([...weights.values()]);
+    weights.clear();
+
+    log('measuring the machine: matmul peak and read bandwidth…');
+    const peak = await measureMatmulPeak(o.peakSize ?? 2048, backend);
+    const read = measureReadBandwidth(o.bandwidthMib ?? 1024);
+    const costs = phaseCosts(config, ids.length, o.newTokens);
+    return assemble(o, backend, config, costs, runs, peak, read, ids.length);
+  } finally {
+    await backend.close?.();
+  }
+}
+
+function describeDepth(c: PaliGemmaConfig): string {
+  return `${c.vision.numLayers} vision + ${c.text.numLayers} text layer(s)`;
+}
+
+/** Uploads every weight, one at a time so only one host copy is alive at once. */
+function uploadWeights(backend: TensorBackend, config: PaliGemmaConfig, seed: number): Map<string, Tensor> {
+  const map = new Map<string, Tensor>();
+  weightSpecs(config).forEach((w, i) => {
+    const data = fillUniform(new Float32Array(elementsOf(w.shape)), seed * 7919 + i, w.scale, w.offset);
+    map.set(w.name, backend.upload(data, w.shape));
+  });
+  return map;
+}
+
+async function runOnce(model: PaliGemmaModel, pixels: { data: Float32Array; shape: [number, number, number] }, ids: Int32Array, newTokens: number): Promise<RunTimes> {
+  const b = model.backend;
+  let rss = rssMb();
+  let t = performance.now();
+  const rows = model.imageRows(pixels);
+  await b.read(rows);
+  const visionMs = performance.now() - t;
+  rss = Math.max(rss, rssMb());
+
+  const session = model.session(ids.length + newTokens + 1);
+  t = performance.now();
+  const embeds = model.embedPrompt(ids, rows);
+  let logits = await session.prefill(embeds, ids.length);
+  const prefillMs = performance.now() - t;
+  b.dispose([rows, embeds]);
+  rss = Math.max(rss, rssMb());
+
+  let decodeMs = 0;
+  for (let i = 0; i < newTokens; i++) {
+    const token = argmax(logits);
+    t = performance.now();
+    logits = await session.step(token);
+    decodeMs += performance.now() - t;
+  }
+  session.dispose();
+  rss = Math.max(rss, rssMb(), maxRssMb());
+  return { visionMs, prefillMs, decodeMsPerToken: newTokens > 0 ? decodeMs / newTokens : 0, rssMb: rss };
+}
+
+function argmax(x: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  return best;
+}
+
+const rssMb = () => process.memoryUsage.rss() / 2 ** 20;
+/** The process's peak resident set so far (the OS's high-water mark). */
+const maxRssMb = () => process.resourceUsage().maxRSS / 1024;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+function assemble(o: BenchOptions, backend: TensorBackend, config: PaliGemmaConfig, costs: PhaseCosts,
+  runs: RunTimes[], peak: ProbeResult, read: ProbeResult, promptLength: number): BenchResult {
+  const params = costs.weightBytes / 4;
+  return {
+    backend: backend.name,
+    visionMs: median(runs.map((r) => r.visionMs)),
+    prefillMs: median(runs.map((r) => r.prefillMs)),
+    decodeMsPerToken: median(runs.map((r) => r.decodeMsPerToken)),
+    peakRssMb: median(runs.map((r) => r.rssMb)),
+    weightBytes: costs.weightBytes,
+    peakGflops: peak.value,
+    readGBps: read.value,
+    floors: {
+      visionMs: costs.visionFlops / peak.value / 1e6,
+      prefillMs: costs.prefillFlops / peak.value / 1e6,
+      decodeMsPerToken: costs.decodeBytesPerToken / read.value / 1e6,
+    },
+    detail: {
+      engine: backend.engine ?? backend.name,
+      peakMethod: peak.method,
+      readMethod: read.method,
+      visionLayers: config.vision.numLayers,
+      textLayers: config.text.numLayers,
+      scaleDown: o.scaleDown ?? 1,
+      promptLength,
+      newTokens: o.newTokens,
+      repeats: o.repeats,
+      warmup: o.warmup,
+      visionGflop: costs.visionFlops / 1e9,
+      prefillGflop: costs.prefillFlops / 1e9,
+      decodeMbPerToken: costs.decodeBytesPerToken / 1e6,
+      params,
+      runs,
+    },
+  };
+}
+
+/** The human-readable report. */
+export function formatBench(r: BenchResult): string {
+  const d = r.detail;
+  const f = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x >= 1 ? x.toFixed(2) : x.toPrecision(2));
+  const row = (name: string, ms: number, floor: number, basis: string) =>
+    `  ${name.padEnd(18)}${f(ms).padStart(10)}${f(floor).padStart(10)}${`${(ms / floor).toFixed(1)}×`.padStart(9)}   ${basis}`;
+  const scale = d.scaleDown === 1 ? 'PaliGemma-3B-224 shapes' : `PaliGemma-3B-224 shapes ÷ ${d.scaleDown} (test size)`;
+  return [
+    `paligemma bench — backend ${r.backend} (${d.engine})`,
+    `  model: ${scale}, ${d.visionLayers} vision + ${d.textLayers} text layers (of 27 + 18), ` +
+      `${(d.params / 1e6).toFixed(0)}M params, ${(r.weightBytes / 1e9).toFixed(2)} GB float32 weights`,
+    `  request: ${d.promptLength}-token prompt, ${d.newTokens} greedy tokens; median of ${d.repeats} run(s) after ${d.warmup} warm-up`,
+    '',
+    `  ${'phase'.padEnd(18)}${'measured'.padStart(10)}${'floor'.padStart(10)}${'×floor'.padStart(9)}   floor =`,
+    row('vision (ms)', r.visionMs, r.floors.visionMs, `${f(d.visionGflop)} GFLOP ÷ ${f(r.peakGflops)} GFLOP/s`),
+    row('prefill (ms)', r.prefillMs, r.floors.prefillMs, `${f(d.prefillGflop)} GFLOP ÷ ${f(r.peakGflops)} GFLOP/s`),
+    row('decode (ms/token)', r.decodeMsPerToken, r.floors.decodeMsPerToken, `${f(d.decodeMbPerToken)} MB read per step ÷ ${f(r.readGBps)} GB/s`),
+    `  ${'peak RSS (MiB)'.padEnd(18)}${f(r.peakRssMb).padStart(10)}`,
+    '',
+    `  machine, measured in this run:`,
+    `    matmul peak     ${f(r.peakGflops)} GFLOP/s  (${d.peakMethod})`,
+    `    read bandwidth  ${f(r.readGBps)} GB/s  (${d.readMethod})`,
+    '',
+  ].join('\n');
+}

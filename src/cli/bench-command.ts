@@ -1,0 +1,73 @@
+import { Command, Option } from 'commander';
+import { matmulEngineInfo } from '../backends/reference/matmul.js';
+import { formatBench, runBench } from '../bench/run-bench.js';
+import { parseNumber } from './cli-errors.js';
+
+interface BenchFlags {
+  backend: string;
+  device?: string;
+  visionLayers: string;
+  textLayers: string;
+  newTokens: string;
+  repeats: string;
+  warmup: string;
+  plugin: string[];
+  json?: boolean;
+  verbose?: boolean;
+  scaleDown: string;
+  peakSize: string;
+  bandwidthMib: string;
+  seed: string;
+}
+
+const collect = (v: string, acc: string[]) => [...acc, v];
+const int = (flag: string, value: string, min: number) =>
+  parseNumber(flag, value, (n) => Number.isInteger(n) && n >= min, `an integer ≥ ${min}`)!;
+
+/**
+ * `paligemma bench`: PaliGemma-3B-224 shapes at a chosen depth with random weights in memory,
+ * timed on a backend, next to floors from this machine's matmul peak and memory bandwidth
+ * measured in the same run. See bench/README.md for what each number means.
+ */
+export function benchCommand(): Command {
+  return new Command('bench')
+    .description('time vision, prefill and decode at real PaliGemma-3B shapes (random weights) against machine floors')
+    .option('--backend <name>', 'tensor backend', 'reference')
+    .option('--device <name>', 'device for backends that have several (e.g. cpu, cuda)')
+    .option('--vision-layers <n>', 'SigLIP encoder layers (the real model has 27)', '2')
+    .option('--text-layers <n>', 'Gemma decoder layers (the real model has 18)', '2')
+    .option('--new-tokens <n>', 'greedy decode steps per run', '16')
+    .option('--repeats <n>', 'timed runs; each number is their median', '3')
+    .option('--plugin <path>', 'load a plugin (file or package); repeatable', collect, [])
+    .option('--json', 'print one JSON object')
+    .option('--verbose', 'print stack traces on errors')
+    .addOption(new Option('--warmup <n>', 'untimed runs first (2 decode steps each)').default('1'))
+    .addOption(new Option('--scale-down <n>', 'divide every width by n (tests)').default('1').hideHelp())
+    .addOption(new Option('--peak-size <n>', 'side of the matmul timed for the peak').default('2048').hideHelp())
+    .addOption(new Option('--bandwidth-mib <n>', 'MiB summed for the read bandwidth').default('1024').hideHelp())
+    .addOption(new Option('--seed <n>', 'seed of the random weights, pixels and prompt').default('1').hideHelp())
+    .action(async (flags: BenchFlags) => {
+      const options = {
+        backend: flags.backend,
+        device: flags.device,
+        plugins: flags.plugin,
+        visionLayers: int('--vision-layers', flags.visionLayers, 0),
+        textLayers: int('--text-layers', flags.textLayers, 0),
+        newTokens: int('--new-tokens', flags.newTokens, 1),
+        repeats: int('--repeats', flags.repeats, 1),
+        warmup: int('--warmup', flags.warmup, 0),
+        scaleDown: int('--scale-down', flags.scaleDown, 1),
+        peakSize: int('--peak-size', flags.peakSize, 16),
+        bandwidthMib: int('--bandwidth-mib', flags.bandwidthMib, 1),
+        seed: int('--seed', flags.seed, 0),
+      };
+      const progress = !flags.json && process.stderr.isTTY;
+      const result = await runBench({ ...options, log: progress ? (l) => process.stderr.write(`${l}\n`) : undefined });
+      if (flags.json) {
+        process.stdout.write(`${JSON.stringify(result)}\n`);
+        return;
+      }
+      process.stdout.write(formatBench(result));
+      if (result.backend === 'reference') process.stdout.write(`  reference matmul: ${matmulEngineInfo().detail}\n`);
+    });
+}
