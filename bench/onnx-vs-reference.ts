@@ -24,7 +24,7 @@ import { ContiguousKvCacheStore } from '../src/kv-cache/contiguous-kv-cache.js';
 import type { PaliGemmaConfig } from '../src/pipeline/config-types.js';
 import { PaliGemmaModel } from '../src/pipeline/paligemma-model.js';
 import { promptIds } from '../src/pipeline/prompt-format.js';
-import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec } from '../src/testing/tiny-checkpoint.js';
+import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec, mulberry32 } from '../src/testing/tiny-checkpoint.js';
 
 interface ModelSpec {
   label: string;
@@ -45,16 +45,7 @@ const LARGER: ModelSpec = {
 };
 
 // ── random model in memory ──────────────────────────────────────────────────
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 function randn(n: number, seed: number, scale: number): Float32Array {
   const r = rng(seed);

@@ -3,6 +3,7 @@ import {
   attention, embedNormalizer, gemmaRmsNorm, geluTanh, layerNorm, linear, prefixLmAllow, referenceForward,
   referenceLogSoftmax, resolveReferenceDims, ropeRotateHalf, roundToDtype, type RefWeights,
 } from './support/reference-forward.js';
+import { mulberry32 } from './support/tiny-checkpoint.js';
 
 const f64 = (...xs: number[]) => Float64Array.from(xs);
 
@@ -19,17 +20,7 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>, from = 0, to = a
   return m;
 }
 
-/** Small deterministic PRNG (mulberry32) returning floats in [0, 1). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 /** Uniform values in [−scale, scale). */
 function randomArray(next: () => number, n: number, scale: number): Float64Array {

@@ -25,20 +25,11 @@ import type { PaliGemmaPipeline } from '../src/pipeline/paligemma-pipeline.js';
 import { promptIds } from '../src/pipeline/prompt-format.js';
 import { PartRegistry } from '../src/plugin/part-registry.js';
 import {
-  buildTinyCheckpoint, gqaSpec, makeTempDir, makeTestImage, mhaSpec, mqaSpec, type TinySpec,
+  buildTinyCheckpoint, gqaSpec, makeTempDir, makeTestImage, mhaSpec, mqaSpec, type TinySpec, mulberry32,
 } from './support/tiny-checkpoint.js';
 
 // ── helpers ─────────────────────────────────────────────────────────────────
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 function randn(n: number, seed: number, scale = 1): Float32Array {
   const r = rng(seed);
