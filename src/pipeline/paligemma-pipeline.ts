@@ -84,8 +84,12 @@ export class PaliGemmaPipeline {
     let text = '';
     let t3 = t2;
     try {
-      let logits = await session.prefill(embeds, ids.length);                    // [V]
-      this.backend.dispose(embeds);
+      let logits: Float32Array;
+      try {
+        logits = await session.prefill(embeds, ids.length);                      // [V]
+      } finally {
+        this.backend.dispose(embeds);
+      }
       t3 = performance.now();
       for (let step = 0; step < maxNew; step++) {
         if (opts.signal?.aborted) { finishReason = 'aborted'; break; }
