@@ -20,7 +20,7 @@ import { KVCacheStore } from './interfaces/kv-cache-store.js';
 import { Sampler } from './interfaces/sampler.js';
 import { TensorBackend } from './interfaces/tensor-backend.js';
 import { Tokenizer } from './interfaces/tokenizer.js';
-import { loadCheckpoint, type LoadProgress } from './pipeline/checkpoint/load-checkpoint.js';
+import { loadCheckpoint, type LoadedCheckpoint, type LoadProgress } from './pipeline/checkpoint/load-checkpoint.js';
 import { ModelCheckpointToken, PaliGemmaPipeline } from './pipeline/paligemma-pipeline.js';
 import type { PaliGemmaPlugin } from './plugin/define-plugin.js';
 import { loadPluginModule } from './plugin/load-plugin.js';
@@ -83,21 +83,23 @@ export async function createPipeline(options: CreatePipelineOptions = {}): Promi
   const backend = typeof options.backend === 'object'
     ? options.backend
     : await startBackend(registry, backendName, options.backendOptions);
-  const defaults = registry.names('backend').includes(backendName) ? registry.get('backend', backendName) : undefined;
-
-  const attention = typeof options.attention === 'object'
-    ? options.attention
-    : registry.get('attention', options.attention ?? defaults?.defaultAttention ?? 'plain').create();
-  const kvCache = typeof options.kvCache === 'object'
-    ? options.kvCache
-    : registry.get('kvCache', options.kvCache ?? defaults?.defaultKvCache ?? 'contiguous').create();
-  const sampler = typeof options.sampler === 'object'
-    ? options.sampler
-    : registry.get('sampler', options.sampler ?? 'greedy').create(options.samplerOptions ?? {});
-
-  const tokenizer = options.tokenizer ?? await registry.get('tokenizer', 'hf').load(dir);
-  const checkpoint = await loadCheckpoint(dir, backend, { onProgress: options.onProgress });
+  // Whatever fails from here on releases what this call created.
+  let checkpoint: LoadedCheckpoint | undefined;
   try {
+    const defaults = registry.names('backend').includes(backendName) ? registry.get('backend', backendName) : undefined;
+
+    const attention = typeof options.attention === 'object'
+      ? options.attention
+      : registry.get('attention', options.attention ?? defaults?.defaultAttention ?? 'plain').create();
+    const kvCache = typeof options.kvCache === 'object'
+      ? options.kvCache
+      : registry.get('kvCache', options.kvCache ?? defaults?.defaultKvCache ?? 'contiguous').create();
+    const sampler = typeof options.sampler === 'object'
+      ? options.sampler
+      : registry.get('sampler', options.sampler ?? 'greedy').create(options.samplerOptions ?? {});
+
+    const tokenizer = options.tokenizer ?? await registry.get('tokenizer', 'hf').load(dir);
+    checkpoint = await loadCheckpoint(dir, backend, { onProgress: options.onProgress });
     const imageProcessor = options.imageProcessor
       ?? await registry.get('imageProcessor', 'siglip').load(dir, checkpoint.config.vision.imageSize);
 
@@ -113,7 +115,8 @@ export async function createPipeline(options: CreatePipelineOptions = {}): Promi
     options.configure?.(c);
     return c.get(PaliGemmaPipeline);
   } catch (e) {
-    checkpoint.dispose();
+    checkpoint?.dispose();
+    if (typeof options.backend !== 'object') await backend.close?.();
     throw e;
   }
 }

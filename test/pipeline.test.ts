@@ -7,7 +7,8 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import {
-  ReferenceBackend, Sampler, createPipeline, promptIds, suffixIds, type PaliGemmaPipeline, type Tensor,
+  BackendContribution, PaliGemmaError, ReferenceBackend, Sampler, createPipeline, definePlugin, promptIds,
+  suffixIds, type PaliGemmaPipeline, type Tensor,
 } from '../src/index.js';
 import { referenceForward, referenceLogSoftmax } from './support/reference-forward.js';
 import {
@@ -231,6 +232,27 @@ describe('pipeline behaviour', function () {
     const steps = seen.slice(2 * layers);
     expect(steps.length).to.equal(2 * layers * (r.tokens.length - 1));
     steps.forEach((p, i) => expect(p).to.deep.equal([t + 1 + Math.floor(i / (2 * layers))]));
+  });
+
+  it('closes a backend it started when the checkpoint fails to load', async function () {
+    let closed = 0;
+    const plugin = definePlugin('closing-spy', ({ bind }) => {
+      bind(BackendContribution).toConstantValue({
+        name: 'closing-spy', description: 'reference that counts close()',
+        create: () => Object.assign(new ReferenceBackend(), { close: async () => { closed++; } }),
+      });
+    });
+    const broken = await makeTempDir('pg-broken-');
+    await buildTinyCheckpoint(broken, mqaSpec());
+    await writeFile(join(broken, 'config.json'), '{ not json');
+    let error: unknown;
+    try {
+      await createPipeline({ model: broken, backend: 'closing-spy', plugins: [plugin] });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).to.be.instanceOf(PaliGemmaError);
+    expect(closed).to.equal(1);
   });
 
   it('runs on the built-in demo checkpoint when no model is given', async function () {
