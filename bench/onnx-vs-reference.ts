@@ -24,6 +24,7 @@ import { ContiguousKvCacheStore } from '../src/kv-cache/contiguous-kv-cache.js';
 import type { PaliGemmaConfig } from '../src/pipeline/config-types.js';
 import { PaliGemmaModel } from '../src/pipeline/paligemma-model.js';
 import { promptIds } from '../src/pipeline/prompt-format.js';
+import { randomWeights, type RandomTensor } from '../src/testing/random-weights.js';
 import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec, mulberry32 } from '../src/testing/tiny-checkpoint.js';
 
 interface ModelSpec {
@@ -54,8 +55,6 @@ function randn(n: number, seed: number, scale: number): Float32Array {
   return out;
 }
 
-const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
-
 function makeConfig(s: ModelSpec): PaliGemmaConfig {
   return {
     vision: {
@@ -72,46 +71,12 @@ function makeConfig(s: ModelSpec): PaliGemmaConfig {
   };
 }
 
-function makeWeights(s: ModelSpec): Array<[string, Float32Array, number[]]> {
-  const out: Array<[string, Float32Array, number[]]> = [];
-  let k = 1;
-  const add = (name: string, shape: number[], scale: number) => out.push([name, randn(size(shape), k++, scale), shape]);
-  const V = 'vision_tower.vision_model', T = 'language_model.model';
-  const v = s.vision, t = s.text;
-  add(`${V}.embeddings.patch_embedding.weight`, [v.hidden, 3, v.patch, v.patch], 0.05);
-  add(`${V}.embeddings.patch_embedding.bias`, [v.hidden], 0.1);
-  add(`${V}.embeddings.position_embedding.weight`, [(v.image / v.patch) ** 2, v.hidden], 0.5);
-  for (let i = 0; i < v.layers; i++) {
-    const L = `${V}.encoder.layers.${i}`;
-    for (const ln of ['layer_norm1', 'layer_norm2']) { add(`${L}.${ln}.weight`, [v.hidden], 1); add(`${L}.${ln}.bias`, [v.hidden], 0.1); }
-    for (const p of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) {
-      add(`${L}.self_attn.${p}.weight`, [v.hidden, v.hidden], 1 / Math.sqrt(v.hidden));
-      add(`${L}.self_attn.${p}.bias`, [v.hidden], 0.05);
-    }
-    add(`${L}.mlp.fc1.weight`, [v.inter, v.hidden], 1 / Math.sqrt(v.hidden)); add(`${L}.mlp.fc1.bias`, [v.inter], 0.05);
-    add(`${L}.mlp.fc2.weight`, [v.hidden, v.inter], 1 / Math.sqrt(v.inter)); add(`${L}.mlp.fc2.bias`, [v.hidden], 0.05);
-  }
-  add(`${V}.post_layernorm.weight`, [v.hidden], 1); add(`${V}.post_layernorm.bias`, [v.hidden], 0.1);
-  add('multi_modal_projector.linear.weight', [t.hidden, v.hidden], 1 / Math.sqrt(v.hidden));
-  add('multi_modal_projector.linear.bias', [t.hidden], 0.05);
-  add(`${T}.embed_tokens.weight`, [t.vocab, t.hidden], 0.5);
-  for (let i = 0; i < t.layers; i++) {
-    const L = `${T}.layers.${i}`;
-    add(`${L}.input_layernorm.weight`, [t.hidden], 0.3); add(`${L}.post_attention_layernorm.weight`, [t.hidden], 0.3);
-    add(`${L}.self_attn.q_proj.weight`, [t.heads * t.headDim, t.hidden], 1 / Math.sqrt(t.hidden));
-    add(`${L}.self_attn.k_proj.weight`, [t.kvHeads * t.headDim, t.hidden], 1 / Math.sqrt(t.hidden));
-    add(`${L}.self_attn.v_proj.weight`, [t.kvHeads * t.headDim, t.hidden], 1 / Math.sqrt(t.hidden));
-    add(`${L}.self_attn.o_proj.weight`, [t.hidden, t.heads * t.headDim], 1 / Math.sqrt(t.heads * t.headDim));
-    add(`${L}.mlp.gate_proj.weight`, [t.inter, t.hidden], 1 / Math.sqrt(t.hidden));
-    add(`${L}.mlp.up_proj.weight`, [t.inter, t.hidden], 1 / Math.sqrt(t.hidden));
-    add(`${L}.mlp.down_proj.weight`, [t.hidden, t.inter], 1 / Math.sqrt(t.inter));
-  }
-  add(`${T}.norm.weight`, [t.hidden], 0.3);
-  return out;
-}
+type Weights = Map<string, RandomTensor>;
 
-function paramCount(ws: Array<[string, Float32Array, number[]]>): number {
-  return ws.reduce((n, w) => n + w[1].length, 0);
+function paramCount(ws: Weights): number {
+  let n = 0;
+  for (const w of ws.values()) n += w.data.length;
+  return n;
 }
 
 // ── timing ──────────────────────────────────────────────────────────────────
@@ -175,9 +140,9 @@ async function measure(m: PaliGemmaModel, w: Workload, reps: number): Promise<Ti
   };
 }
 
-function inMemoryModel(b: TensorBackend, spec: ModelSpec, weights: Array<[string, Float32Array, number[]]>): PaliGemmaModel {
+function inMemoryModel(b: TensorBackend, spec: ModelSpec, weights: Weights): PaliGemmaModel {
   const map = new Map<string, Tensor>();
-  for (const [name, data, shape] of weights) map.set(name, b.upload(data, shape));
+  for (const [name, w] of weights) map.set(name, b.upload(w.data, w.shape));
   const attention = b instanceof OnnxBackend ? new OnnxAttentionKernel() : new ReferenceAttentionKernel();
   return new PaliGemmaModel({ backend: b, attention, kvCacheStore: new ContiguousKvCacheStore() },
     { config: makeConfig(spec), weights: map, weightDtype: 'f32' });
@@ -223,8 +188,8 @@ async function tinyCheckpoint(): Promise<void> {
 
 async function largerModel(onnx: OnnxBackend): Promise<void> {
   const spec = LARGER;
-  const weights = makeWeights(spec);
   const cfg = makeConfig(spec);
+  const weights = randomWeights(cfg, 1);
   const w = {
     pixels: { data: randn(3 * spec.vision.image ** 2, 99, 1), shape: [3, spec.vision.image, spec.vision.image] as [number, number, number] },
     ids: Int32Array.from([...new Array(cfg.numImageTokens).fill(cfg.imageTokenIndex), 2, ...Array.from({ length: spec.promptText - 1 }, (_, i) => 3 + i)]),

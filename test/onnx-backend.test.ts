@@ -26,6 +26,7 @@ import { PaliGemmaModel } from '../src/pipeline/paligemma-model.js';
 import { promptIds } from '../src/pipeline/prompt-format.js';
 import { PartRegistry } from '../src/plugin/part-registry.js';
 import { buildTinyCheckpoint, gqaSpec, makeTempDir, makeTestImage, mhaSpec, mqaSpec, mulberry32 } from './support/tiny-checkpoint.js';
+import { randomWeightEntries } from '../src/testing/random-weights.js';
 
 // ── helpers ─────────────────────────────────────────────────────────────────
 const rng = mulberry32;
@@ -396,48 +397,9 @@ describe('onnx backend', function () {
     };
   }
 
-  /** Random weights in the classic Hugging Face names, as host arrays with shapes. */
-  function makeWeights(s: ModelSpec, seed: number): Map<string, { data: Float32Array; shape: number[] }> {
-    const out = new Map<string, { data: Float32Array; shape: number[] }>();
-    let k = seed;
-    const add = (name: string, shape: number[], scale: number) => out.set(name, { data: randn(size(shape), k++, scale), shape });
-    const V = 'vision_tower.vision_model', T = 'language_model.model';
-    const v = s.vision, t = s.text, n = (v.image / v.patch) ** 2;
-    add(`${V}.embeddings.patch_embedding.weight`, [v.hidden, 3, v.patch, v.patch], 0.1);
-    add(`${V}.embeddings.patch_embedding.bias`, [v.hidden], 0.1);
-    add(`${V}.embeddings.position_embedding.weight`, [n, v.hidden], 0.5);
-    for (let i = 0; i < v.layers; i++) {
-      const L = `${V}.encoder.layers.${i}`;
-      for (const ln of ['layer_norm1', 'layer_norm2']) { add(`${L}.${ln}.weight`, [v.hidden], 1); add(`${L}.${ln}.bias`, [v.hidden], 0.1); }
-      for (const p of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) {
-        add(`${L}.self_attn.${p}.weight`, [v.hidden, v.hidden], 1 / Math.sqrt(v.hidden));
-        add(`${L}.self_attn.${p}.bias`, [v.hidden], 0.05);
-      }
-      add(`${L}.mlp.fc1.weight`, [v.inter, v.hidden], 1 / Math.sqrt(v.hidden)); add(`${L}.mlp.fc1.bias`, [v.inter], 0.05);
-      add(`${L}.mlp.fc2.weight`, [v.hidden, v.inter], 1 / Math.sqrt(v.inter)); add(`${L}.mlp.fc2.bias`, [v.hidden], 0.05);
-    }
-    add(`${V}.post_layernorm.weight`, [v.hidden], 1); add(`${V}.post_layernorm.bias`, [v.hidden], 0.1);
-    add('multi_modal_projector.linear.weight', [t.hidden, v.hidden], 1 / Math.sqrt(v.hidden));
-    add('multi_modal_projector.linear.bias', [t.hidden], 0.05);
-    add(`${T}.embed_tokens.weight`, [t.vocab, t.hidden], 0.5);
-    for (let i = 0; i < t.layers; i++) {
-      const L = `${T}.layers.${i}`;
-      add(`${L}.input_layernorm.weight`, [t.hidden], 0.3); add(`${L}.post_attention_layernorm.weight`, [t.hidden], 0.3);
-      add(`${L}.self_attn.q_proj.weight`, [t.heads * t.headDim, t.hidden], 1 / Math.sqrt(t.hidden));
-      add(`${L}.self_attn.k_proj.weight`, [t.kvHeads * t.headDim, t.hidden], 1 / Math.sqrt(t.hidden));
-      add(`${L}.self_attn.v_proj.weight`, [t.kvHeads * t.headDim, t.hidden], 1 / Math.sqrt(t.hidden));
-      add(`${L}.self_attn.o_proj.weight`, [t.hidden, t.heads * t.headDim], 1 / Math.sqrt(t.heads * t.headDim));
-      add(`${L}.mlp.gate_proj.weight`, [t.inter, t.hidden], 1 / Math.sqrt(t.hidden));
-      add(`${L}.mlp.up_proj.weight`, [t.inter, t.hidden], 1 / Math.sqrt(t.hidden));
-      add(`${L}.mlp.down_proj.weight`, [t.hidden, t.inter], 1 / Math.sqrt(t.inter));
-    }
-    add(`${T}.norm.weight`, [t.hidden], 0.3);
-    return out;
-  }
-
   function makeModel(b: TensorBackend, spec: ModelSpec, seed: number): PaliGemmaModel {
     const weights = new Map<string, Tensor>();
-    for (const [name, w] of makeWeights(spec, seed)) weights.set(name, b.upload(w.data, w.shape));
+    for (const [name, w] of randomWeightEntries(makeConfig(spec), seed)) weights.set(name, b.upload(w.data, w.shape));
     const attention = b instanceof OnnxBackend ? new OnnxAttentionKernel() : new ReferenceAttentionKernel();
     return new PaliGemmaModel({ backend: b, attention, kvCacheStore: new ContiguousKvCacheStore() },
       { config: makeConfig(spec), weights, weightDtype: 'f32' });

@@ -8,6 +8,8 @@
  * vocabulary 257216, lm_head tied to the embeddings).
  */
 import type { PaliGemmaConfig } from '../pipeline/config-types.js';
+import { expectedShapes } from '../pipeline/checkpoint/weight-names.js';
+import { initRule } from '../testing/random-weights.js';
 
 export interface BenchModelOptions {
   visionLayers: number;
@@ -50,46 +52,17 @@ export interface WeightSpec {
   offset: number;
 }
 
-/** Every weight the model reads, under its classic Hugging Face name (lm_head tied: not listed). */
+/**
+ * Every weight the model reads (`expectedShapes`, classic Hugging Face names; lm_head tied: not
+ * listed), each with the mean and spread of the shared init rule (src/testing/random-weights.ts)
+ * as a uniform draw of the same mean and standard deviation (scale = √3·std): `fillUniform` is
+ * fast enough for the billions of elements of the full-size model, Box–Muller is not.
+ */
 export function weightSpecs(c: PaliGemmaConfig): WeightSpec[] {
-  const out: WeightSpec[] = [];
-  const w = (name: string, shape: number[], scale: number, offset = 0) => out.push({ name, shape, scale, offset });
-  const linear = (name: string, outF: number, inF: number, bias: boolean) => {
-    w(`${name}.weight`, [outF, inF], 1 / Math.sqrt(inF));
-    if (bias) w(`${name}.bias`, [outF], 0.02);
-  };
-  const V = 'vision_tower.vision_model', T = 'language_model.model';
-  const v = c.vision, t = c.text;
-  w(`${V}.embeddings.patch_embedding.weight`, [v.hiddenSize, v.numChannels, v.patchSize, v.patchSize],
-    1 / Math.sqrt(v.numChannels * v.patchSize ** 2));
-  w(`${V}.embeddings.patch_embedding.bias`, [v.hiddenSize], 0.02);
-  w(`${V}.embeddings.position_embedding.weight`, [c.numImageTokens, v.hiddenSize], 0.5);
-  for (let i = 0; i < v.numLayers; i++) {
-    const L = `${V}.encoder.layers.${i}`;
-    for (const ln of ['layer_norm1', 'layer_norm2']) { w(`${L}.${ln}.weight`, [v.hiddenSize], 0.1, 1); w(`${L}.${ln}.bias`, [v.hiddenSize], 0.02); }
-    for (const p of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) linear(`${L}.self_attn.${p}`, v.hiddenSize, v.hiddenSize, true);
-    linear(`${L}.mlp.fc1`, v.intermediateSize, v.hiddenSize, true);
-    linear(`${L}.mlp.fc2`, v.hiddenSize, v.intermediateSize, true);
-  }
-  w(`${V}.post_layernorm.weight`, [v.hiddenSize], 0.1, 1);
-  w(`${V}.post_layernorm.bias`, [v.hiddenSize], 0.02);
-  linear('multi_modal_projector.linear', c.projectionDim, v.hiddenSize, true);
-  w(`${T}.embed_tokens.weight`, [t.vocabSize, t.hiddenSize], 0.05);
-  const q = t.numHeads * t.headDim, kv = t.numKvHeads * t.headDim;
-  for (let i = 0; i < t.numLayers; i++) {
-    const L = `${T}.layers.${i}`;
-    w(`${L}.input_layernorm.weight`, [t.hiddenSize], 0.1);
-    w(`${L}.post_attention_layernorm.weight`, [t.hiddenSize], 0.1);
-    linear(`${L}.self_attn.q_proj`, q, t.hiddenSize, false);
-    linear(`${L}.self_attn.k_proj`, kv, t.hiddenSize, false);
-    linear(`${L}.self_attn.v_proj`, kv, t.hiddenSize, false);
-    linear(`${L}.self_attn.o_proj`, t.hiddenSize, q, false);
-    linear(`${L}.mlp.gate_proj`, t.intermediateSize, t.hiddenSize, false);
-    linear(`${L}.mlp.up_proj`, t.intermediateSize, t.hiddenSize, false);
-    linear(`${L}.mlp.down_proj`, t.hiddenSize, t.intermediateSize, false);
-  }
-  w(`${T}.norm.weight`, [t.hiddenSize], 0.1);
-  return out;
+  return [...expectedShapes(c)].map(([name, shape]) => {
+    const { mean, std } = initRule(name, shape);
+    return { name, shape, scale: Math.sqrt(3) * std, offset: mean };
+  });
 }
 
 export const elementsOf = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);

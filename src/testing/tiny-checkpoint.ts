@@ -8,11 +8,11 @@
  * are exercised. It states head_dim, image_size and projection_dim, whose defaults (256, 224,
  * 2048) do not fit a tiny model.
  *
- * Values: linear weights ~ N(0, 1/fan_in) (attention is far from uniform), RMSNorm weights
- * ~ N(0, 0.3) (Gemma scales by 1 + w), LayerNorm weights ~ 1 + N(0, 0.1), biases ~ N(0, 0.1),
- * position embeddings ~ N(0, 0.5), embed_tokens ~ N(0, 0.5). Each tensor draws from its own
- * stream seeded by (seed, canonical name), so the values do not depend on the name scheme, the
- * sharding or the order of tensors.
+ * Values come from `randomTensor` in random-weights.ts: linear weights ~ N(0, 1/fan_in) (attention
+ * is far from uniform), RMSNorm weights ~ N(0, 0.3) (Gemma scales by 1 + w), LayerNorm weights
+ * ~ 1 + N(0, 0.1), biases ~ N(0, 0.1), position embeddings ~ N(0, 0.5), embed_tokens ~ N(0, 0.5).
+ * Each tensor draws from its own stream seeded by (seed, canonical name), so the values do not
+ * depend on the name scheme, the sharding or the order of tensors.
  *
  * ```ts
  * const dir = await makeTempDir('pg-');
@@ -25,6 +25,7 @@ import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../pipeline/checkpoint/dtype.js';
+import { mulberry32, randomTensor } from './random-weights.js';
 import { encodeSafetensors, type WriterDtype, type WriterTensor } from './safetensors-writer.js';
 import { TINY_TOKENIZER, buildTinyTokenizerConfig, buildTinyTokenizerJson } from './tiny-tokenizer.js';
 
@@ -103,45 +104,7 @@ export function gqaSpec(): TinySpec {
 
 // ── seeded randomness ───────────────────────────────────────────────────────
 
-/** mulberry32: a 32-bit state PRNG, uniform in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Standard normal samples by Box–Muller over a uniform source. */
-export function gaussian(uniform: () => number): () => number {
-  let spare: number | undefined;
-  return () => {
-    if (spare !== undefined) { const s = spare; spare = undefined; return s; }
-    let u = 0;
-    while (u === 0) u = uniform();
-    const v = uniform();
-    const r = Math.sqrt(-2 * Math.log(u));
-    spare = r * Math.sin(2 * Math.PI * v);
-    return r * Math.cos(2 * Math.PI * v);
-  };
-}
-
-/** FNV-1a over the UTF-16 code units of a string. */
-function hashString(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
-  return h;
-}
-
-function randomTensor(seed: number, name: string, shape: number[], mean: number, std: number): Float32Array {
-  const next = gaussian(mulberry32((hashString(name) ^ Math.imul(seed, 0x9e3779b1)) >>> 0));
-  const out = new Float32Array(shape.reduce((a, b) => a * b, 1));
-  for (let i = 0; i < out.length; i++) out[i] = mean + std * next();
-  return out;
-}
+export { gaussian, mulberry32 } from './random-weights.js';
 
 /** Values as the dtype stores them (round to nearest even, then widened back). */
 export function roundValues(data: Float32Array, dtype: WriterDtype): Float32Array {
@@ -151,28 +114,25 @@ export function roundValues(data: Float32Array, dtype: WriterDtype): Float32Arra
 
 // ── weights ─────────────────────────────────────────────────────────────────
 
-interface Draw { shape: number[]; mean: number; std: number }
-
-/** Canonical name → how to draw it, in the order the file stores them. */
-function weightPlan(spec: TinySpec): Map<string, Draw> {
-  const m = new Map<string, Draw>();
+/** Canonical name → shape, in the order the file stores them (values: see random-weights.ts). */
+function weightPlan(spec: TinySpec): Map<string, number[]> {
+  const m = new Map<string, number[]>();
   const linear = (name: string, out: number, inp: number, bias: boolean) => {
-    m.set(`${name}.weight`, { shape: [out, inp], mean: 0, std: 1 / Math.sqrt(inp) });
-    if (bias) m.set(`${name}.bias`, { shape: [out], mean: 0, std: 0.1 });
+    m.set(`${name}.weight`, [out, inp]);
+    if (bias) m.set(`${name}.bias`, [out]);
   };
   const layerNorm = (name: string, n: number) => {
-    m.set(`${name}.weight`, { shape: [n], mean: 1, std: 0.1 });
-    m.set(`${name}.bias`, { shape: [n], mean: 0, std: 0.1 });
+    m.set(`${name}.weight`, [n]);
+    m.set(`${name}.bias`, [n]);
   };
-  const rmsNorm = (name: string, n: number) => m.set(`${name}.weight`, { shape: [n], mean: 0, std: 0.3 });
+  const rmsNorm = (name: string, n: number) => m.set(`${name}.weight`, [n]);
 
   const v = spec.vision, t = spec.text;
   const V = 'vision_tower.vision_model';
   const patches = (v.imageSize / v.patchSize) ** 2;
-  const patchFanIn = 3 * v.patchSize * v.patchSize;
-  m.set(`${V}.embeddings.patch_embedding.weight`, { shape: [v.hiddenSize, 3, v.patchSize, v.patchSize], mean: 0, std: 1 / Math.sqrt(patchFanIn) });
-  m.set(`${V}.embeddings.patch_embedding.bias`, { shape: [v.hiddenSize], mean: 0, std: 0.1 });
-  m.set(`${V}.embeddings.position_embedding.weight`, { shape: [patches, v.hiddenSize], mean: 0, std: 0.5 });
+  m.set(`${V}.embeddings.patch_embedding.weight`, [v.hiddenSize, 3, v.patchSize, v.patchSize]);
+  m.set(`${V}.embeddings.patch_embedding.bias`, [v.hiddenSize]);
+  m.set(`${V}.embeddings.position_embedding.weight`, [patches, v.hiddenSize]);
   for (let i = 0; i < v.numLayers; i++) {
     const L = `${V}.encoder.layers.${i}`;
     layerNorm(`${L}.layer_norm1`, v.hiddenSize);
@@ -185,7 +145,7 @@ function weightPlan(spec: TinySpec): Map<string, Draw> {
   linear('multi_modal_projector.linear', t.hiddenSize, v.hiddenSize, true);
 
   const T = 'language_model.model';
-  m.set(`${T}.embed_tokens.weight`, { shape: [TINY_TOKENIZER.vocabSize, t.hiddenSize], mean: 0, std: 0.5 });
+  m.set(`${T}.embed_tokens.weight`, [TINY_TOKENIZER.vocabSize, t.hiddenSize]);
   for (let i = 0; i < t.numLayers; i++) {
     const L = `${T}.layers.${i}`;
     rmsNorm(`${L}.input_layernorm`, t.hiddenSize);
@@ -199,9 +159,7 @@ function weightPlan(spec: TinySpec): Map<string, Draw> {
     linear(`${L}.mlp.down_proj`, t.hiddenSize, t.intermediateSize, false);
   }
   rmsNorm(`${T}.norm`, t.hiddenSize);
-  if (spec.includeLmHead === true) {
-    m.set('language_model.lm_head.weight', { shape: [TINY_TOKENIZER.vocabSize, t.hiddenSize], mean: 0, std: 0.5 });
-  }
+  if (spec.includeLmHead === true) m.set('language_model.lm_head.weight', [TINY_TOKENIZER.vocabSize, t.hiddenSize]);
   return m;
 }
 
@@ -296,11 +254,11 @@ export async function buildTinyCheckpoint(dir: string, spec: TinySpec): Promise<
 
   const weights: TinyCheckpoint['weights'] = {};
   const stored: [string, WriterTensor][] = [];
-  for (const [name, d] of weightPlan(spec)) {
-    const data = roundValues(randomTensor(seed, name, d.shape, d.mean, d.std), dtype);
-    weights[name] = { data, shape: d.shape };
+  for (const [name, shape] of weightPlan(spec)) {
+    const data = roundValues(randomTensor(seed, name, shape), dtype);
+    weights[name] = { data, shape };
     const fileName = spec.nameScheme === 'newer' ? newerSchemeName(name) : name;
-    stored.push([fileName, { data, shape: d.shape, dtype }]);
+    stored.push([fileName, { data, shape, dtype }]);
   }
   if (spec.includeLmHead === 'copy') {
     const embed = weights['language_model.model.embed_tokens.weight'];
