@@ -7,8 +7,12 @@
  * ```sh
  * paligemma generate --backend profiling --plugin ./plugins/profiling-backend/index.js \
  *   --image cat.jpg --prompt "caption en"
- * PALIGEMMA_PROFILE_INNER=onnx paligemma generate --backend profiling --plugin … --plugin …
+ * paligemma generate --backend profiling --backend-option inner=onnx --backend-option device=cuda \
+ *   --plugin ./plugins/profiling-backend/index.js --image cat.jpg --prompt "caption en"
  * ```
+ *
+ * Every backend option but `inner` goes on to the inner backend. Without `inner`, the
+ * PALIGEMMA_PROFILE_INNER environment variable still names it (kept for older scripts).
  *
  * ```js
  * const pipe = await createPipeline({
@@ -34,7 +38,9 @@ export default definePlugin('profiling-backend', ({ bind }) => {
       + 'and prints time and shapes per op at close',
     defaultAttention: 'plain',
     async create(options) {
-      const { inner = process.env.PALIGEMMA_PROFILE_INNER || 'reference', ...innerOptions } = options;
+      // The backend option first (--backend-option inner=NAME), then the older environment variable.
+      const { inner: given, ...innerOptions } = options;
+      const inner = given ?? (process.env.PALIGEMMA_PROFILE_INNER || 'reference');
       const backends = ctx.getAll(BackendContribution).filter((c) => c.name !== 'profiling');
       const contribution = backends.find((c) => c.name === inner);
       if (!contribution) {

@@ -22,6 +22,9 @@ import {
 
 export interface BenchOptions {
   backend: string;
+  /** Passed to the backend's factory (e.g. { device: 'cuda', quantize: 'int8' }). */
+  backendOptions?: BackendOptions;
+  /** Shorthand for backendOptions.device (wins over it). */
   device?: string;
   plugins?: readonly string[];
   visionLayers: number;
@@ -83,7 +86,7 @@ export interface RunTimes {
 export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const log = o.log ?? (() => {});
   const registry = await createRegistry(o.plugins ?? []);
-  const options: BackendOptions = o.device ? { device: o.device } : {};
+  const options: BackendOptions = { ...o.backendOptions, ...(o.device ? { device: o.device } : {}) };
   const backend = await startBackend(registry, o.backend, options);
   try {
     const contribution = registry.get('backend', o.backend);

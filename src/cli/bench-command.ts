@@ -2,10 +2,13 @@ import { Command, Option } from 'commander';
 import { matmulEngineInfo } from '../backends/reference/matmul.js';
 import { formatBench, runBench } from '../bench/run-bench.js';
 import { parseNumber } from './cli-errors.js';
+import { collect } from './key-value-options.js';
+import { BACKEND_OPTION_HELP, backendOptionsOf } from './model-options.js';
 
 interface BenchFlags {
   backend: string;
   device?: string;
+  backendOption: string[];
   visionLayers: string;
   textLayers: string;
   newTokens: string;
@@ -20,7 +23,6 @@ interface BenchFlags {
   seed: string;
 }
 
-const collect = (v: string, acc: string[]) => [...acc, v];
 const int = (flag: string, value: string, min: number) =>
   parseNumber(flag, value, (n) => Number.isInteger(n) && n >= min, `an integer ≥ ${min}`)!;
 
@@ -34,6 +36,7 @@ export function benchCommand(): Command {
     .description('time vision, prefill and decode at real PaliGemma-3B shapes (random weights) against machine floors')
     .option('--backend <name>', 'tensor backend', 'reference')
     .option('--device <name>', 'device for backends that have several (e.g. cpu, cuda)')
+    .option('--backend-option <key=value>', BACKEND_OPTION_HELP, collect, [])
     .option('--vision-layers <n>', 'SigLIP encoder layers (the real model has 27)', '2')
     .option('--text-layers <n>', 'Gemma decoder layers (the real model has 18)', '2')
     .option('--new-tokens <n>', 'greedy decode steps per run', '16')
@@ -49,7 +52,7 @@ export function benchCommand(): Command {
     .action(async (flags: BenchFlags) => {
       const options = {
         backend: flags.backend,
-        device: flags.device,
+        backendOptions: backendOptionsOf(flags),
         plugins: flags.plugin,
         visionLayers: int('--vision-layers', flags.visionLayers, 0),
         textLayers: int('--text-layers', flags.textLayers, 0),

@@ -1,6 +1,8 @@
 import { Command } from 'commander';
 import { formatReport } from '../conformance/report.js';
 import { runConformance } from '../conformance/run-conformance.js';
+import { collect } from './key-value-options.js';
+import { BACKEND_OPTION_HELP, backendOptionsOf } from './model-options.js';
 
 interface ConformanceFlags {
   backend: string;
@@ -11,12 +13,11 @@ interface ConformanceFlags {
   perf?: boolean;
   samplers: boolean;
   device?: string;
+  backendOption: string[];
   plugin: string[];
   json?: boolean;
   verbose?: boolean;
 }
-
-const collect = (v: string, acc: string[]) => [...acc, v];
 
 /**
  * `paligemma conformance --backend X`: every op on seeded inputs, the samplers, and whole tiny
@@ -34,16 +35,18 @@ export function conformanceCommand(): Command {
     .option('--ops <pattern>', "only the op cases whose 'op case' text matches (substring or regex)")
     .option('--perf', 'add µs per run and GFLOP/s or GB/s to each op case')
     .option('--device <name>', 'device for backends that have several (e.g. cpu, cuda)')
+    .option('--backend-option <key=value>', `${BACKEND_OPTION_HELP} (the backend under test only)`, collect, [])
     .option('--plugin <path>', 'load a plugin (file or package); repeatable', collect, [])
     .option('--json', 'print one JSON object instead of the table')
     .option('--verbose', 'print stack traces on errors')
     .action(async (flags: ConformanceFlags) => {
+      const backendOptions = backendOptionsOf(flags);
       const progress = !flags.json && process.stderr.isTTY;
       let done = 0;
       const report = await runConformance({
         backend: flags.backend,
         against: flags.against,
-        backendOptions: flags.device ? { device: flags.device } : {},
+        backendOptions,
         models: !flags.models ? [] : flags.model.length > 0 ? flags.model : undefined,
         ops: flags.ops,
         perf: flags.perf,

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { PaliGemmaError } from '../interfaces/errors.js';
 import { parseNumber } from './cli-errors.js';
+import { collect, parseKeyValueOptions } from './key-value-options.js';
 import { addModelOptions, pipelineFor, type ModelFlags } from './model-options.js';
 
 interface GenerateFlags extends ModelFlags {
@@ -8,6 +9,7 @@ interface GenerateFlags extends ModelFlags {
   prompt: string;
   maxNewTokens?: string;
   sampler?: string;
+  samplerOption: string[];
   temperature?: string;
   topK?: string;
   topP?: string;
@@ -23,6 +25,7 @@ export function generateCommand(): Command {
     .requiredOption('--prompt <text>', "task prompt, e.g. 'caption en'")
     .option('--max-new-tokens <n>', 'stop after this many tokens', '32')
     .option('--sampler <name>', 'greedy (default), temperature, top-k, top-p, or a plugin sampler')
+    .option('--sampler-option <key=value>', 'sampler option, e.g. minP=0.05 (VALUE read as JSON when it parses); repeatable', collect, [])
     .option('--temperature <t>', 'sampling temperature (≥ 0)')
     .option('--top-k <k>', 'keep the k most likely tokens (≥ 1)')
     .option('--top-p <p>', 'keep the smallest set with probability ≥ p, in (0, 1]')
@@ -36,6 +39,13 @@ export function generateCommand(): Command {
       const temperature = parseNumber('--temperature', flags.temperature, (n) => n >= 0, 'a number ≥ 0');
       const topK = parseNumber('--top-k', flags.topK, (n) => Number.isInteger(n) && n >= 1, 'an integer ≥ 1');
       const topP = parseNumber('--top-p', flags.topP, (n) => n > 0 && n <= 1, 'a number in (0, 1]');
+      // --temperature, --top-k and --top-p win over the same keys given as --sampler-option.
+      const samplerOptions = {
+        ...parseKeyValueOptions('--sampler-option', flags.samplerOption),
+        ...(temperature !== undefined ? { temperature } : {}),
+        ...(topK !== undefined ? { topK } : {}),
+        ...(topP !== undefined ? { topP } : {}),
+      };
       // Without --sampler, the sampling flags given choose one; otherwise greedy.
       const sampler = flags.sampler
         ?? (topP !== undefined ? 'top-p' : topK !== undefined ? 'top-k' : temperature !== undefined ? 'temperature' : 'greedy');
@@ -43,7 +53,7 @@ export function generateCommand(): Command {
         throw new PaliGemmaError('--top-k and --top-p need a sampling sampler (--sampler top-k or top-p), not greedy');
       }
 
-      const pipe = await pipelineFor(flags, { sampler, samplerOptions: { temperature, topK, topP } });
+      const pipe = await pipelineFor(flags, { sampler, samplerOptions });
       const controller = new AbortController();
       const onSigint = () => controller.abort();
       process.once('SIGINT', onSigint);

@@ -1,19 +1,26 @@
 import type { Command } from 'commander';
 import { createPipeline } from '../create-pipeline.js';
 import type { PaliGemmaPipeline } from '../pipeline/paligemma-pipeline.js';
+import { collect, parseKeyValueOptions } from './key-value-options.js';
 import { loadProgressBar } from './progress.js';
 
 export interface ModelFlags {
   model?: string;
   backend: string;
   device?: string;
+  backendOption: string[];
   plugin: string[];
   attention?: string;
   kvCache?: string;
   verbose?: boolean;
 }
 
-const collect = (v: string, acc: string[]) => [...acc, v];
+export const BACKEND_OPTION_HELP = 'backend option, e.g. quantize=int8 (VALUE read as JSON when it parses); repeatable';
+
+/** The backend options of --backend-option items and --device (which wins over a device= item). */
+export function backendOptionsOf(flags: { backendOption?: string[]; device?: string }): Record<string, unknown> {
+  return { ...parseKeyValueOptions('--backend-option', flags.backendOption), ...(flags.device ? { device: flags.device } : {}) };
+}
 
 /** Flags shared by every command that runs the model. */
 export function addModelOptions(cmd: Command): Command {
@@ -21,6 +28,7 @@ export function addModelOptions(cmd: Command): Command {
     .option('--model <dir>', 'Hugging Face PaliGemma folder (default: built-in tiny checkpoint with random weights)')
     .option('--backend <name>', 'tensor backend', 'reference')
     .option('--device <name>', 'device for backends that have several (e.g. cpu, cuda)')
+    .option('--backend-option <key=value>', BACKEND_OPTION_HELP, collect, [])
     .option('--attention <name>', "attention kernel (default: the backend's own)")
     .option('--kv-cache <name>', 'KV cache store (default: contiguous)')
     .option('--plugin <path>', 'load a plugin (file or package); repeatable', collect, [])
@@ -29,6 +37,7 @@ export function addModelOptions(cmd: Command): Command {
 
 /** Builds the pipeline for a command, with a progress bar while weights load. */
 export async function pipelineFor(flags: ModelFlags, extra: Parameters<typeof createPipeline>[0] = {}): Promise<PaliGemmaPipeline> {
+  const backendOptions = backendOptionsOf(flags);   // a malformed item fails before anything prints or loads
   if (!flags.model) {
     process.stderr.write('note: no --model given; using the built-in tiny checkpoint (random weights, output is noise)\n');
   }
@@ -37,7 +46,7 @@ export async function pipelineFor(flags: ModelFlags, extra: Parameters<typeof cr
     return await createPipeline({
       model: flags.model,
       backend: flags.backend,
-      backendOptions: flags.device ? { device: flags.device } : {},
+      backendOptions,
       plugins: flags.plugin,
       attention: flags.attention,
       kvCache: flags.kvCache,

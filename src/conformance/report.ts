@@ -1,4 +1,5 @@
 /** What a conformance run reports, and how the CLI prints it. */
+import type { BackendOptions } from '../interfaces/contributions.js';
 
 export type CaseStatus = 'pass' | 'fail' | 'unsupported';
 
@@ -46,6 +47,8 @@ export interface ConformanceReport {
   backend: string;
   /** What actually ran, e.g. 'tfjs (wasm)'. */
   engine: string;
+  /** The options the tested backend was created with (e.g. { quantize: 'int8' }); absent when none. */
+  backendOptions?: BackendOptions;
   against: string;
   againstEngine: string;
   /** No case failed (unsupported ones do not count against it). */
@@ -59,8 +62,9 @@ export interface ConformanceReport {
 export function finishReport(r: Omit<ConformanceReport, 'ok' | 'counts'>): ConformanceReport {
   const counts: Record<CaseStatus, number> = { pass: 0, fail: 0, unsupported: 0 };
   for (const c of [...r.ops, ...r.models]) counts[c.status]++;
-  const { backend, engine, against, againstEngine, ops, models } = r;
-  return { backend, engine, against, againstEngine, ok: counts.fail === 0, counts, ops, models };
+  const { backend, engine, backendOptions, against, againstEngine, ops, models } = r;
+  const withOptions = backendOptions && Object.keys(backendOptions).length > 0 ? { backendOptions } : {};
+  return { backend, engine, ...withOptions, against, againstEngine, ok: counts.fail === 0, counts, ops, models };
 }
 
 export function formatError(e: number | null): string {
@@ -72,7 +76,9 @@ export function formatError(e: number | null): string {
 /** The human-readable table: one line per case, failures with their detail, then a summary. */
 export function formatReport(r: ConformanceReport, opts: { perf?: boolean } = {}): string {
   const who = (name: string, engine: string) => (engine.startsWith(name) ? engine : `${name} (${engine})`);
-  const lines: string[] = [`conformance: ${who(r.backend, r.engine)} against ${who(r.against, r.againstEngine)}`, ''];
+  const options = Object.entries(r.backendOptions ?? {}).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`);
+  const withOptions = options.length > 0 ? ` with ${options.join(' ')}` : '';
+  const lines: string[] = [`conformance: ${who(r.backend, r.engine)}${withOptions} against ${who(r.against, r.againstEngine)}`, ''];
   const header = ['op', 'case', 'shape', 'error', 'threshold', 'status', ...(opts.perf ? ['µs/run', 'rate'] : [])];
   const rows = r.ops.map((o) => [
     o.op, o.case, o.shape, formatError(o.error), formatError(o.threshold), statusText(o.status),

@@ -166,6 +166,7 @@ export async function runConformance(options: ConformanceOptions): Promise<Confo
     return finishReport({
       backend: session.tested.name,
       engine: session.tested.backend.engine ?? session.tested.backend.name,
+      backendOptions: typeof options.backend === 'string' ? options.backendOptions : undefined,
       against: session.oracle.name,
       againstEngine: session.oracle.backend.engine ?? session.oracle.backend.name,
       ops, models,
