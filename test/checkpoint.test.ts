@@ -129,7 +129,8 @@ class CountingBackend extends ReferenceBackend {
   native16: DType[] = [];
 
   override supports(op: OpName, dtype: DType = 'f32'): boolean {
-    if (op === 'upload' && this.native16.includes(dtype)) return true;
+    // 16-bit uploads only as told (the reference backend itself would store them all).
+    if (op === 'upload' && dtype !== 'f32') return this.native16.includes(dtype);
     return super.supports(op, dtype);
   }
 

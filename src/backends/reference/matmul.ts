@@ -7,7 +7,13 @@
  * several threads (wasm-matmul.ts) that performs the very same float64 arithmetic in the same
  * order, so its results are bit-identical to the JS kernel below. The JS kernel stays as the
  * definition and the fallback (no SharedArrayBuffer / wasm SIMD, or PALIGEMMA_MATMUL=js).
+ *
+ * B (the weight) may be f16/bf16 bits: both kernels widen it a chunk of rows at a time into a
+ * float32 scratch and then run the float32 arithmetic unchanged, so the result is bit-identical
+ * to multiplying by the widened float32 weight, and the weight is never widened whole.
  */
+import type { DType } from '../../interfaces/tensor-backend.js';
+import { widenBits, type HalfDType } from './reference-tensor.js';
 import { K_PANEL } from './wasm-gemm.js';
 import { WasmMatmul } from './wasm-matmul.js';
 
@@ -24,6 +30,8 @@ export interface MatmulSettings {
 const WASM_MIN_MACS = 1 << 14;
 /** Rows longer than this would not fit the kernel's 2 GiB memory (never the case in practice). */
 const WASM_MAX_K = 1 << 24;
+/** Bytes of widened 16-bit B rows the JS kernel converts at a time (stays in cache). */
+const JS_B_CHUNK_BYTES = 256 << 10;
 
 let settings: MatmulSettings = settingsFromEnv();
 let wasm: WasmMatmul | undefined;
@@ -66,33 +74,62 @@ function wasmEngine(): WasmMatmul | undefined {
   return wasm;
 }
 
-/** out[M, N] = a[M, K] · b[N, K]ᵀ (b in PyTorch Linear layout); the fast path when it runs here. */
+/**
+ * out[M, N] = a[M, K] · b[N, K]ᵀ (b in PyTorch Linear layout); the fast path when it runs here.
+ * b is float32, or f16/bf16 bits when bDtype says so.
+ */
 export function matmulTransposedB(
-  a: Float32Array, b: Float32Array, out: Float32Array, m: number, k: number, n: number,
+  a: Float32Array, b: Float32Array | Uint16Array, out: Float32Array, m: number, k: number, n: number,
+  bDtype: DType = 'f32',
 ): void {
+  checkB(b, bDtype);
   if (k <= WASM_MAX_K && (settings.engine === 'wasm' || (settings.engine === 'auto' && m * n * k >= WASM_MIN_MACS))) {
     const w = wasmEngine();
-    if (w) { w.matmulTransposedB(a, b, out, m, k, n); return; }
+    if (w) { w.matmulTransposedB(a, b, out, m, k, n, bDtype); return; }
   }
-  matmulTransposedBJs(a, b, out, m, k, n);
+  matmulTransposedBJs(a, b, out, m, k, n, bDtype);
+}
+
+function checkB(b: Float32Array | Uint16Array, bDtype: DType): void {
+  if ((bDtype === 'f32') !== (b instanceof Float32Array)) throw new Error(`matmul: B is ${b.constructor.name} but its dtype is ${bDtype}`);
 }
 
 /**
  * The definition: out[M, N] = a[M, K] · b[N, K]ᵀ. Each output is a float64 sum over one
  * K_PANEL-long panel at a time, added to the float32 output at the end of each panel.
+ * A 16-bit b is widened a chunk of rows at a time; each output's arithmetic does not depend
+ * on which columns share a chunk, so the result equals that of the widened float32 b.
  */
 export function matmulTransposedBJs(
-  a: Float32Array, b: Float32Array, out: Float32Array, m: number, k: number, n: number,
+  a: Float32Array, b: Float32Array | Uint16Array, out: Float32Array, m: number, k: number, n: number,
+  bDtype: DType = 'f32',
 ): void {
-  out.fill(0);
+  checkB(b, bDtype);
+  out.fill(0, 0, m * n);
+  if (b instanceof Float32Array) { kernelTransposedB(a, b, 0, out, m, k, n, 0, n); return; }
+  let cols = Math.max(4, Math.floor(JS_B_CHUNK_BYTES / (4 * Math.max(1, k))));
+  cols = Math.min(n, cols - (cols % 4));
+  const scratch = new Float32Array(cols * k);
+  for (let j0 = 0; j0 < n; j0 += cols) {
+    const j1 = Math.min(n, j0 + cols);
+    widenBits(b, bDtype as HalfDType, j0 * k, j1 * k, scratch.subarray(0, (j1 - j0) * k));
+    kernelTransposedB(a, scratch, j0, out, m, k, n, j0, j1);
+  }
+}
+
+/** Adds a · bᵀ into out's columns [j0, j1); row j of b starts at (j - bRow0) · k. */
+function kernelTransposedB(
+  a: Float32Array, b: Float32Array, bRow0: number, out: Float32Array, m: number, k: number, n: number,
+  jStart: number, jEnd: number,
+): void {
   for (let k0 = 0; k0 < k; k0 += K_PANEL) {
     const k1 = Math.min(k, k0 + K_PANEL);
     let i = 0;
     for (; i + 4 <= m; i += 4) {
       const a0 = i * k, a1 = a0 + k, a2 = a1 + k, a3 = a2 + k;
-      let j = 0;
-      for (; j + 4 <= n; j += 4) {
-        const b0 = j * k, b1 = b0 + k, b2 = b1 + k, b3 = b2 + k;
+      let j = jStart;
+      for (; j + 4 <= jEnd; j += 4) {
+        const b0 = (j - bRow0) * k, b1 = b0 + k, b2 = b1 + k, b3 = b2 + k;
         let c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
         let c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
         for (let p = k0; p < k1; p++) {
@@ -109,8 +146,8 @@ export function matmulTransposedBJs(
         out[o2] += c20; out[o2 + 1] += c21; out[o2 + 2] += c22; out[o2 + 3] += c23;
         out[o3] += c30; out[o3 + 1] += c31; out[o3 + 2] += c32; out[o3 + 3] += c33;
       }
-      for (; j < n; j++) {
-        const bj = j * k;
+      for (; j < jEnd; j++) {
+        const bj = (j - bRow0) * k;
         let c0 = 0, c1 = 0, c2 = 0, c3 = 0;
         for (let p = k0; p < k1; p++) {
           const y = b[bj + p];
@@ -123,9 +160,9 @@ export function matmulTransposedBJs(
     // Leftover rows (m not a multiple of 4): one row against four columns at a time.
     for (; i < m; i++) {
       const ai = i * k;
-      let j = 0;
-      for (; j + 4 <= n; j += 4) {
-        const b0 = j * k, b1 = b0 + k, b2 = b1 + k, b3 = b2 + k;
+      let j = jStart;
+      for (; j + 4 <= jEnd; j += 4) {
+        const b0 = (j - bRow0) * k, b1 = b0 + k, b2 = b1 + k, b3 = b2 + k;
         let c0 = 0, c1 = 0, c2 = 0, c3 = 0;
         for (let p = k0; p < k1; p++) {
           const x = a[ai + p];
@@ -134,8 +171,8 @@ export function matmulTransposedBJs(
         const o = i * n + j;
         out[o] += c0; out[o + 1] += c1; out[o + 2] += c2; out[o + 3] += c3;
       }
-      for (; j < n; j++) {
-        const bj = j * k;
+      for (; j < jEnd; j++) {
+        const bj = (j - bRow0) * k;
         let c = 0;
         for (let p = k0; p < k1; p++) c += a[ai + p] * b[bj + p];
         out[i * n + j] += c;

@@ -6,13 +6,13 @@ import type { AttentionKernel, AttentionOptions } from '../../interfaces/attenti
 import type { Tensor, TensorBackend } from '../../interfaces/tensor-backend.js';
 import { keyVisible, kvHeadFor } from '../../kernels/attention-mask.js';
 import { attentionDims } from '../op-shapes.js';
-import { ReferenceTensor } from './reference-tensor.js';
+import { ReferenceTensor, widen } from './reference-tensor.js';
 
 export class ReferenceAttentionKernel implements AttentionKernel {
   readonly name = 'reference';
 
   attend(_backend: TensorBackend, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
-    const Q = asRef(q).data, K = asRef(k).data, V = asRef(v).data;
+    const Q = widen(asRef(q)), K = widen(asRef(k)), V = widen(asRef(v));
     const { tq, hq, d, hkv, kvLength } = attentionDims(q.shape, k.shape, v.shape, opts.kvLength);
     const off = opts.queryOffset ?? 0;
     const out = new Float32Array(tq * hq * d);                            // [Tq, Hq, D]

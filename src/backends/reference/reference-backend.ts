@@ -2,6 +2,11 @@
  * The reference backend: every op in plain TypeScript over float32 arrays. It is the oracle the
  * other backends are checked against, so each op reads like its definition in
  * src/interfaces/tensor-backend.ts. Accumulations (norms, softmax) run in float64.
+ *
+ * f16/bf16 uploads keep their 16-bit bits (half the memory of float32). Kernels widen them as
+ * they read: the transposed-B matmul (every Linear layer) a chunk of weight rows at a time,
+ * embedding only the gathered rows, other ops their (small) operand on the fly. Results equal
+ * those of the same op on the widened float32 tensor, bit for bit.
  */
 import type {
   DType, MatmulOptions, OpName, Tensor, TensorBackend,
@@ -10,8 +15,9 @@ import {
   checkBroadcast, checkReshape, checkVector, checkWriteRows, concatShape, embeddingDims, matmulDims,
   patchEmbedDims, ropeDims, sizeOf, sliceShape, transposeShape,
 } from '../op-shapes.js';
+import { f32ToBf16, f32ToF16 } from '../../pipeline/checkpoint/dtype.js';
 import { matmulPlain, matmulTransposedB } from './matmul.js';
-import { ReferenceTensor } from './reference-tensor.js';
+import { ReferenceTensor, widen, widenBits, type HalfDType } from './reference-tensor.js';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
@@ -20,15 +26,16 @@ export class ReferenceBackend implements TensorBackend {
   readonly engine: string = 'reference (TypeScript, float32)';
 
   supports(op: OpName, dtype: DType = 'f32'): boolean {
-    return dtype === 'f32' && op.length > 0;
+    return (dtype === 'f32' || dtype === 'f16' || dtype === 'bf16') && op.length > 0;
   }
 
   // ── memory ──────────────────────────────────────────────────────────────
   upload(data: Float32Array | Uint16Array, shape: readonly number[], dtype: DType = 'f32'): Tensor {
-    if (dtype !== 'f32' || !(data instanceof Float32Array)) {
-      throw new Error(`reference backend stores only f32 tensors (got ${dtype})`);
+    if (dtype === 'f32' && data instanceof Float32Array) return new ReferenceTensor([...shape], new Float32Array(data));
+    if ((dtype === 'f16' || dtype === 'bf16') && data instanceof Uint16Array) {
+      return new ReferenceTensor([...shape], new Uint16Array(data), dtype);
     }
-    return new ReferenceTensor([...shape], new Float32Array(data));
+    throw new Error(`reference backend: ${dtype} tensors are uploaded as ${dtype === 'f32' ? 'Float32Array' : 'Uint16Array'}, got ${data.constructor.name}`);
   }
 
   zeros(shape: readonly number[]): Tensor {
@@ -36,7 +43,8 @@ export class ReferenceBackend implements TensorBackend {
   }
 
   async read(t: Tensor): Promise<Float32Array> {
-    return new Float32Array(ref(t).data);
+    const T = ref(t);
+    return T.bits ? widen(T) : new Float32Array(T.data);
   }
 
   dispose(_t: Tensor | readonly Tensor[]): void {
@@ -46,11 +54,12 @@ export class ReferenceBackend implements TensorBackend {
   // ── linear algebra ──────────────────────────────────────────────────────
   matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     const A = ref(a), B = ref(b);
-    const bias = opts.bias ? ref(opts.bias).data : undefined;            // [N]
+    const bias = opts.bias ? widen(ref(opts.bias)) : undefined;          // [N]
     const { m, k, n } = matmulDims(A.shape, B.shape, opts.transposeB, bias?.length);
     const out = new Float32Array(m * n);                                  // [M, N]
-    if (opts.transposeB) matmulTransposedB(A.data, B.data, out, m, k, n);
-    else matmulPlain(A.data, B.data, out, m, k, n);
+    // A 16-bit B (a weight) is widened inside the kernel, a chunk of rows at a time.
+    if (opts.transposeB) matmulTransposedB(widen(A), B.storage, out, m, k, n, B.dtype);
+    else matmulPlain(widen(A), widen(B), out, m, k, n);
     if (bias) {
       for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) out[i * n + j] += bias[j];
     }
@@ -67,18 +76,19 @@ export class ReferenceBackend implements TensorBackend {
   }
 
   scale(a: Tensor, s: number): Tensor {
-    return new ReferenceTensor(a.shape, ref(a).data.map((x) => x * s));
+    return new ReferenceTensor(a.shape, f32Copy(ref(a)).map((x) => x * s));
   }
 
   gelu(a: Tensor): Tensor {
-    return new ReferenceTensor(a.shape, ref(a).data.map(
+    return new ReferenceTensor(a.shape, f32Copy(ref(a)).map(
       (x) => 0.5 * x * (1 + Math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))),
     ));
   }
 
   // ── normalisation over the last axis ────────────────────────────────────
   layerNorm(x: Tensor, w: Tensor, b: Tensor, eps: number): Tensor {
-    const X = ref(x), W = ref(w).data, B = ref(b).data;
+    const X = ref(x), W = widen(ref(w)), B = widen(ref(b));
+    const Xd = widen(X);
     const d = lastDim(X);
     checkVector('layerNorm weight', W.length, d);
     checkVector('layerNorm bias', B.length, d);
@@ -86,27 +96,28 @@ export class ReferenceBackend implements TensorBackend {
     for (let r = 0; r < X.size / d; r++) {
       const o = r * d;
       let mean = 0;
-      for (let i = 0; i < d; i++) mean += X.data[o + i];
+      for (let i = 0; i < d; i++) mean += Xd[o + i];
       mean /= d;
       let v = 0;
-      for (let i = 0; i < d; i++) v += (X.data[o + i] - mean) ** 2;
+      for (let i = 0; i < d; i++) v += (Xd[o + i] - mean) ** 2;
       const inv = 1 / Math.sqrt(v / d + eps);
-      for (let i = 0; i < d; i++) out[o + i] = (X.data[o + i] - mean) * inv * W[i] + B[i];
+      for (let i = 0; i < d; i++) out[o + i] = (Xd[o + i] - mean) * inv * W[i] + B[i];
     }
     return new ReferenceTensor(x.shape, out);
   }
 
   rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
-    const X = ref(x), W = ref(w).data;
+    const X = ref(x), W = widen(ref(w));
+    const Xd = widen(X);
     const d = lastDim(X);
     checkVector('rmsNorm weight', W.length, d);
     const out = new Float32Array(X.size);
     for (let r = 0; r < X.size / d; r++) {
       const o = r * d;
       let ms = 0;
-      for (let i = 0; i < d; i++) ms += X.data[o + i] ** 2;
+      for (let i = 0; i < d; i++) ms += Xd[o + i] ** 2;
       const inv = 1 / Math.sqrt(ms / d + eps);
-      for (let i = 0; i < d; i++) out[o + i] = X.data[o + i] * inv * (1 + W[i]);
+      for (let i = 0; i < d; i++) out[o + i] = Xd[o + i] * inv * (1 + W[i]);
     }
     return new ReferenceTensor(x.shape, out);
   }
@@ -115,12 +126,13 @@ export class ReferenceBackend implements TensorBackend {
     const X = ref(x);
     const d = lastDim(X);
     const out = new Float32Array(X.size);
-    for (let r = 0; r < X.size / d; r++) softmaxRow(X.data, out, r * d, d);
+    const Xd = widen(X);
+    for (let r = 0; r < X.size / d; r++) softmaxRow(Xd, out, r * d, d);
     return new ReferenceTensor(x.shape, out);
   }
 
   rope(x: Tensor, positions: Int32Array, theta: number): Tensor {
-    const X = ref(x);
+    const X = ref(x), Xd = widen(X);
     const { t, h, d } = ropeDims(X.shape, positions.length);
     const half = d / 2;
     const out = new Float32Array(X.size);
@@ -130,7 +142,7 @@ export class ReferenceBackend implements TensorBackend {
         const c = Math.cos(angle), s = Math.sin(angle);
         for (let hi = 0; hi < h; hi++) {
           const o = (ti * h + hi) * d;
-          const x1 = X.data[o + i], x2 = X.data[o + i + half];
+          const x1 = Xd[o + i], x2 = Xd[o + i + half];
           out[o + i] = x1 * c - x2 * s;                                   // first half
           out[o + i + half] = x2 * c + x1 * s;                            // second half
         }
@@ -145,7 +157,9 @@ export class ReferenceBackend implements TensorBackend {
     const { h } = embeddingDims(T.shape, ids);
     const out = new Float32Array(ids.length * h);                         // [T, H]
     ids.forEach((id, i) => {
-      out.set(T.data.subarray(id * h, (id + 1) * h), i * h);
+      // A 16-bit table is widened one gathered row at a time, straight into the output.
+      if (T.bits) widenBits(T.bits, T.dtype as HalfDType, id * h, (id + 1) * h, out.subarray(i * h, (i + 1) * h));
+      else out.set(T.data.subarray(id * h, (id + 1) * h), i * h);
     });
     return new ReferenceTensor([ids.length, h], out);
   }
@@ -160,7 +174,7 @@ export class ReferenceBackend implements TensorBackend {
     for (let o = 0; o < outer; o++) {
       let off = o * rowOut;
       parts.forEach((p, pi) => {
-        out.set(p.data.subarray(o * inners[pi], (o + 1) * inners[pi]), off);
+        copyF32(p, o * inners[pi], (o + 1) * inners[pi], out, off);
         off += inners[pi];
       });
     }
@@ -176,7 +190,7 @@ export class ReferenceBackend implements TensorBackend {
     const out = new Float32Array(outer * len * inner);
     for (let o = 0; o < outer; o++) {
       const src = (o * X.shape[axis] + start) * inner;
-      out.set(X.data.subarray(src, src + len * inner), o * len * inner);
+      copyF32(X, src, src + len * inner, out, o * len * inner);
     }
     return new ReferenceTensor(shape, out);
   }
@@ -184,11 +198,13 @@ export class ReferenceBackend implements TensorBackend {
   reshape(x: Tensor, shape: readonly number[]): Tensor {
     const X = ref(x);
     checkReshape(X.shape, shape);
-    return new ReferenceTensor([...shape], X.data);                       // shares storage
+    return X.bits                                                         // shares storage
+      ? new ReferenceTensor([...shape], X.bits, X.dtype as HalfDType)
+      : new ReferenceTensor([...shape], X.data);
   }
 
   transpose(x: Tensor, perm: readonly number[]): Tensor {
-    const X = ref(x);
+    const X = ref(x), Xd = widen(X);
     const rank = X.shape.length;
     const shape = transposeShape(X.shape, perm);
     const inStrides = strides(X.shape);
@@ -201,7 +217,7 @@ export class ReferenceBackend implements TensorBackend {
         rem -= idx * outStrides[d];
         src += idx * inStrides[perm[d]];
       }
-      out[flat] = X.data[src];
+      out[flat] = Xd[src];
     }
     return new ReferenceTensor(shape, out);
   }
@@ -210,12 +226,16 @@ export class ReferenceBackend implements TensorBackend {
     const D = ref(dst), S = ref(src);
     checkWriteRows(D.shape, S.shape, offset);
     const row = sizeOf(D.shape.slice(1));
-    D.data.set(S.data, offset * row);
+    if (!D.bits) { copyF32(S, 0, S.size, D.data, offset * row); return; }
+    // A 16-bit destination: same-dtype bits are copied; anything else is rounded to nearest even.
+    const bits = S.dtype === D.dtype ? S.bits! : (D.dtype === 'bf16' ? f32ToBf16 : f32ToF16)(widen(S));
+    D.bits.set(bits, offset * row);
   }
 
   // ── vision ──────────────────────────────────────────────────────────────
   patchEmbed(pixels: Tensor, weight: Tensor, bias: Tensor, patch: number): Tensor {
-    const X = ref(pixels), W = ref(weight), B = ref(bias).data;
+    const X = ref(pixels), W = ref(weight), B = widen(ref(bias));
+    const Xd = widen(X);
     const { c, h, w, o, gh, gw } = patchEmbedDims(X.shape, W.shape, B.length, patch);
     const k = c * patch * patch;
     // Gather each patch into a row in (channel, y, x) order, then one matmul with W [O, C·P·P].
@@ -226,13 +246,13 @@ export class ReferenceBackend implements TensorBackend {
         for (let ci = 0; ci < c; ci++) {
           for (let y = 0; y < patch; y++) {
             const src = ci * h * w + (py * patch + y) * w + px * patch;
-            cols.set(X.data.subarray(src, src + patch), row + (ci * patch + y) * patch);
+            cols.set(Xd.subarray(src, src + patch), row + (ci * patch + y) * patch);
           }
         }
       }
     }
     const out = new Float32Array(gh * gw * o);                            // [N, O]
-    matmulTransposedB(cols, W.data, out, gh * gw, k, o);
+    matmulTransposedB(cols, W.storage, out, gh * gw, k, o, W.dtype);
     for (let n = 0; n < gh * gw; n++) for (let j = 0; j < o; j++) out[n * o + j] += B[j];
     return new ReferenceTensor([gh * gw, o], out);
   }
@@ -241,6 +261,17 @@ export class ReferenceBackend implements TensorBackend {
 function ref(t: Tensor): ReferenceTensor {
   if (!(t instanceof ReferenceTensor)) throw new Error('tensor does not belong to the reference backend');
   return t;
+}
+
+/** A new float32 array with t's values. */
+function f32Copy(t: ReferenceTensor): Float32Array {
+  return t.bits ? widen(t) : new Float32Array(t.data);
+}
+
+/** t's elements [start, end) as float32 into out at offset (16-bit tensors widened on the way). */
+function copyF32(t: ReferenceTensor, start: number, end: number, out: Float32Array, offset: number): void {
+  if (t.bits) widenBits(t.bits, t.dtype as HalfDType, start, end, out.subarray(offset, offset + end - start));
+  else out.set(t.data.subarray(start, end), offset);
 }
 
 function lastDim(t: ReferenceTensor): number {
@@ -261,7 +292,8 @@ function broadcast(
   checkBroadcast(op, a.shape, b.shape);
   const out = new Float32Array(a.size);
   const n = b.size;
-  for (let i = 0; i < a.size; i++) out[i] = f(a.data[i], b.data[i % n]);
+  const A = widen(a), B = widen(b);
+  for (let i = 0; i < a.size; i++) out[i] = f(A[i], B[i % n]);
   return new ReferenceTensor(a.shape, out);
 }
 

@@ -244,12 +244,79 @@ function gemm(s: GemmShape): FnBuilder {
   return f;
 }
 
-/** The module bytes: imports env.memory (shared when `shared`); exports pack, packA, kernel1..MR and gemm. */
+// Core opcodes the widening functions need beyond the encoder's named ones.
+const I32_LOAD = [0x28, 2, 0], I32_LOAD16_U = [0x2f, 1, 0], I32_STORE = [0x36, 2, 0];
+
+/**
+ * widenBf16(src, dst, n): n bf16 bit patterns at src → float32 at dst (each one the top half of
+ * its float32: a byte shuffle with zeros, eight at a time).
+ */
+function widenBf16(): FnBuilder {
+  const f = new FnBuilder([['src', 'i32'], ['dst', 'i32'], ['n', 'i32']]);
+  f.local('n8', 'i32').local('d', 'i32').local('v', 'v128');
+  const lo = [0, 1, 16, 17, 0, 1, 18, 19, 0, 1, 20, 21, 0, 1, 22, 23];
+  const hi = [0, 1, 24, 25, 0, 1, 26, 27, 0, 1, 28, 29, 0, 1, 30, 31];
+  f.get('n').i32(-8).op('i32And').i32(1).op('i32Shl').set('n8');       // bytes of src done 8 at a time
+  f.forRange('q', () => f.i32(0), () => f.get('n8'), 16, () => {
+    f.get('dst').get('q').op('i32Add').get('q').op('i32Add').set('d');
+    f.get('src').get('q').op('i32Add').simdMem('v128Load').set('v');
+    f.get('d').v128Zero().get('v').shuffle(lo).simdMem('v128Store', 0);
+    f.get('d').v128Zero().get('v').shuffle(hi).simdMem('v128Store', 16);
+  });
+  f.forRange('q', () => f.get('n8'), () => f.get('n').i32(1).op('i32Shl'), 2, () => {
+    f.get('dst').get('q').op('i32Add').get('q').op('i32Add');
+    f.get('src').get('q').op('i32Add').raw(...I32_LOAD16_U).i32(16).op('i32Shl').raw(...I32_STORE);
+  });
+  return f;
+}
+
+/** widenF16(src, dst, n, table): n f16 bit patterns → float32 through a 65536-entry float32 bit-pattern table. */
+function widenF16(): FnBuilder {
+  const f = new FnBuilder([['src', 'i32'], ['dst', 'i32'], ['n', 'i32'], ['table', 'i32']]);
+  f.forRange('q', () => f.i32(0), () => f.get('n').i32(1).op('i32Shl'), 2, () => {
+    f.get('dst').get('q').op('i32Add').get('q').op('i32Add');
+    f.get('table').get('src').get('q').op('i32Add').raw(...I32_LOAD16_U).i32(2).op('i32Shl').op('i32Add').raw(...I32_LOAD);
+    f.raw(...I32_STORE);
+  });
+  return f;
+}
+
+/** Where gemmF16 expects the 65536 float32 bit patterns of the f16 values (the caller writes them). */
+export const F16_TABLE_ADDRESS = 0;
+
+const GEMM_PARAMS = ['ap', 'm', 'k', 'b', 'j0', 'j1', 'nv', 'c', 'ldc', 'ws'] as const;
+
+/**
+ * gemmBf16 / gemmF16(src, n, …gemm's arguments): widens n 16-bit values at src (the B rows this
+ * call's column range reads, from row j0) into the float32 B chunk at b + j0·k·4, then runs
+ * gemm. Each thread widens its own rows, so the conversion runs in parallel and needs no extra
+ * round of synchronisation. The f16 table sits at address 0 (F16_TABLE_ADDRESS).
+ */
+function gemm16(widen: number, gemmIndex: number, f16: boolean): FnBuilder {
+  const f = new FnBuilder([['src', 'i32'], ['n', 'i32'], ...GEMM_PARAMS.map((p) => [p, 'i32'] as [string, 'i32'])]);
+  f.get('src');
+  f.get('b').get('j0').get('k').op('i32Mul').i32(2).op('i32Shl').op('i32Add');
+  f.get('n');
+  if (f16) f.i32(F16_TABLE_ADDRESS);
+  f.call(widen);
+  for (const p of GEMM_PARAMS) f.get(p);
+  return f.call(gemmIndex);
+}
+
+/**
+ * The module bytes: imports env.memory (shared when `shared`); exports pack, packA,
+ * kernel1..MR, gemm, widenBf16, widenF16, gemmBf16 and gemmF16.
+ */
 export function buildGemmModule(s: GemmShape = DEFAULT_GEMM_SHAPE, memory = { initialPages: 1, maximumPages: 65536, shared: true }): Uint8Array {
   if (s.nr % 2 !== 0 || s.mc % s.mr !== 0) throw new Error(`bad gemm shape ${JSON.stringify(s)}`);
   const fns = [pack(), packA(s.mr)];
   for (let r = 1; r <= s.mr; r++) fns.push(kernel(r, s.nr));
   fns.push(gemm(s));
-  const names = ['pack', 'packA', ...Array.from({ length: s.mr }, (_, r) => `kernel${r + 1}`), 'gemm'];
+  const gemmIndex = fns.length - 1, bf16 = fns.length, f16 = bf16 + 1;
+  fns.push(widenBf16(), widenF16(), gemm16(bf16, gemmIndex, false), gemm16(f16, gemmIndex, true));
+  const names = [
+    'pack', 'packA', ...Array.from({ length: s.mr }, (_, r) => `kernel${r + 1}`), 'gemm',
+    'widenBf16', 'widenF16', 'gemmBf16', 'gemmF16',
+  ];
   return encodeModule({ memory, functions: fns.map((fn, i) => ({ fn, export: names[i] })) });
 }

@@ -6,7 +6,9 @@
  *
  * One call: copy rows of A into the shared memory and pack them to float64 (once); then, chunk
  * by chunk of B's rows: copy the chunk in, zero the C block, let every thread compute its own
- * range of whole micro-panels of output columns, and copy the C block out.
+ * range of whole micro-panels of output columns, and copy the C block out. A 16-bit B (f16/bf16
+ * weights) is copied in as bits; each thread first widens the rows it reads to float32 in wasm
+ * (bf16 by a SIMD byte shuffle, f16 through a table), so the weight is never widened whole.
  *
  * With one row of A (decode) the copy of B into the shared memory costs about as much as the
  * arithmetic and both are bound by memory bandwidth; a second thread then adds little.
@@ -16,11 +18,15 @@
  * cache while it is used) and the C block (16 MiB). The memory grows to the largest chunk seen
  * and is then reused; it is never returned (WebAssembly memories cannot shrink).
  */
-import { buildGemmModule, DEFAULT_GEMM_SHAPE, packedABytes, workspaceBytes, type GemmShape } from './wasm-gemm.js';
+import type { DType } from '../../interfaces/tensor-backend.js';
+import { f16ToF32 } from '../../pipeline/checkpoint/dtype.js';
+import { buildGemmModule, F16_TABLE_ADDRESS, DEFAULT_GEMM_SHAPE, packedABytes, workspaceBytes, type GemmShape } from './wasm-gemm.js';
 import { WasmThreadPool, type WasmCall } from './wasm-threads.js';
 
 /** Addresses are passed as i32: keep the memory below 2 GiB. */
 const MAX_PAGES = 32767;
+/** The first bytes of the memory: float32 bit patterns of every f16 bit pattern (written on first f16 use). */
+const F16_TABLE_BYTES = 65536 * 4;
 
 export interface WasmMatmulOptions {
   /** Threads in all, the caller's included (default: the machine's parallelism, at most 8). */
@@ -39,13 +45,15 @@ export class WasmMatmul {
   private readonly pool: WasmThreadPool;
   private readonly packA: (a: number, lda: number, m: number, k: number, dst: number) => void;
   private f32: Float32Array<ArrayBufferLike> = new Float32Array(0);
+  private u16: Uint16Array<ArrayBufferLike> = new Uint16Array(0);
+  private f16TableWritten = false;
 
   constructor(options: WasmMatmulOptions = {}) {
     this.shape = options.shape ?? DEFAULT_GEMM_SHAPE;
     this.minThreadedMacs = options.minThreadedMacs ?? 1 << 21;
     this.stage = options.stageBytes ?? { a: 96 << 20, b: 4 << 20, c: 16 << 20 };
     const bytes = buildGemmModule(this.shape, { initialPages: 1, maximumPages: MAX_PAGES, shared: true });
-    this.pool = new WasmThreadPool(bytes, ['gemm'], { threads: options.threads, maximumPages: MAX_PAGES });
+    this.pool = new WasmThreadPool(bytes, ['gemm', 'gemmBf16', 'gemmF16'], { threads: options.threads, maximumPages: MAX_PAGES });
     this.packA = this.pool.exports.packA as WasmMatmul['packA'];
   }
 
@@ -53,8 +61,12 @@ export class WasmMatmul {
     return this.pool.threads;
   }
 
-  /** out[M, N] = a[M, K] · b[N, K]ᵀ, bit-identical to matmulTransposedBJs. */
-  matmulTransposedB(a: Float32Array, b: Float32Array, out: Float32Array, m: number, k: number, n: number): void {
+  /** out[M, N] = a[M, K] · b[N, K]ᵀ, bit-identical to matmulTransposedBJs; b may be f16/bf16 bits. */
+  matmulTransposedB(
+    a: Float32Array, b: Float32Array | Uint16Array, out: Float32Array, m: number, k: number, n: number,
+    bDtype: DType = 'f32',
+  ): void {
+    if ((bDtype === 'f32') !== (b instanceof Float32Array)) throw new Error(`matmul: B is ${b.constructor.name} but its dtype is ${bDtype}`);
     if (a.length < m * k || b.length < n * k || out.length < m * n) throw new Error('matmul: an operand is smaller than its shape');
     if (m === 0 || n === 0) return;
     if (k === 0) { out.fill(0, 0, m * n); return; }
@@ -67,20 +79,27 @@ export class WasmMatmul {
       cols = Math.max(nr, cols - (cols % nr));
       const ldc = Math.ceil(Math.min(cols, n) / nr) * nr;
       const threads = mc * n * k >= this.minThreadedMacs ? this.pool.threads : 1;
-      // Memory: A float32 | A packed float64 | B chunk | C block | one workspace per thread.
+      // Memory: f16 table | A float32 | A packed float64 | B chunk | C block | one workspace per
+      // thread | B chunk as 16-bit bits (16-bit B only).
       const ws = align(workspaceBytes(this.shape));
-      const aOff = 0;
+      const aOff = F16_TABLE_ADDRESS + F16_TABLE_BYTES;
       const apOff = aOff + align(mc * k * 4);
       const bOff = apOff + align(packedABytes(mc, k));
       const cOff = bOff + align(ldc * k * 4);
       const wsOff = cOff + align(mc * ldc * 4);
-      this.ensure(wsOff + threads * ws);
+      const b16Off = wsOff + threads * ws;
+      this.ensure(b16Off + (bDtype === 'f32' ? 0 : align(ldc * k * 2)));
+      if (bDtype === 'f16' && !this.f16TableWritten) {
+        f16ToF32(Uint16Array.from({ length: 65536 }, (_, h) => h), this.f32.subarray(F16_TABLE_ADDRESS / 4, F16_TABLE_ADDRESS / 4 + 65536));
+        this.f16TableWritten = true;
+      }
       const f32 = this.f32;
       f32.set(a.subarray(i0 * k, (i0 + mc) * k), aOff / 4);
       this.packA(aOff, k * 4, mc, k, apOff);
       for (let j0 = 0; j0 < n; j0 += cols) {
         const nv = Math.min(cols, n - j0);
-        f32.set(b.subarray(j0 * k, (j0 + nv) * k), bOff / 4);
+        if (b instanceof Float32Array) f32.set(b.subarray(j0 * k, (j0 + nv) * k), bOff / 4);
+        else this.u16.set(b.subarray(j0 * k, (j0 + nv) * k), b16Off / 2);
         f32.fill(0, cOff / 4, cOff / 4 + mc * ldc);
         // Split the chunk's micro-panels evenly between the threads.
         const panels = Math.ceil(nv / nr);
@@ -88,7 +107,11 @@ export class WasmMatmul {
         const calls: WasmCall[] = [];
         for (let t = 0; t < parts; t++) {
           const j0t = Math.floor((panels * t) / parts) * nr, j1t = Math.floor((panels * (t + 1)) / parts) * nr;
-          calls.push({ fn: 'gemm', args: [apOff, mc, k, bOff, j0t, j1t, nv, cOff, ldc, wsOff + t * ws] });
+          const args = [apOff, mc, k, bOff, j0t, j1t, nv, cOff, ldc, wsOff + t * ws];
+          if (bDtype === 'f32') { calls.push({ fn: 'gemm', args }); continue; }
+          // This call reads B rows [j0t, min(j1t, nv)): it widens exactly those first.
+          const rows = Math.max(0, Math.min(j1t, nv) - j0t);
+          calls.push({ fn: bDtype === 'bf16' ? 'gemmBf16' : 'gemmF16', args: [b16Off + j0t * k * 2, rows * k, ...args] });
         }
         this.pool.run(calls);
         for (let i = 0; i < mc; i++) {
@@ -108,7 +131,10 @@ export class WasmMatmul {
     if (bytes > MAX_PAGES * 65536) throw new Error(`matmul needs ${bytes} bytes of wasm memory`);
     this.pool.ensure(bytes);
     const buffer = this.pool.memory.buffer;
-    if (this.f32.buffer !== buffer || this.f32.byteLength !== buffer.byteLength) this.f32 = new Float32Array(buffer);
+    if (this.f32.buffer !== buffer || this.f32.byteLength !== buffer.byteLength) {
+      this.f32 = new Float32Array(buffer);
+      this.u16 = new Uint16Array(buffer);
+    }
   }
 }
 
