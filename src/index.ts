@@ -19,6 +19,7 @@ export { SiglipImageProcessor } from './pipeline/siglip-image-processor.js';
 export { ReferenceBackend } from './backends/reference/reference-backend.js';
 export { ReferenceAttentionKernel } from './backends/reference/reference-attention-kernel.js';
 export { PlainAttentionKernel } from './kernels/plain-attention-kernel.js';
+export { BackendAttentionKernel, type FusedAttentionBackend } from './kernels/backend-attention-kernel.js';
 export { keyVisible, additiveMask, kvHeadFor } from './kernels/attention-mask.js';
 export { ContiguousKvCache, ContiguousKvCacheStore } from './kv-cache/contiguous-kv-cache.js';
 export * from './backends/op-shapes.js';
