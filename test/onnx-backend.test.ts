@@ -27,6 +27,7 @@ import { promptIds } from '../src/pipeline/prompt-format.js';
 import { PartRegistry } from '../src/plugin/part-registry.js';
 import { buildTinyCheckpoint, gqaSpec, makeTempDir, makeTestImage, mhaSpec, mqaSpec, mulberry32 } from './support/tiny-checkpoint.js';
 import { randomWeightEntries } from '../src/testing/random-weights.js';
+import { argmax, greedyRun, relMaxDiff } from './support/model-compare.js';
 
 // ── helpers ─────────────────────────────────────────────────────────────────
 const rng = mulberry32;
@@ -405,39 +406,6 @@ describe('onnx backend', function () {
       { config: makeConfig(spec), weights, weightDtype: 'f32' });
   }
 
-  function relMaxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-    let diff = 0, scale = 0;
-    for (let i = 0; i < b.length; i++) { diff = Math.max(diff, Math.abs(a[i] - b[i])); scale = Math.max(scale, Math.abs(b[i])); }
-    return diff / scale;
-  }
-
-  function argmax(row: ArrayLike<number>): number {
-    let best = 0;
-    for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-    return best;
-  }
-
-  /** Vision → prompt → prefill → greedy decode, returning every step's logits. */
-  async function generate(m: PaliGemmaModel, pixels: PixelValues, ids: Int32Array, steps: number): Promise<{ tokens: number[]; logits: Float32Array[]; vision: Float32Array }> {
-    const b = m.backend;
-    const features = m.visionFeatures(pixels);
-    const vision = await b.read(features);
-    b.dispose(features);
-    const rows = m.imageRows(pixels);
-    const embeds = m.embedPrompt(ids, rows);
-    b.dispose(rows);
-    const s = m.session(ids.length + steps);
-    const logits: Float32Array[] = [await s.prefill(embeds, ids.length)];
-    b.dispose(embeds);
-    const tokens = [argmax(logits[0])];
-    for (let i = 1; i < steps; i++) {
-      logits.push(await s.step(tokens[tokens.length - 1]));
-      tokens.push(argmax(logits[logits.length - 1]));
-    }
-    s.dispose();
-    return { tokens, logits, vision };
-  }
-
   function randomInputs(m: PaliGemmaModel): { pixels: PixelValues; ids: Int32Array } {
     const cfg = m.config, size = cfg.vision.imageSize;
     return {
@@ -447,7 +415,7 @@ describe('onnx backend', function () {
   }
 
   /** Compares an onnx run with a reference run; returns the worst relative logit difference. */
-  function expectSameRun(got: Awaited<ReturnType<typeof generate>>, ref: Awaited<ReturnType<typeof generate>>): number {
+  function expectSameRun(got: Awaited<ReturnType<typeof greedyRun>>, ref: Awaited<ReturnType<typeof greedyRun>>): number {
     expect(relMaxDiff(got.vision, ref.vision)).to.be.below(1e-4);
     let worstRel = 0;
     got.logits.forEach((l, i) => { worstRel = Math.max(worstRel, relMaxDiff(l, ref.logits[i])); });
@@ -470,15 +438,15 @@ describe('onnx backend', function () {
         await b.init();
         const refModel = makeModel(new ReferenceBackend(), spec, 3);
         const { pixels, ids } = randomInputs(refModel);
-        const ref = await generate(refModel, pixels, ids, steps);
+        const ref = await greedyRun(refModel, pixels, ids, steps);
         const baseline = b.stats.liveTensors;
         const m = makeModel(b, spec, 3);
         const weightsLive = b.stats.liveTensors - baseline;
-        expectSameRun(await generate(m, pixels, ids, steps), ref);
+        expectSameRun(await greedyRun(m, pixels, ids, steps), ref);
         // vision-only graph, prefill graph, and one decode graph for every step after the first.
         expect(b.stats.sessionsCreated).to.equal(3);
         // A second request with the same prompt shape builds nothing new.
-        await generate(m, pixels, ids, steps);
+        await greedyRun(m, pixels, ids, steps);
         expect(b.stats.sessionsCreated).to.equal(3);
         expect(b.stats.liveTensors - baseline).to.equal(weightsLive);
         expect(b.pendingTensors).to.equal(0);
@@ -515,7 +483,7 @@ describe('onnx backend', function () {
           expect(backend.pendingTensors).to.equal(0);
           const pixels = await mine.imageProcessor.process(image);
           const ids = Int32Array.from(promptIds(mine.tokenizer, 'caption en', mine.model.config.numImageTokens));
-          expectSameRun(await generate(mine.model, pixels, ids, 8), await generate(ref.model, pixels, ids, 8));
+          expectSameRun(await greedyRun(mine.model, pixels, ids, 8), await greedyRun(ref.model, pixels, ids, 8));
         } finally {
           await ref.close();
           await mine.close();
@@ -600,7 +568,7 @@ describe('onnx backend', function () {
             const { data, width, height } = makeTestImage(40, 40, 3);
             const pixels = await mine.imageProcessor.process({ data, width, height, channels: 3 });
             const ids = Int32Array.from(promptIds(mine.tokenizer, 'caption en', mine.model.config.numImageTokens));
-            const worstRel = expectSameRun(await generate(mine.model, pixels, ids, 8), await generate(ref.model, pixels, ids, 8));
+            const worstRel = expectSameRun(await greedyRun(mine.model, pixels, ids, 8), await greedyRun(ref.model, pixels, ids, 8));
             expect(worstRel).to.be.below(1e-5);
           } finally {
             await ref.close();
@@ -623,9 +591,9 @@ describe('onnx backend', function () {
           const { data, width, height } = makeTestImage(40, 40, 3);
           const pixels = await mine.imageProcessor.process({ data, width, height, channels: 3 });
           const ids = Int32Array.from(promptIds(mine.tokenizer, 'caption en', mine.model.config.numImageTokens));
-          const a = await generate(ref.model, pixels, ids, 8);
+          const a = await greedyRun(ref.model, pixels, ids, 8);
           const before = backend.storedBytes;
-          const b = await generate(mine.model, pixels, ids, 8);
+          const b = await greedyRun(mine.model, pixels, ids, 8);
           expect(backend.storedBytes).to.be.below(before);                 // f32 weights replaced by int8
           const agree = b.tokens.findIndex((t, i) => t !== a.tokens[i]);
           const same = agree < 0 ? 8 : agree;

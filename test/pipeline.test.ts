@@ -14,22 +14,7 @@ import { referenceForward, referenceLogSoftmax } from './support/reference-forwa
 import {
   buildTinyCheckpoint, gqaSpec, makeTempDir, makeTestImage, mhaSpec, mqaSpec, type TinyCheckpoint,
 } from './support/tiny-checkpoint.js';
-
-/** max |a - b| / max |b|: relative to the scale of the reference logits. */
-function relMaxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let diff = 0, scale = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return diff / scale;
-}
-
-function argmax(row: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
-}
+import { argmax, relMaxDiff } from './support/model-compare.js';
 
 async function writeImage(dir: string, size: number, seed: number): Promise<string> {
   const file = join(dir, `image-${size}-${seed}.png`);

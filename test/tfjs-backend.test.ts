@@ -27,6 +27,7 @@ import { PartRegistry } from '../src/plugin/part-registry.js';
 import {
   buildTinyCheckpoint, gqaSpec, makeTempDir, makeTestImage, mhaSpec, mqaSpec, type TinySpec, mulberry32,
 } from './support/tiny-checkpoint.js';
+import { argmax, greedyRun, relMaxDiff } from './support/model-compare.js';
 
 // ── helpers ─────────────────────────────────────────────────────────────────
 const rng = mulberry32;
@@ -529,39 +530,12 @@ describe('TensorFlow.js backend', function () {
   const PROMPT = 'caption en';
   const IMAGE = makeTestImage(40, 40, 3);
 
-  function relMaxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-    let diff = 0, scale = 0;
-    for (let i = 0; i < b.length; i++) { diff = Math.max(diff, Math.abs(a[i] - b[i])); scale = Math.max(scale, Math.abs(b[i])); }
-    return diff / scale;
-  }
-
-  function argmax(row: ArrayLike<number>): number {
-    let best = 0;
-    for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-    return best;
-  }
-
   /** Vision → prompt → prefill → greedy decode at the model level, returning every step's logits. */
   async function greedyLogits(pipe: PaliGemmaPipeline, steps: number): Promise<{ tokens: number[]; logits: Float32Array[]; vision: Float32Array }> {
-    const m = pipe.model, b = pipe.backend;
+    const m = pipe.model;
     const pixels = await pipe.imageProcessor.process(IMAGE);
-    const features = m.visionFeatures(pixels);
-    const vision = await b.read(features);
-    b.dispose(features);
     const ids = Int32Array.from(promptIds(pipe.tokenizer, PROMPT, m.config.numImageTokens));
-    const rows = m.imageRows(pixels);
-    const embeds = m.embedPrompt(ids, rows);
-    b.dispose(rows);
-    const s = m.session(ids.length + steps);
-    const logits: Float32Array[] = [await s.prefill(embeds, ids.length)];
-    b.dispose(embeds);
-    const tokens = [argmax(logits[0])];
-    for (let i = 1; i < steps; i++) {
-      logits.push(await s.step(tokens[tokens.length - 1]));
-      tokens.push(argmax(logits[logits.length - 1]));
-    }
-    s.dispose();
-    return { tokens, logits, vision };
+    return greedyRun(m, pixels, ids, steps);
   }
 
   describe('tfjs backend: tiny checkpoints through createPipeline vs reference', function () {

@@ -25,6 +25,7 @@ import { BUILTIN_PLUGINS } from '../src/builtin-plugins.js';
 import { createPipeline } from '../src/create-pipeline.js';
 import { promptIds, type PaliGemmaPipeline } from '../src/index.js';
 import { buildTinyCheckpoint, gqaSpec, makeTestImage, mhaSpec, mqaSpec } from './support/tiny-checkpoint.js';
+import { argmax, relMaxDiff } from './support/model-compare.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 
@@ -416,19 +417,6 @@ describe('webgpu backend', function () {
   describe('whole model on tiny checkpoints', function () {
     const plugins = () => (BUILTIN_PLUGINS.some((p) => p.name === webgpuBackendPlugin.name) ? [] : [webgpuBackendPlugin]);
 
-    function relMaxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-      let diff = 0, scale = 0;
-      for (let i = 0; i < b.length; i++) {
-        diff = Math.max(diff, Math.abs(a[i] - b[i]));
-        scale = Math.max(scale, Math.abs(b[i]));
-      }
-      return diff / scale;
-    }
-    const argmax = (row: ArrayLike<number>) => {
-      let best = 0;
-      for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-      return best;
-    };
 
     const specs = { mqaSpec, mhaSpec, gqaSpec };
     for (const spec of ['mqaSpec', 'mhaSpec', 'gqaSpec'] as const) {
