@@ -24,13 +24,11 @@ import { ContiguousKvCacheStore } from '../src/kv-cache/contiguous-kv-cache.js';
 import type { PaliGemmaConfig } from '../src/pipeline/config-types.js';
 import { PaliGemmaModel } from '../src/pipeline/paligemma-model.js';
 import { promptIds } from '../src/pipeline/prompt-format.js';
-import { randomWeights, type RandomTensor } from '../src/testing/random-weights.js';
+import { modelConfig, randomWeights, type ModelShape, type RandomTensor } from '../src/testing/random-weights.js';
 import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec, mulberry32 } from '../src/testing/tiny-checkpoint.js';
 
-interface ModelSpec {
+interface ModelSpec extends ModelShape {
   label: string;
-  vision: { hidden: number; inter: number; layers: number; heads: number; patch: number; image: number };
-  text: { hidden: number; inter: number; layers: number; heads: number; kvHeads: number; headDim: number; vocab: number };
   promptText: number;
   decodeSteps: number;
   reps: { reference: number; onnx: number };
@@ -53,22 +51,6 @@ function randn(n: number, seed: number, scale: number): Float32Array {
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) out[i] = (r() * 2 - 1) * scale;
   return out;
-}
-
-function makeConfig(s: ModelSpec): PaliGemmaConfig {
-  return {
-    vision: {
-      hiddenSize: s.vision.hidden, intermediateSize: s.vision.inter, numLayers: s.vision.layers, numHeads: s.vision.heads,
-      patchSize: s.vision.patch, imageSize: s.vision.image, numChannels: 3, layerNormEps: 1e-6,
-    },
-    text: {
-      hiddenSize: s.text.hidden, intermediateSize: s.text.inter, numLayers: s.text.layers, numHeads: s.text.heads,
-      numKvHeads: s.text.kvHeads, headDim: s.text.headDim, vocabSize: s.text.vocab, rmsNormEps: 1e-6,
-      ropeTheta: 10000, maxPositionEmbeddings: 8192,
-    },
-    projectionDim: s.text.hidden, imageTokenIndex: s.text.vocab - 1,
-    numImageTokens: (s.vision.image / s.vision.patch) ** 2, bosTokenId: 2, eosTokenId: 1, padTokenId: 0,
-  };
 }
 
 type Weights = Map<string, RandomTensor>;
@@ -145,7 +127,7 @@ function inMemoryModel(b: TensorBackend, spec: ModelSpec, weights: Weights): Pal
   for (const [name, w] of weights) map.set(name, b.upload(w.data, w.shape));
   const attention = b instanceof OnnxBackend ? new OnnxAttentionKernel() : new ReferenceAttentionKernel();
   return new PaliGemmaModel({ backend: b, attention, kvCacheStore: new ContiguousKvCacheStore() },
-    { config: makeConfig(spec), weights: map, weightDtype: 'f32' });
+    { config: modelConfig(spec), weights: map, weightDtype: 'f32' });
 }
 
 const fmt = (ms: number) => (ms >= 100 ? ms.toFixed(0) : ms >= 10 ? ms.toFixed(1) : ms.toFixed(2)).padStart(8);
@@ -188,7 +170,7 @@ async function tinyCheckpoint(): Promise<void> {
 
 async function largerModel(onnx: OnnxBackend): Promise<void> {
   const spec = LARGER;
-  const cfg = makeConfig(spec);
+  const cfg = modelConfig(spec);
   const weights = randomWeights(cfg, 1);
   const w = {
     pixels: { data: randn(3 * spec.vision.image ** 2, 99, 1), shape: [3, spec.vision.image, spec.vision.image] as [number, number, number] },

@@ -26,7 +26,7 @@ import { PaliGemmaModel } from '../src/pipeline/paligemma-model.js';
 import { promptIds } from '../src/pipeline/prompt-format.js';
 import { PartRegistry } from '../src/plugin/part-registry.js';
 import { buildTinyCheckpoint, gqaSpec, makeTempDir, makeTestImage, mhaSpec, mqaSpec, mulberry32 } from './support/tiny-checkpoint.js';
-import { randomWeightEntries } from '../src/testing/random-weights.js';
+import { modelConfig, randomWeightEntries, type ModelShape } from '../src/testing/random-weights.js';
 import { argmax, greedyRun, relMaxDiff } from './support/model-compare.js';
 
 // ── helpers ─────────────────────────────────────────────────────────────────
@@ -376,34 +376,14 @@ describe('onnx backend', function () {
   });
 
   // ── whole model, in memory ──────────────────────────────────────────────────
-  interface ModelSpec {
-    vision: { hidden: number; inter: number; layers: number; heads: number; patch: number; image: number };
-    text: { hidden: number; inter: number; layers: number; heads: number; kvHeads: number; headDim: number; vocab: number };
-  }
-
-  function makeConfig(s: ModelSpec): PaliGemmaConfig {
-    const n = (s.vision.image / s.vision.patch) ** 2;
-    return {
-      vision: {
-        hiddenSize: s.vision.hidden, intermediateSize: s.vision.inter, numLayers: s.vision.layers, numHeads: s.vision.heads,
-        patchSize: s.vision.patch, imageSize: s.vision.image, numChannels: 3, layerNormEps: 1e-6,
-      },
-      text: {
-        hiddenSize: s.text.hidden, intermediateSize: s.text.inter, numLayers: s.text.layers, numHeads: s.text.heads,
-        numKvHeads: s.text.kvHeads, headDim: s.text.headDim, vocabSize: s.text.vocab, rmsNormEps: 1e-6,
-        ropeTheta: 10000, maxPositionEmbeddings: 8192,
-      },
-      projectionDim: s.text.hidden, imageTokenIndex: s.text.vocab - 1, numImageTokens: n,
-      bosTokenId: 2, eosTokenId: 1, padTokenId: 0,
-    };
-  }
+  type ModelSpec = ModelShape;
 
   function makeModel(b: TensorBackend, spec: ModelSpec, seed: number): PaliGemmaModel {
     const weights = new Map<string, Tensor>();
-    for (const [name, w] of randomWeightEntries(makeConfig(spec), seed)) weights.set(name, b.upload(w.data, w.shape));
+    for (const [name, w] of randomWeightEntries(modelConfig(spec), seed)) weights.set(name, b.upload(w.data, w.shape));
     const attention = b instanceof OnnxBackend ? new OnnxAttentionKernel() : new ReferenceAttentionKernel();
     return new PaliGemmaModel({ backend: b, attention, kvCacheStore: new ContiguousKvCacheStore() },
-      { config: makeConfig(spec), weights, weightDtype: 'f32' });
+      { config: modelConfig(spec), weights, weightDtype: 'f32' });
   }
 
   function randomInputs(m: PaliGemmaModel): { pixels: PixelValues; ids: Int32Array } {

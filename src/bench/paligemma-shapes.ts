@@ -9,7 +9,7 @@
  */
 import type { PaliGemmaConfig } from '../pipeline/config-types.js';
 import { expectedShapes } from '../pipeline/checkpoint/weight-names.js';
-import { initRule } from '../testing/random-weights.js';
+import { initRule, modelConfig } from '../testing/random-weights.js';
 
 export interface BenchModelOptions {
   visionLayers: number;
@@ -27,21 +27,17 @@ export function benchConfig(o: BenchModelOptions): PaliGemmaConfig {
   const imageSize = patch * div(224 / patch);
   const vocab = div(257216, 64);
   const textHidden = div(2048, 8);
-  return {
+  return modelConfig({
     vision: {
-      hiddenSize: visionHeads * div(1152 / visionHeads), intermediateSize: div(4304), numLayers: o.visionLayers,
-      numHeads: visionHeads, patchSize: patch, imageSize, numChannels: 3, layerNormEps: 1e-6,
+      hidden: visionHeads * div(1152 / visionHeads), inter: div(4304), layers: o.visionLayers,
+      heads: visionHeads, patch, image: imageSize,
     },
     text: {
-      hiddenSize: textHidden, intermediateSize: div(16384), numLayers: o.textLayers, numHeads: textHeads,
-      numKvHeads: 1, headDim: 2 * div(128), vocabSize: vocab, rmsNormEps: 1e-6, ropeTheta: 10000,
-      maxPositionEmbeddings: 8192,
+      hidden: textHidden, inter: div(16384), layers: o.textLayers, heads: textHeads, kvHeads: 1,
+      headDim: 2 * div(128), vocab,
     },
-    projectionDim: textHidden,
     imageTokenIndex: vocab - div(64),                  // 257152 at real size
-    numImageTokens: (imageSize / patch) ** 2,
-    bosTokenId: 2, eosTokenId: 1, padTokenId: 0,
-  };
+  });
 }
 
 export interface WeightSpec {

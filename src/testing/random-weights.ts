@@ -99,3 +99,29 @@ export function* randomWeightEntries(config: PaliGemmaConfig, seed: number): Gen
 export function randomWeights(config: PaliGemmaConfig, seed: number): Map<string, RandomTensor> {
   return new Map(randomWeightEntries(config, seed));
 }
+
+/** The sizes of an in-memory PaliGemma; modelConfig fills in the rest as PaliGemma 1 does. */
+export interface ModelShape {
+  vision: { hidden: number; inter: number; layers: number; heads: number; patch: number; image: number };
+  text: { hidden: number; inter: number; layers: number; heads: number; kvHeads: number; headDim: number; vocab: number };
+  /** Default: the last vocabulary id. */
+  imageTokenIndex?: number;
+}
+
+export function modelConfig(s: ModelShape): PaliGemmaConfig {
+  return {
+    vision: {
+      hiddenSize: s.vision.hidden, intermediateSize: s.vision.inter, numLayers: s.vision.layers, numHeads: s.vision.heads,
+      patchSize: s.vision.patch, imageSize: s.vision.image, numChannels: 3, layerNormEps: 1e-6,
+    },
+    text: {
+      hiddenSize: s.text.hidden, intermediateSize: s.text.inter, numLayers: s.text.layers, numHeads: s.text.heads,
+      numKvHeads: s.text.kvHeads, headDim: s.text.headDim, vocabSize: s.text.vocab, rmsNormEps: 1e-6,
+      ropeTheta: 10000, maxPositionEmbeddings: 8192,
+    },
+    projectionDim: s.text.hidden,
+    imageTokenIndex: s.imageTokenIndex ?? s.text.vocab - 1,
+    numImageTokens: (s.vision.image / s.vision.patch) ** 2,
+    bosTokenId: 2, eosTokenId: 1, padTokenId: 0,
+  };
+}
