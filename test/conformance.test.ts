@@ -18,7 +18,9 @@ import { PlainAttentionKernel } from '../src/kernels/plain-attention-kernel.js';
 import { ContiguousKvCacheStore } from '../src/kv-cache/contiguous-kv-cache.js';
 import { definePlugin } from '../src/plugin/define-plugin.js';
 import { PartRegistry } from '../src/plugin/part-registry.js';
-import { brokenBackendsPlugin } from './support/broken-backends.js';
+import { LOSSY_THRESHOLDS } from '../src/conformance/lossy-weights.js';
+import { THRESHOLDS } from '../src/conformance/op-case.js';
+import { brokenBackendsPlugin, RowDroppingMatmulBackend } from './support/broken-backends.js';
 import { runCli } from './support/run-cli.js';
 import { buildTinyCheckpoint, makeTempDir, mqaSpec } from './support/tiny-checkpoint.js';
 
@@ -123,6 +125,20 @@ describe('conformance', function () {
       const others = failed(r).filter((o) => o.op !== 'matmul');
       expect(others.length).to.be.greaterThan(0);
       for (const o of others) expect(`${o.op} ${o.case}`).to.match(/^attention plain: /);
+    });
+
+    it('declared lossy weights widen only the weight cases, and a dropped row still fails them', async function () {
+      const r = await runConformance({ models: [], samplers: false, ops: '^(matmul|embedding|add)', backend: () => {
+        const b = new RowDroppingMatmulBackend();
+        Object.assign(b, { lossyWeights: 'int8' });
+        return b;
+      } });
+      const matmul = r.ops.filter((o) => o.op === 'matmul' && o.status !== 'unsupported');
+      for (const o of matmul) expect(o.threshold, o.case).to.equal(o.case.includes('bᵀ') ? LOSSY_THRESHOLDS.int8.weightOps : THRESHOLDS.matmul);
+      for (const o of r.ops.filter((x) => x.op === 'embedding')) expect(o.threshold).to.equal(LOSSY_THRESHOLDS.int8.weightOps);
+      for (const o of r.ops.filter((x) => x.op === 'add')) expect(o.threshold).to.equal(THRESHOLDS.elementwise);
+      const m = (o: OpResult) => Number(/^m(\d+)/.exec(o.case)![1]);
+      expect(matmul.filter((o) => o.status === 'fail').map(m).sort((a, b) => a - b)).to.deep.equal([1, 1, 3, 5, 17, 17, 33, 65, 129]);
     });
 
     it('an attention kernel choosing kv head h % kvHeads: only its GQA-ratio-2 and 4 cases', async function () {

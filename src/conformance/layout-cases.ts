@@ -12,7 +12,7 @@ const F = 4;                       // bytes per float32
 export function layoutCases(): CaseSpec[] {
   const exact = { threshold: T.exact };
   const embedding = (v: number, h: number, t: number, dtype?: 'bf16'): CaseSpec => ({
-    op: 'embedding', name: `table ${fmt([v, h])} ${t} ids${dtype ? ` ${dtype}` : ''}`, shape: `${fmt([v, h])}, ids [${t}]`, ...exact, dtype,
+    op: 'embedding', name: `table ${fmt([v, h])} ${t} ids${dtype ? ` ${dtype}` : ''}`, shape: `${fmt([v, h])}, ids [${t}]`, ...exact, dtype, weightOperand: true,
     work: { bytes: 2 * t * h * F },
     build: (d) => {
       // First and last rows always included; repeats allowed.

@@ -10,7 +10,7 @@ import { PaliGemmaError } from '../interfaces/errors.js';
 import type { ImageInput } from '../interfaces/image-processor.js';
 import type { KVCacheStore } from '../interfaces/kv-cache-store.js';
 import type { Sampler } from '../interfaces/sampler.js';
-import type { Tensor, TensorBackend } from '../interfaces/tensor-backend.js';
+import type { LossyWeights, Tensor, TensorBackend } from '../interfaces/tensor-backend.js';
 import type { Tokenizer } from '../interfaces/tokenizer.js';
 import { loadCheckpoint } from '../pipeline/checkpoint/load-checkpoint.js';
 import type { ScoreResult } from '../pipeline/generation-types.js';
@@ -19,6 +19,7 @@ import { promptIds } from '../pipeline/prompt-format.js';
 import type { PartRegistry } from '../plugin/part-registry.js';
 import { seededRng } from '../samplers/rng.js';
 import { compare } from './compare.js';
+import { LOSSY_THRESHOLDS } from './lossy-weights.js';
 import { formatError, type CaseStatus, type ModelCheck, type ModelResult } from './report.js';
 import { isNotSupported } from './run-op-case.js';
 import { SeededData } from './seeded-data.js';
@@ -32,6 +33,13 @@ const SUFFIX = 'a cat on a mat';
  * below 1e-6 through a few layers, while any wrong op is far above. Score: max |Δ log-prob|.
  */
 export const MODEL_THRESHOLDS = { vision: 1e-6, logits: 1e-6, kvCache: 1e-6, score: 1e-3 } as const;
+
+type ModelThresholds = { readonly [K in keyof typeof MODEL_THRESHOLDS]: number };
+
+/** The whole-model thresholds for the tested backend: wider where it stores weights lossily. */
+export function modelThresholds(lossy: LossyWeights | undefined): ModelThresholds {
+  return lossy ? LOSSY_THRESHOLDS[lossy].model : MODEL_THRESHOLDS;
+}
 
 export interface ModelSide {
   name: string;
@@ -131,7 +139,7 @@ function tensorCheck(check: string, actual: Float32Array, expected: Float32Array
 }
 
 /** Greedy tokens must match, except at a near-tie the numerics cannot decide (margin within the logit noise). */
-function tokensCheck(mine: SideRun, theirs: SideRun): ModelCheck {
+function tokensCheck(mine: SideRun, theirs: SideRun, limits: ModelThresholds): ModelCheck {
   const i = mine.tokens.findIndex((t, k) => t !== theirs.tokens[k]);
   const base = { check: `greedy tokens (${STEPS} steps)`, threshold: 0 };
   if (i < 0) return { ...base, error: 0, status: 'pass' };
@@ -140,14 +148,14 @@ function tokensCheck(mine: SideRun, theirs: SideRun): ModelCheck {
   const margin = ref[theirs.tokens[i]] - ref[mine.tokens[i]];
   const mismatches = mine.tokens.filter((t, k) => t !== theirs.tokens[k]).length;
   const where = `step ${i}: ${mine.tokens[i]} vs ${theirs.tokens[i]}`;
-  if (!step.problem && step.error <= MODEL_THRESHOLDS.logits && margin <= 2 * step.maxAbsDiff) {
+  if (!step.problem && step.error <= limits.logits && margin <= 2 * step.maxAbsDiff) {
     return { ...base, error: mismatches, status: 'pass', detail: `diverged at a near-tie, ${where} (margin ${margin.toExponential(1)})` };
   }
   return { ...base, error: mismatches, status: 'fail', detail: `first differs at ${where} (oracle margin ${margin.toFixed(4)})` };
 }
 
-function scoreCheck(mine: ScoreResult, theirs: ScoreResult): ModelCheck {
-  const base = { check: 'score log-probs', threshold: MODEL_THRESHOLDS.score };
+function scoreCheck(mine: ScoreResult, theirs: ScoreResult, limits: ModelThresholds): ModelCheck {
+  const base = { check: 'score log-probs', threshold: limits.score };
   if (mine.tokens.join() !== theirs.tokens.join()) return { ...base, error: null, status: 'fail', detail: 'scored different tokens' };
   const diff = Math.max(0, ...mine.logprobs.map((lp, i) => Math.abs(lp - theirs.logprobs[i])));
   const ok = Number.isFinite(diff) && diff <= base.threshold;
@@ -175,13 +183,14 @@ export async function runModelCase(
     const status: CaseStatus = isNotSupported(e) ? 'unsupported' : 'fail';
     return { ...empty, oracleTokens: theirs.tokens, status, detail: `${status === 'fail' ? 'threw: ' : ''}${(e as Error).message.split('\n')[0]}` };
   }
-  const logits = tensorCheck('prefill logits (all rows)', mine.prefill, theirs.prefill, MODEL_THRESHOLDS.logits);
+  const limits = modelThresholds(tested.backend.lossyWeights);
+  const logits = tensorCheck('prefill logits (all rows)', mine.prefill, theirs.prefill, limits.logits);
   const checks: ModelCheck[] = [
-    tensorCheck('vision tower', mine.vision, theirs.vision, MODEL_THRESHOLDS.vision),
+    tensorCheck('vision tower', mine.vision, theirs.vision, limits.vision),
     logits,
-    tokensCheck(mine, theirs),
-    tensorCheck('kv cache vs no cache', concat(mine.stepLogits), mine.noCache, MODEL_THRESHOLDS.kvCache),
-    scoreCheck(mine.score, theirs.score),
+    tokensCheck(mine, theirs, limits),
+    tensorCheck('kv cache vs no cache', concat(mine.stepLogits), mine.noCache, limits.kvCache),
+    scoreCheck(mine.score, theirs.score, limits),
   ].map(({ maxAbsDiff: _, ...c }: ModelCheck & { maxAbsDiff?: number }) => c);
   return {
     model: model.label,

@@ -64,6 +64,8 @@ export interface OpCase {
   readonly threshold: number;
   /** Attention cases: which of the tested backend's kernels runs it. */
   readonly kernel?: KernelSlot;
+  /** Its operand b (transposed) or table is a weight a lossy backend may narrow (lossy-weights.ts). */
+  readonly weightOperand?: boolean;
   /** (op, dtype) pairs the tested backend must support; otherwise the case is 'unsupported'. */
   readonly needs: ReadonlyArray<readonly [OpName, DType]>;
   readonly work: CaseWork;
@@ -77,6 +79,7 @@ export interface CaseSpec {
   shape: string;
   threshold: number;
   kernel?: KernelSlot;
+  weightOperand?: boolean;
   /** Backend ops used besides upload and read; default [op]. */
   uses?: OpName[];
   /** Storage dtype of the 16-bit inputs, if any. */
@@ -92,7 +95,7 @@ export function defineCase(spec: CaseSpec): OpCase {
   if (spec.dtype) needs.push(['upload', spec.dtype], ...uses.map((op) => [op, spec.dtype!] as const));
   return {
     op: spec.op, name: spec.name, shape: spec.shape, threshold: spec.threshold, kernel: spec.kernel,
-    needs, work: spec.work,
+    weightOperand: spec.weightOperand, needs, work: spec.work,
     prepare(ctx) {
       // Seeded by op and name only: every kernel of an attention case sees the same inputs.
       const built = spec.build(new SeededData(seedOf(`${spec.op}/${spec.name}`)));

@@ -46,7 +46,7 @@ function matmulCases(): CaseSpec[] {
     const bShape = tB ? [n, k] : [k, n];
     return {
       op: 'matmul', name: `m${m} k${k} n${n}${tB ? ' bᵀ' : ''}${bias ? ' +bias' : ''}${dtype ? ` ${dtype} weight` : ''}`,
-      shape: `${fmt([m, k])}·${fmt(bShape)}${tB ? 'ᵀ' : ''}`, threshold: T.matmul, dtype,
+      shape: `${fmt([m, k])}·${fmt(bShape)}${tB ? 'ᵀ' : ''}`, threshold: T.matmul, dtype, weightOperand: tB,
       work: { flops: 2 * m * k * n + (bias ? m * n : 0) },
       build: (d) => ({
         inputs: [

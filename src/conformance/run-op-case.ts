@@ -6,6 +6,7 @@
 import type { AttentionKernel } from '../interfaces/attention-kernel.js';
 import type { Tensor, TensorBackend } from '../interfaces/tensor-backend.js';
 import { compare, unflatten } from './compare.js';
+import { opThreshold } from './lossy-weights.js';
 import { fmt, type CaseContext, type KernelSlot, type OpCase, type PreparedCase } from './op-case.js';
 import { formatError, type OpResult } from './report.js';
 
@@ -52,7 +53,7 @@ async function execute(c: OpCase, side: ConformanceSide, oracle: boolean): Promi
 }
 
 export async function runOpCase(c: OpCase, tested: ConformanceSide, oracle: ConformanceSide, perf = false): Promise<OpResult> {
-  const base = { op: c.op, case: caseLabel(c, tested), shape: c.shape, threshold: c.threshold };
+  const base = { op: c.op, case: caseLabel(c, tested), shape: c.shape, threshold: opThreshold(c, tested.backend.lossyWeights) };
   const missing = c.needs.find(([op, dtype]) => !tested.backend.supports(op, dtype));
   if (missing) return { ...base, error: null, status: 'unsupported', detail: `supports('${missing[0]}', '${missing[1]}') is false` };
 

@@ -9,6 +9,7 @@ import type { Sampler } from '../interfaces/sampler.js';
 import type { TensorBackend } from '../interfaces/tensor-backend.js';
 import type { PartRegistry } from '../plugin/part-registry.js';
 import { seededRng } from '../samplers/rng.js';
+import { samplerMismatchAllowed } from './lossy-weights.js';
 import type { OpResult } from './report.js';
 import { SeededData } from './seeded-data.js';
 
@@ -79,8 +80,12 @@ export async function samplerCases(registry: PartRegistry, tested: { name: strin
     }
     out.push({ ...base(name, 'same seed, same token'), shape, error: repeatMiss, status: repeatMiss ? 'fail' : 'pass',
       detail: repeatMiss ? `${repeatMiss} draws changed between two runs with the same seed` : undefined });
-    out.push({ ...base(name, `same token from ${tested.name} and ${oracle.name} logits`), shape, error: crossMiss, status: crossMiss ? 'fail' : 'pass',
-      detail: crossMiss ? `${crossMiss} draws differ (first: ${first})` : undefined });
+    // Exact weights: every draw must agree. Lossy weights move the logits, so a few draws near a
+    // boundary of the inverse CDF may flip; wrong logits flip most of them.
+    const allowed = samplerMismatchAllowed(ROWS * SEEDS, tested.backend.lossyWeights);
+    out.push({ ...base(name, `same token from ${tested.name} and ${oracle.name} logits`, allowed), shape, error: crossMiss,
+      status: crossMiss > allowed ? 'fail' : 'pass',
+      detail: crossMiss ? `${crossMiss} of ${ROWS * SEEDS} draws differ (first: ${first})` : undefined });
   }
   for (const name of DEFINED_KINDS) {
     if (registry.names('sampler').includes(name)) {

@@ -20,6 +20,9 @@ export const TensorBackend: ServiceIdentifier<TensorBackend> = Symbol('TensorBac
 /** Storage dtype of a tensor. Compute is float32; 16-bit types exist for weights. */
 export type DType = 'f32' | 'f16' | 'bf16';
 
+/** A lossy storage form for float32 weights: IEEE half, or int8 with a scale per output channel. */
+export type LossyWeights = 'f16' | 'int8';
+
 /** Opaque handle. Only its backend may look inside. */
 export interface Tensor {
   readonly shape: readonly number[];
@@ -48,6 +51,13 @@ export interface TensorBackend {
   readonly engine?: string;
   /** Called once before first use (load native code, open a device). */
   init?(): Promise<void>;
+  /**
+   * Set when the backend stores float32 weights in a narrower, lossy form: an f32 tensor made by
+   * `upload` may be narrowed to this from its first use as a weight operand (matmul's transposed
+   * `b`, an embedding table). Conformance judges such a backend by thresholds that allow for it
+   * (src/conformance/op-case.ts). Unset: f32 weights are kept exactly.
+   */
+  readonly lossyWeights?: LossyWeights;
   /** Whether this backend implements `op` for tensors stored as `dtype` (default f32). */
   supports(op: OpName, dtype?: DType): boolean;
   /** Releases everything the backend holds. The backend is unusable afterwards. */
