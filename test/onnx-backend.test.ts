@@ -533,6 +533,34 @@ describe('onnx backend', function () {
       await b.close();
     });
 
+    it('a 16-bit weight over widenChunkBytes is multiplied in row chunks, patches split across them, same result', async function () {
+      const v = 103, h = 40;
+      const vals = randn(v * h, 505, 0.1);
+      // Patches (values f16 cannot hold) on both sides of the chunk borders (rows of 8).
+      for (const i of [0, 7 * h + h - 1, 8 * h, 8 * h + 3, 50 * h + 9, v * h - 1]) vals[i] = 2e-7;
+      const bits = f32ToBf16(vals);
+      const exact = bf16ToF32(bits);
+      const x = randn(3 * h, 506);
+      const bias = randn(v, 507);
+      const ref = new ReferenceBackend();
+      const want = await ref.read(ref.matmul(ref.upload(x, [3, h]), ref.upload(exact, [v, h]), { transposeB: true, bias: ref.upload(bias, [v]) }));
+      const nodes: number[] = [];
+      for (const widenChunkBytes of [8 * h * 4, 1 << 30]) {
+        const b = new OnnxBackend({ widenChunkBytes });
+        await b.init();
+        const w = b.upload(bits, [v, h], 'bf16');
+        const got = await b.read(b.matmul(b.upload(x, [3, h]), w, { transposeB: true, bias: b.upload(bias, [v]) }));
+        expect(compare(got, want).error, `chunk ${widenChunkBytes}`).to.be.below(1e-12);
+        nodes.push(b.stats.lastGraph.nodes);
+        // Tied use: the same table gathered, then multiplied again in a later graph.
+        const rows = await b.read(b.embedding(w, Int32Array.from([102, 8])));
+        expect([...rows]).to.deep.equal([...exact.subarray(102 * h, 103 * h), ...exact.subarray(8 * h, 9 * h)]);
+        await b.close();
+      }
+      expect(nodes[0], 'the chunked graph has a Slice/Cast/Gemm per chunk').to.be.above(nodes[1] + 2 * Math.floor(v / 8));
+      expect(() => new OnnxBackend({ widenChunkBytes: 0 })).to.throw(PaliGemmaError, /widenChunkBytes/);
+    });
+
     for (const dtype of ['F16', 'BF16'] as const) {
       it(`${dtype} tiny checkpoints: weights stay 16-bit, same greedy tokens and logits within 1e-5 relative as reference`, async function () {
         for (const spec of [mqaSpec, gqaSpec]) {

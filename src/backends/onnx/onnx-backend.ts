@@ -29,7 +29,7 @@ import type { AttentionOptions } from '../../interfaces/attention-kernel.js';
 import type { BackendOptions } from '../../interfaces/contributions.js';
 import { PaliGemmaError } from '../../interfaces/errors.js';
 import type {
-  DType, MatmulOptions, OpName, Tensor, TensorBackend,
+  DType, LossyWeights, MatmulOptions, OpName, Tensor, TensorBackend,
 } from '../../interfaces/tensor-backend.js';
 import { keyVisible } from '../../kernels/attention-mask.js';
 import {
@@ -40,7 +40,7 @@ import { bf16ToF32, f16ToF32, f32ToF16 } from '../../pipeline/checkpoint/dtype.j
 import {
   compileGraph, ConstLeaf, DataLeaf, type ElemType, GraphNode, type Operand, Storage, type StorageLeaf,
 } from './onnx-graph.js';
-import { ONNX_FLOAT, type AttrValue } from './onnx-proto.js';
+import { ONNX_FLOAT, ONNX_INT64, type AttrValue } from './onnx-proto.js';
 import { executionProviders, loadOrt, type OnnxDevice, type OrtModule } from './onnx-runtime.js';
 
 /** ONNX opset and IR version of the generated models (LayerNormalization needs 17, ReduceMean with axes as an input 18). */
@@ -50,6 +50,11 @@ export const ONNX_IR_VERSION = 10;
 export interface OnnxBackendOptions extends BackendOptions {
   /** 'cpu' (default) or 'cuda' (needs onnxruntime-node's CUDA provider installed). */
   device?: string;
+  /**
+   * Largest float32 copy of a 16-bit weight that one matmul makes at once (default 256 MiB);
+   * a bigger weight used transposed (the lm_head) is widened and multiplied in row chunks.
+   */
+  widenChunkBytes?: number;
   /** onnxruntime intra-op threads (default: onnxruntime's choice, one per physical core). */
   threads?: number;
   /** Compiled sessions kept (least recently used are released). Default 32. */
@@ -98,6 +103,12 @@ export class OnnxTensor implements Tensor {
   ) {}
 }
 
+/**
+ * Largest float32 copy of a 16-bit weight one matmul makes at once; bigger weights (the lm_head)
+ * are widened and multiplied in row chunks of this size.
+ */
+const DEFAULT_WIDEN_CHUNK_BYTES = 256 * 1024 * 1024;
+
 /** A bf16 upload keeps f16 storage when at most this fraction of its elements need a patch. */
 const MAX_PATCH_FRACTION = 1 / 64;
 
@@ -105,6 +116,8 @@ export class OnnxBackend implements TensorBackend {
   readonly name = 'onnx';
   readonly engine: string;
   readonly device: OnnxDevice;
+  readonly lossyWeights?: LossyWeights;
+  private readonly widenChunkBytes: number;
   readonly stats: OnnxBackendStats = {
     sessionsCreated: 0, sessionHits: 0, runs: 0, liveTensors: 0,
     lastGraph: { nodes: 0, inputs: 0, outputs: 0 }, compileMs: 0, runMs: 0,
@@ -141,6 +154,12 @@ export class OnnxBackend implements TensorBackend {
       throw new PaliGemmaError(`onnx backend: unknown quantize '${String(options.quantize)}' (use none or int8)`);
     }
     this.engine = quantize === 'int8' ? `onnx (${device}, int8 weights)` : `onnx (${device})`;
+    if (quantize === 'int8') this.lossyWeights = 'int8';
+    const chunk = options.widenChunkBytes ?? DEFAULT_WIDEN_CHUNK_BYTES;
+    if (!(Number.isInteger(chunk) && chunk > 0)) {
+      throw new PaliGemmaError(`onnx backend: widenChunkBytes must be a positive integer, got ${String(options.widenChunkBytes)}`);
+    }
+    this.widenChunkBytes = chunk;
   }
 
   async init(): Promise<void> {
@@ -248,9 +267,70 @@ export class OnnxBackend implements TensorBackend {
       const y = new GraphNode('DynamicQuantizeMatMul', [this.operand(A), q.leaf, q.scales], {}, [m, n], 'float32', 'com.microsoft');
       return this.wrap(bias ? this.node('Add', [y, bias], {}, [m, n]) : y);
     }
-    const inputs = [this.operand(A), this.operand(B)];
+    const x = this.operand(A);
+    const f16 = this.narrowWeight(B);
+    if (f16 && opts.transposeB && n * k * 4 > this.widenChunkBytes) return this.wrap(this.chunkedMatmul(x, f16, m, bias));
+    const inputs = [x, f16 ? this.widenAfter(f16, x, B.shape) : this.operand(B)];
     if (bias) inputs.push(bias);
     return this.wrap(this.node('Gemm', inputs, { transB: int(opts.transposeB ? 1 : 0) }, [m, n]));
+  }
+
+  /**
+   * x [M, K] · Wᵀ for a 16-bit weight W [N, K] too big to widen whole (the tied lm_head: 2.1 GB
+   * as float32): the rows of W in chunks of `widenChunkBytes` (as float32), each widened only
+   * after the previous chunk's product exists, so one chunk's float32 copy is alive at a time.
+   * Slicing copies the 16-bit rows, an extra pass the size of W itself.
+   */
+  private chunkedMatmul(x: Operand, s: Storage, m: number, bias: Operand | undefined): GraphNode {
+    const [n, k] = s.shape;
+    const rows = Math.max(1, Math.floor(this.widenChunkBytes / (4 * k)));
+    const parts: GraphNode[] = [];
+    let after: Operand = x;
+    for (let r0 = 0; r0 < n; r0 += rows) {
+      const r1 = Math.min(n, r0 + rows);
+      const slice = this.node('Slice', [s.leaf(s.shape), this.i64([r0]), this.i64([r1]), this.i64([0])], {}, [r1 - r0, k], 'float16');
+      const w = this.widenAfter(s, after, [r1 - r0, k], { node: slice, first: r0 * k });
+      after = this.node('Gemm', [x, w], { transB: int(1) }, [m, r1 - r0]);
+      parts.push(after);
+    }
+    const y = parts.length === 1 ? parts[0] : this.node('Concat', parts, { axis: int(1) }, [m, n]);
+    return bias ? this.node('Add', [y, bias], {}, [m, n]) : y;
+  }
+
+  /** The f16-encoded storage behind a weight operand, when it is one (unquantized, no pending writes). */
+  private narrowWeight(B: OnnxTensor): Storage | undefined {
+    const r = B.ref;
+    if (r.kind !== 'storage' || r.storage.pendingVersion || r.storage.encoding?.kind !== 'f16') return undefined;
+    r.storage.pinned = true;
+    return r.storage;
+  }
+
+  /**
+   * The float32 value of a 16-bit weight (or of rows [first/K, …) of it, given as `part`), widened
+   * no earlier than `after` is computed. onnxruntime is free to run a node that hangs only off
+   * graph inputs, like the Cast of a weight, whenever it likes, and it runs them early: every
+   * layer's float32 copy would then be alive at once, the model twice over. Reshaping the weight
+   * to its own shape, with the shape tensor made to depend on `after` (plus int64(after[0])·0,
+   * which is 0 whatever the value), ties the Cast to the matmul that needs it; Reshape keeps the
+   * buffer, so nothing is copied.
+   */
+  private widenAfter(s: Storage, after: Operand, shape: readonly number[], part?: { node: GraphNode; first: number }): GraphNode {
+    const src: Operand = part?.node ?? s.leaf(s.shape);
+    const srcShape = part?.node.shape ?? s.shape;
+    const n = sizeOf(srcShape);
+    const total = sizeOf(after.shape);
+    const first = this.node('Slice', [this.reshapeNode(after, [total]), this.i64([0]), this.i64([1]), this.i64([0])], {}, [1]);
+    const zero = this.node('Mul', [this.node('Cast', [first], { to: int(ONNX_INT64) }, [1], 'int64'), this.i64([0])], {}, [1], 'int64');
+    const gateShape = this.node('Add', [this.i64([...srcShape]), zero], {}, [srcShape.length], 'int64');
+    const gated = this.node('Reshape', [src, gateShape], {}, srcShape, 'float16');
+    let d: GraphNode = this.node('Cast', [gated], { to: int(ONNX_FLOAT) }, srcShape);
+    const enc = s.encoding as Extract<Storage['encoding'], { kind: 'f16' }>;
+    const fix = enc.patches && patchesIn(s, part?.first ?? 0, n);
+    if (fix) {
+      const flat = this.node('ScatterND', [this.reshapeNode(d, [n]), fix.index, fix.values], {}, [n]);
+      d = this.reshapeNode(flat, srcShape);
+    }
+    return sameShape(shape, d.shape) ? d : this.reshapeNode(d, shape);
   }
 
   // ── elementwise ─────────────────────────────────────────────────────────
@@ -804,6 +884,31 @@ function bf16Storage(bits: Uint16Array, shape: readonly number[]): Storage {
     };
   }
   return s;
+}
+
+/**
+ * The patches of a bf16-as-f16 storage that fall in the flat range [first, first + n), indexed
+ * from `first`, as ScatterND operands; undefined when none do. Built once per storage and range.
+ */
+const rangePatchCache = new WeakMap<Storage, Map<string, { index: DataLeaf; values: DataLeaf } | undefined>>();
+function patchesIn(s: Storage, first: number, n: number): { index: DataLeaf; values: DataLeaf } | undefined {
+  const p = (s.encoding as Extract<Storage['encoding'], { kind: 'f16' }>).patches;
+  if (!p) return undefined;
+  if (first === 0 && n === sizeOf(s.shape)) return p;
+  let cache = rangePatchCache.get(s);
+  if (!cache) rangePatchCache.set(s, (cache = new Map()));
+  const key = `${first}+${n}`;
+  if (cache.has(key)) return cache.get(key);
+  const idx = p.index.data as BigInt64Array, vals = p.values.data as Float32Array;
+  const lo = BigInt(first), hi = BigInt(first + n);
+  const at: number[] = [];
+  for (let i = 0; i < idx.length; i++) if (idx[i] >= lo && idx[i] < hi) at.push(i);
+  const out = at.length === 0 ? undefined : {
+    index: new DataLeaf(BigInt64Array.from(at, (i) => idx[i] - lo), [at.length, 1], 'int64'),
+    values: new DataLeaf(Float32Array.from(at, (i) => vals[i]), [at.length], 'float32'),
+  };
+  cache.set(key, out);
+  return out;
 }
 
 /** Per-row ranges into a patched f16 table's (ascending) patch list, built once per table and row size. */
