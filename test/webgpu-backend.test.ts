@@ -101,7 +101,9 @@ describe('webgpu backend', function () {
   const note = (op: string, err: number) => { worst[op] = Math.max(worst[op] ?? 0, err); };
 
   before(async function () {
-    gpu = new WebGpuBackend();
+    // Exact f32 weights: on an adapter with shader-f16 the default would narrow them to f16
+    // (test/webgpu-16bit.test.ts covers that).
+    gpu = new WebGpuBackend({ weights: 'f32' });
     try {
       await gpu.init();
     } catch (e) {
@@ -314,7 +316,7 @@ describe('webgpu backend', function () {
   });
 
   describe('memory', function () {
-    it('uploads f16 and bf16 bits as their float32 values', async function () {
+    it('uploads f16 and bf16 bits, reading back their float32 values', async function () {
       const bf = Uint16Array.of(0x3f80, 0xc000, 0x0000, 0x4049, 0xff80);     // 1, -2, 0, 3.140625, -Inf
       const h = Uint16Array.of(0x3c00, 0xc000, 0x0001, 0x7bff, 0xfc00);       // 1, -2, 2^-24, 65504, -Inf
       const a = gpu.upload(bf, [5], 'bf16'), b = gpu.upload(h, [5], 'f16');
@@ -429,7 +431,7 @@ describe('webgpu backend', function () {
           let refPipe: PaliGemmaPipeline | undefined, gpuPipe: PaliGemmaPipeline | undefined;
           try {
             refPipe = await createPipeline({ model: dir, backend: 'reference' });
-            gpuPipe = await createPipeline({ model: dir, backend: 'webgpu', plugins: plugins() });
+            gpuPipe = await createPipeline({ model: dir, backend: 'webgpu', backendOptions: { weights: 'f32' }, plugins: plugins() });
             expect(gpuPipe.backend.name).to.equal('webgpu');
             const want = await refPipe.generate(image, 'caption en', { maxNewTokens: 6 });
 

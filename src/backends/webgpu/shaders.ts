@@ -6,6 +6,11 @@
  *
  * Large 1-D problems are dispatched as a 2-D grid of workgroups (at most 65535 per axis), so
  * every flat kernel computes its index as gid.x + gid.y · (num_workgroups.x · WG).
+ *
+ * 16-bit tensors (f16, bf16) are stored packed, two halves per u32 word, element 2w in the low
+ * half of word w. Kernels read them with core WGSL only (no `enable f16`, so every adapter runs
+ * them, SwiftShader included): matmul's B and the embedding table directly, everything else
+ * after the backend widened it to f32 with widenShader.
  */
 
 /** Threads per workgroup of the flat (one element per thread) kernels. */
@@ -27,6 +32,75 @@ const stableTanh = `
 fn stableTanh(u: f32) -> f32 {
   let e = exp(-2.0 * abs(u));
   return sign(u) * (1.0 - e) / (1.0 + e);
+}`;
+
+// ── 16-bit storage ───────────────────────────────────────────────────────────
+
+/** How a storage binding holds its elements: floats, or 16-bit halves packed two per u32. */
+export type StorageKind = 'f32' | 'f16' | 'bf16';
+
+/** The WGSL element type of a storage binding of this kind. */
+function elementType(kind: StorageKind): string {
+  return kind === 'f32' ? 'f32' : 'u32';
+}
+
+/**
+ * WGSL `fn <fn>(e: u32) -> f32`: element e of the storage array `arr`, widened exactly. f16
+ * through unpack2x16float; bf16 is the high half of a float32, so moving it there is the value.
+ */
+export function loadFn(fn: string, arr: string, kind: StorageKind): string {
+  const body = {
+    f32: `return ${arr}[e];`,
+    f16: `return unpack2x16float(${arr}[e >> 1u])[e & 1u];`,
+    bf16: `let w = ${arr}[e >> 1u];
+  return bitcast<f32>(select(w << 16u, w & 0xffff0000u, (e & 1u) == 1u));`,
+  }[kind];
+  return `
+fn ${fn}(e: u32) -> f32 {
+  ${body}
+}`;
+}
+
+/** out[i] = the f32 value of element i of a packed 16-bit array. */
+export function widenShader(kind: 'f16' | 'bf16'): string {
+  return `
+struct Params { n: u32 }
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> src: array<u32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+${loadFn('load', 'src', kind)}
+${flatIndex}
+${flatEntry} {
+  let i = flatIndex(gid, nwg);
+  if (i >= P.n) { return; }
+  out[i] = load(i);
+}`;
+}
+
+/**
+ * out[w] = f16 bits of (x[2w], x[2w + 1]) packed in one word; a missing last element packs as 0.
+ * Rounds as pack2x16float does (to nearest on the adapters we know). pack2x16float is undefined
+ * outside f16's finite range, so it gets clamped values and a value that rounds past it becomes
+ * ±Infinity here, as IEEE conversion (and the checkpoint converters) have it.
+ */
+export const packF16Shader = `
+struct Params { n: u32, words: u32 }
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+fn overflow(v: f32, bits: u32) -> u32 {
+  if (abs(v) >= 65520.0) { return select(0x7c00u, 0xfc00u, v < 0.0); }
+  return bits;
+}
+${flatIndex}
+${flatEntry} {
+  let w = flatIndex(gid, nwg);
+  if (w >= P.words) { return; }
+  let lo = x[2u * w];
+  var hi = 0.0;
+  if (2u * w + 1u < P.n) { hi = x[2u * w + 1u]; }
+  let p = pack2x16float(clamp(vec2f(lo, hi), vec2f(-65504.0), vec2f(65504.0)));
+  out[w] = overflow(lo, p & 0xffffu) | (overflow(hi, p >> 16u) << 16u);
 }`;
 
 // ── elementwise ──────────────────────────────────────────────────────────────
@@ -91,13 +165,14 @@ export const TILE_LARGE: MatmulTile = { wx: 16, wy: 16, rm: 4, rn: 4, tk: 16 };
 export const TILE_SKINNY: MatmulTile = { wx: 64, wy: 1, rm: 8, rn: 1, tk: 16 };
 
 /**
- * Tiled C[M, N] = A[M, K] · B (+ bias). B is [K, N], or [N, K] when transposed. Each step loads
+ * Tiled C[M, N] = A[M, K] · B (+ bias). B is [K, N], or [N, K] when transposed, stored as `bKind`
+ * (packed 16-bit B is widened as its panel is loaded; A and bias are f32). Each step loads
  * an A panel [TM, TK] and a B panel [TK, TN] into workgroup memory (zero-padded at the edges),
  * then every thread accumulates its rm×rn block from them. The per-thread loops are unrolled
  * here, so accumulators are plain scalars a compiler keeps in registers (dynamically indexed
  * private arrays end up in memory on some drivers, SwiftShader among them).
  */
-export function matmulShader(tile: MatmulTile, transposeB: boolean, bias: boolean): string {
+export function matmulShader(tile: MatmulTile, transposeB: boolean, bias: boolean, bKind: StorageKind = 'f32'): string {
   const { wx, wy, rm, rn, tk } = tile;
   const threads = wx * wy, tm = wy * rm, tn = wx * rn;
   const aLoads = Math.ceil((tm * tk) / threads), bLoads = Math.ceil((tk * tn) / threads);
@@ -117,11 +192,11 @@ export function matmulShader(tile: MatmulTile, transposeB: boolean, bias: boolea
     ? `let n = idx / ${tk}u; let k = idx % ${tk}u;
         let gn = col0 + n; let gk = k0 + k;
         var v = 0.0;
-        if (gn < P.N && gk < P.K) { v = B[gn * P.K + gk]; }`
+        if (gn < P.N && gk < P.K) { v = loadB(gn * P.K + gk); }`
     : `let k = idx / ${tn}u; let n = idx % ${tn}u;
         let gn = col0 + n; let gk = k0 + k;
         var v = 0.0;
-        if (gn < P.N && gk < P.K) { v = B[gk * P.N + gn]; }`;
+        if (gn < P.N && gk < P.K) { v = loadB(gk * P.N + gn); }`;
   const bPanel = range(bLoads).map((r) => `{
       let idx = tid + ${r * threads}u;
       ${guard(tk * tn, bLoads, `${bRead}
@@ -141,9 +216,10 @@ export function matmulShader(tile: MatmulTile, transposeB: boolean, bias: boolea
 struct Params { M: u32, N: u32, K: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> A: array<f32>;
-@group(0) @binding(2) var<storage, read> B: array<f32>;
+@group(0) @binding(2) var<storage, read> B: array<${elementType(bKind)}>;
 ${bias ? '@group(0) @binding(3) var<storage, read> bias: array<f32>;' : ''}
 @group(0) @binding(${bias ? 4 : 3}) var<storage, read_write> C: array<f32>;
+${loadFn('loadB', 'B', bKind)}
 
 var<workgroup> As: array<f32, ${tk * tm}>;   // [TK][TM]
 var<workgroup> Bs: array<f32, ${tk * tn}>;   // [TK][TN]
@@ -282,19 +358,22 @@ ${flatEntry} {
   out[o + i + P.half] = x2 * c + x1 * s;
 }`;
 
-/** out[t, :] = table[ids[t], :]. */
-export const gatherShader = `
+/** out[t, :] = table[ids[t], :], the table stored as `kind` (16-bit rows are widened). */
+export function gatherShader(kind: StorageKind): string {
+  return `
 struct Params { n: u32, h: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> table: array<f32>;
+@group(0) @binding(1) var<storage, read> table: array<${elementType(kind)}>;
 @group(0) @binding(2) var<storage, read> ids: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+${loadFn('load', 'table', kind)}
 ${flatIndex}
 ${flatEntry} {
   let i = flatIndex(gid, nwg);
   if (i >= P.n) { return; }
-  out[i] = table[ids[i / P.h] * P.h + i % P.h];
+  out[i] = load(ids[i / P.h] * P.h + i % P.h);
 }`;
+}
 
 /**
  * Strided block copy: `outer` blocks of `inner` contiguous elements,

@@ -14,15 +14,22 @@
  * held by live tensors; `stats()` also reports the pool. `close()` destroys every buffer and the
  * device and drops the Dawn instance so the process can exit.
  *
- * Numerics: float32 throughout. 16-bit uploads (f16, bf16 bits) are widened to float32 on the
- * host, so the device only ever sees f32. RoPE's cos/sin table is computed on the host in
- * float64 (angles reach ~1000 rad, where float32 pow/sin on some drivers drift).
+ * Numerics: compute is float32 throughout. 16-bit uploads (f16, bf16 bits) stay 16-bit on the
+ * device, packed two per u32 word (half the bytes of f32). matmul reads a packed B and the
+ * embedding kernel a packed table directly, widening each element as it loads it; every other
+ * op that meets a 16-bit tensor gets a temporary f32 copy made by a small widening kernel.
+ * Widening is exact, so results are those of widening on the host. Optionally (`weights: 'f16'`,
+ * or 'auto' on an adapter with 'shader-f16') float32 weights are stored lossily as f16: an f32
+ * tensor made by `upload` and never written is narrowed on the device on its first use as
+ * matmul's transposed B or as an embedding table, and `lossyWeights` says 'f16'. RoPE's cos/sin
+ * table is computed on the host in float64 (angles reach ~1000 rad, where float32 pow/sin on
+ * some drivers drift).
  */
 import type { AttentionOptions } from '../../interfaces/attention-kernel.js';
 import type { BackendOptions } from '../../interfaces/contributions.js';
 import { PaliGemmaError } from '../../interfaces/errors.js';
 import type {
-  DType, MatmulOptions, OpName, Tensor, TensorBackend,
+  DType, LossyWeights, MatmulOptions, OpName, Tensor, TensorBackend,
 } from '../../interfaces/tensor-backend.js';
 import {
   attentionDims, checkBroadcast, checkReshape, checkVector, checkWriteRows, concatShape, embeddingDims,
@@ -31,11 +38,15 @@ import {
 import { BufferPool } from './buffer-pool.js';
 import {
   ATTN_BLOCK, FLAT_WG, MASK_KIND, MAX_RANK, TILE_LARGE, TILE_SKINNY, attentionShader, binaryShader,
-  gatherShader, im2colShader, matmulShader, ropeShader, rowShader, stridedCopyShader, transposeShader,
-  unaryShader, type MatmulTile,
+  gatherShader, im2colShader, matmulShader, packF16Shader, ropeShader, rowShader, stridedCopyShader,
+  transposeShader, unaryShader, widenShader, type MatmulTile, type StorageKind,
 } from './shaders.js';
 import { openDevice, type OpenedDevice } from './webgpu-device.js';
-import { GpuStorage, WebGpuTensor, type GpuBufferRecord } from './webgpu-tensor.js';
+import { GpuStorage, WebGpuTensor, storageBytes, type GpuBufferRecord } from './webgpu-tensor.js';
+
+/** How float32 weights are stored; see WebGpuBackendOptions.weights. */
+export type WebGpuWeights = 'auto' | 'f32' | 'f16';
+const WEIGHTS: readonly WebGpuWeights[] = ['auto', 'f32', 'f16'];
 
 export interface WebGpuBackendOptions extends BackendOptions {
   /** Most bytes of freed buffers kept for reuse (default 512 MiB). */
@@ -44,6 +55,26 @@ export interface WebGpuBackendOptions extends BackendOptions {
   flushEvery?: number;
   /** Extra Dawn instance options, e.g. ['enable-dawn-features=...']. */
   dawnOptions?: string[];
+  /**
+   * Storage of float32 weights. 'f32' keeps them exact. 'f16' narrows an uploaded f32 tensor
+   * to IEEE half on its first use as matmul's transposed B or as an embedding table: lossy,
+   * half the memory and bandwidth. 'auto' (default): 'f16' when the adapter has the
+   * 'shader-f16' feature, else 'f32'. f16/bf16 uploads are kept as they are either way.
+   */
+  weights?: WebGpuWeights;
+}
+
+/** The `weights` option, checked: a PaliGemmaError names the allowed values. */
+export function parseWeightsOption(value: unknown): WebGpuWeights {
+  if (value === undefined) return 'auto';
+  if (typeof value === 'string' && (WEIGHTS as readonly string[]).includes(value)) return value as WebGpuWeights;
+  throw new PaliGemmaError(`webgpu backend: unknown weights '${String(value)}' (use ${WEIGHTS.join(', ')})`);
+}
+
+/** What `weights` means on an adapter with these features: 'auto' is 'f16' where it has 'shader-f16'. */
+export function resolveWeights(option: WebGpuWeights, adapterFeatures: { has(feature: string): boolean }): 'f32' | 'f16' {
+  if (option !== 'auto') return option;
+  return adapterFeatures.has('shader-f16') ? 'f16' : 'f32';
 }
 
 /** Counts a test or a user can watch for leaks. */
@@ -60,6 +91,13 @@ export interface WebGpuStats {
   pipelines: number;
   /** Command buffers submitted so far. */
   submits: number;
+}
+
+interface AllocateOptions {
+  /** The buffer is written by queue.writeBuffer: it must not be one the pending commands use. */
+  forUpload?: boolean;
+  /** Storage dtype (default f32); 16-bit storage is packed. */
+  dtype?: DType;
 }
 
 /** A uniform value: plain numbers are u32, `f32(x)` marks a float. */
@@ -135,6 +173,9 @@ export class WebGpuBackend implements TensorBackend {
   private submits = 0;
   private readonly flushEvery: number;
   private readonly poolBytes: number;
+  private readonly weights: WebGpuWeights;
+  /** Storage of uploaded f32 weights once used as weights; 'auto' is decided by init(). */
+  private weightStorage: 'f32' | 'f16' = 'f32';
 
   private readonly pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }>();
   private live = 0;
@@ -149,6 +190,13 @@ export class WebGpuBackend implements TensorBackend {
   constructor(private readonly options: WebGpuBackendOptions = {}) {
     this.flushEvery = options.flushEvery ?? 128;
     this.poolBytes = options.poolBytes ?? 512 * 1024 * 1024;
+    this.weights = parseWeightsOption(options.weights);
+    if (this.weights !== 'auto') this.weightStorage = this.weights;
+  }
+
+  /** 'f16' when float32 weights are narrowed to f16 (see WebGpuBackendOptions.weights). */
+  get lossyWeights(): LossyWeights | undefined {
+    return this.weightStorage === 'f16' ? 'f16' : undefined;
   }
 
   // ── lifecycle ─────────────────────────────────────────────────────────────
@@ -164,7 +212,8 @@ export class WebGpuBackend implements TensorBackend {
     this.mapRead = dev.globals.GPUMapMode.READ;
     this.pool = new BufferPool(this.device, this.storageUsage, this.poolBytes);
     this.arena = new UniformArena(this.device, U.UNIFORM | U.COPY_DST, this.device.limits.minUniformBufferOffsetAlignment);
-    this.engine = `webgpu (${dev.adapterName}${dev.software ? ', software' : ''})`;
+    this.weightStorage = resolveWeights(this.weights, dev.adapter.features);
+    this.engine = `webgpu (${dev.adapterName}${dev.software ? ', software' : ''}${this.weightStorage === 'f16' ? ', f16 weights' : ''})`;
     this.device.onuncapturederror = (e) => { this.deviceError ??= (e as GPUUncapturedErrorEvent).error.message; };
     void this.device.lost.then((info) => {
       if (!this.closed) this.deviceError ??= `device lost: ${info.message}`;
@@ -201,7 +250,7 @@ export class WebGpuBackend implements TensorBackend {
   }
 
   supports(op: OpName, dtype: DType = 'f32'): boolean {
-    // Every op exists; 16-bit data is widened at upload, so every op sees f32 storage.
+    // Every op exists for every dtype: 16-bit tensors are read packed or widened on the device.
     return op !== undefined && (dtype === 'f32' || dtype === 'f16' || dtype === 'bf16');
   }
 
@@ -232,17 +281,17 @@ export class WebGpuBackend implements TensorBackend {
   upload(data: Float32Array | Uint16Array, shape: readonly number[], dtype: DType = 'f32'): Tensor {
     this.ensureOpen();
     const n = sizeOf(shape);
-    let values: Float32Array;
     if (dtype === 'f32') {
       if (!(data instanceof Float32Array)) throw new Error('f32 upload needs a Float32Array');
-      values = data;
-    } else {
+    } else if (dtype === 'f16' || dtype === 'bf16') {
       if (!(data instanceof Uint16Array)) throw new Error(`${dtype} upload needs the raw bits as a Uint16Array`);
-      values = dtype === 'bf16' ? bf16ToF32(data) : f16ToF32(data);
+    } else {
+      throw new Error(`webgpu: unknown dtype ${String(dtype)}`);
     }
-    if (values.length !== n) throw new Error(`upload of shape [${shape}] needs ${n} values, got ${values.length}`);
-    const t = this.allocate(shape, { forUpload: true });
-    if (n > 0) this.writeBuffer(t.buffer, values);
+    if (data.length !== n) throw new Error(`upload of shape [${shape}] needs ${n} values, got ${data.length}`);
+    const t = this.allocate(shape, { forUpload: true, dtype });
+    t.storage.narrowable = dtype === 'f32';
+    if (n > 0) this.writeBuffer(t.buffer, data instanceof Uint16Array ? wholeWords(data) : data);
     return t;
   }
 
@@ -256,9 +305,10 @@ export class WebGpuBackend implements TensorBackend {
 
   async read(t: Tensor): Promise<Float32Array> {
     this.ensureOpen();
-    const x = this.own(t);
+    const temps: WebGpuTensor[] = [];
+    const x = this.asF32(this.own(t), temps);
     const bytes = x.size * 4;
-    if (bytes === 0) { await this.checkErrors(); return new Float32Array(0); }
+    if (bytes === 0) { this.dispose(temps); await this.checkErrors(); return new Float32Array(0); }
     const staging = this.device.createBuffer({ size: Math.ceil(bytes / 4) * 4, usage: this.readUsage, label: 'readback' });
     try {
       this.endPass();
@@ -275,6 +325,7 @@ export class WebGpuBackend implements TensorBackend {
       throw e;
     } finally {
       staging.destroy();
+      this.dispose(temps);
     }
   }
 
@@ -296,11 +347,18 @@ export class WebGpuBackend implements TensorBackend {
   // ── linear algebra ────────────────────────────────────────────────────────
   matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     this.ensureOpen();
-    const A = this.own(a), B = this.own(b);
-    const bias = opts.bias ? this.own(opts.bias) : undefined;
-    const { m, k, n } = matmulDims(A.shape, B.shape, opts.transposeB, bias?.size);
+    const transposeB = opts.transposeB === true;
+    const A0 = this.own(a), B = this.own(b);
+    const bias0 = opts.bias ? this.own(opts.bias) : undefined;
+    const { m, k, n } = matmulDims(A0.shape, B.shape, transposeB, bias0?.size);
+    if (transposeB) this.narrowWeight(B);                  // before A: a may be the same tensor
+    // B is read packed when 16-bit; A and the bias are f32 in the kernel.
+    const temps: WebGpuTensor[] = [];
+    const A = this.asF32(A0, temps);
+    const bias = bias0 && this.asF32(bias0, temps);
     const out = this.allocate([m, n]);
-    this.matmulInto(A.buffer, B.buffer, bias?.buffer, out.buffer, m, k, n, opts.transposeB === true);
+    this.matmulInto(A.buffer, B.buffer, B.dtype, bias?.buffer, out.buffer, m, k, n, transposeB);
+    this.dispose(temps);
     return out;
   }
 
@@ -327,14 +385,14 @@ export class WebGpuBackend implements TensorBackend {
     const d = lastDim(X);
     checkVector('layerNorm weight', W.size, d);
     checkVector('layerNorm bias', B.size, d);
-    return this.rowOp('layerNorm', X, [W.buffer, B.buffer], eps);
+    return this.rowOp('layerNorm', X, [W, B], eps);
   }
 
   rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
     const X = this.own(x), W = this.own(w);
     const d = lastDim(X);
     checkVector('rmsNorm weight', W.size, d);
-    return this.rowOp('rmsNorm', X, [W.buffer], eps);
+    return this.rowOp('rmsNorm', X, [W], eps);
   }
 
   softmax(x: Tensor): Tensor {
@@ -343,8 +401,8 @@ export class WebGpuBackend implements TensorBackend {
 
   rope(x: Tensor, positions: Int32Array, theta: number): Tensor {
     this.ensureOpen();
-    const X = this.own(x);
-    const { t, h, d } = ropeDims(X.shape, positions.length);
+    const X0 = this.own(x);
+    const { t, h, d } = ropeDims(X0.shape, positions.length);
     const half = d / 2;
     // cos/sin in float64 on the host, the same formula as the reference backend.
     const table = new Float32Array(t * half * 2);
@@ -355,12 +413,14 @@ export class WebGpuBackend implements TensorBackend {
         table[(ti * half + i) * 2 + 1] = Math.sin(angle);
       }
     }
-    const out = this.allocate(X.shape);
+    const out = this.allocate(X0.shape);
     const n = t * h * half;
     if (n === 0) return out;
+    const temps: WebGpuTensor[] = [];
+    const X = this.asF32(X0, temps);
     const cs = this.upload(table, [table.length]) as WebGpuTensor;
     this.dispatch('rope', () => ropeShader, [n, h, half], [X.buffer, cs.buffer, out.buffer], flatGrid(n));
-    this.dispose(cs);
+    this.dispose([cs, ...temps]);
     return out;
   }
 
@@ -369,19 +429,23 @@ export class WebGpuBackend implements TensorBackend {
     this.ensureOpen();
     const T = this.own(table);
     const { h } = embeddingDims(T.shape, ids);
+    this.narrowWeight(T);
     const out = this.allocate([ids.length, h]);
     const n = ids.length * h;
     if (n === 0) return out;
     const idBuf = this.uploadRaw(new Uint32Array(ids.buffer, ids.byteOffset, ids.length));
-    this.dispatch('gather', () => gatherShader, [n, h], [T.buffer, idBuf, out.buffer], flatGrid(n));
+    const kind = T.dtype;                                  // a 16-bit table is gathered packed
+    this.dispatch(`gather:${kind}`, () => gatherShader(kind), [n, h], [T.buffer, idBuf, out.buffer], flatGrid(n));
     this.releaseRaw(idBuf);
     return out;
   }
 
   concat(ts: readonly Tensor[], axis: number): Tensor {
     this.ensureOpen();
-    const parts = ts.map((t) => this.own(t));
-    const shape = concatShape(parts.map((p) => p.shape), axis);
+    const owned = ts.map((t) => this.own(t));
+    const shape = concatShape(owned.map((p) => p.shape), axis);
+    const temps: WebGpuTensor[] = [];
+    const parts = owned.map((p) => this.asF32(p, temps));
     const out = this.allocate(shape);
     const outer = sizeOf(shape.slice(0, axis));
     const rowOut = sizeOf(shape.slice(axis));
@@ -391,18 +455,23 @@ export class WebGpuBackend implements TensorBackend {
       this.stridedCopy(p.buffer, out.buffer, outer, inner, inner, 0, rowOut, off);
       off += inner;
     }
+    this.dispose(temps);
     return out;
   }
 
   slice(x: Tensor, axis: number, start: number, end: number): Tensor {
     this.ensureOpen();
-    const X = this.own(x);
-    const shape = sliceShape(X.shape, axis, start, end);
-    const outer = sizeOf(X.shape.slice(0, axis));
-    const inner = sizeOf(X.shape.slice(axis + 1));
+    const X0 = this.own(x);
+    const shape = sliceShape(X0.shape, axis, start, end);
+    const outer = sizeOf(X0.shape.slice(0, axis));
+    const inner = sizeOf(X0.shape.slice(axis + 1));
     const len = end - start;
     const out = this.allocate(shape);
+    if (out.size === 0) return out;
+    const temps: WebGpuTensor[] = [];
+    const X = this.asF32(X0, temps);
     this.stridedCopy(X.buffer, out.buffer, outer, len * inner, X.shape[axis] * inner, start * inner, len * inner, 0);
+    this.dispose(temps);
     return out;
   }
 
@@ -410,50 +479,61 @@ export class WebGpuBackend implements TensorBackend {
     this.ensureOpen();
     const X = this.own(x);
     checkReshape(X.shape, shape);
-    X.storage.refs++;
+    X.storage.refs++;                                      // same storage, so same dtype
     return new WebGpuTensor([...shape], X.storage, this);
   }
 
   transpose(x: Tensor, perm: readonly number[]): Tensor {
     this.ensureOpen();
-    const X = this.own(x);
-    const rank = X.shape.length;
-    const shape = transposeShape(X.shape, perm);
+    const X0 = this.own(x);
+    const rank = X0.shape.length;
+    const shape = transposeShape(X0.shape, perm);
     if (rank > MAX_RANK) throw new Error(`transpose supports rank ≤ ${MAX_RANK}, got ${rank}`);
-    const inStrides = strides(X.shape);
+    const inStrides = strides(X0.shape);
     const out = this.allocate(shape);
-    const n = X.size;
+    const n = X0.size;
     if (n === 0) return out;
+    const temps: WebGpuTensor[] = [];
+    const X = this.asF32(X0, temps);
     const pad = (a: number[]) => [...a, ...new Array<number>(MAX_RANK - a.length).fill(1)];
     const params: Param[] = [n, rank, 0, 0, ...pad(shape), ...pad(perm.map((p) => inStrides[p]))];
     this.dispatch('transpose', () => transposeShader, params, [X.buffer, out.buffer], flatGrid(n));
+    this.dispose(temps);
     return out;
   }
 
   writeRows(dst: Tensor, src: Tensor, offset: number): void {
     this.ensureOpen();
-    const D = this.own(dst), S = this.own(src);
-    checkWriteRows(D.shape, S.shape, offset);
+    const D = this.own(dst), S0 = this.own(src);
+    checkWriteRows(D.shape, S0.shape, offset);
+    if (D.dtype !== 'f32') throw new Error(`writeRows: the destination is stored as ${D.dtype}; only f32 tensors are writable`);
+    D.storage.narrowable = false;                          // written: no longer an uploaded weight
     const row = sizeOf(D.shape.slice(1));
-    if (S.size === 0) return;
+    if (S0.size === 0) return;
+    const temps: WebGpuTensor[] = [];
+    const S = this.asF32(S0, temps);
     this.endPass();
     this.openEncoder().copyBufferToBuffer(S.buffer.gpu, 0, D.buffer.gpu, offset * row * 4, S.size * 4);
     S.buffer.epoch = D.buffer.epoch = this.epoch;
     this.countRecorded();
+    this.dispose(temps);
   }
 
   // ── vision ────────────────────────────────────────────────────────────────
   patchEmbed(pixels: Tensor, weight: Tensor, bias: Tensor, patch: number): Tensor {
     this.ensureOpen();
-    const X = this.own(pixels), W = this.own(weight), B = this.own(bias);
-    const { c, h, w, o, gw, gh } = patchEmbedDims(X.shape, W.shape, B.size, patch);
+    const X0 = this.own(pixels), W = this.own(weight), B0 = this.own(bias);
+    const { c, h, w, o, gw, gh } = patchEmbedDims(X0.shape, W.shape, B0.size, patch);
     const k = c * patch * patch, rows = gh * gw;
     const out = this.allocate([rows, o]);
     if (rows * k === 0) return out;
+    const temps: WebGpuTensor[] = [];
+    const X = this.asF32(X0, temps), B = this.asF32(B0, temps);
     const cols = this.allocate([rows, k]);                               // [N, C·P·P]
     this.dispatch('im2col', () => im2colShader, [rows * k, c, h, w, patch, gw], [X.buffer, cols.buffer], flatGrid(rows * k));
-    this.matmulInto(cols.buffer, W.buffer, B.buffer, out.buffer, rows, k, o, true);
-    this.dispose(cols);
+    // The weight [O, C, P, P] is B [O, C·P·P] transposed, read packed when 16-bit.
+    this.matmulInto(cols.buffer, W.buffer, W.dtype, B.buffer, out.buffer, rows, k, o, true);
+    this.dispose([cols, ...temps]);
     return out;
   }
 
@@ -461,12 +541,14 @@ export class WebGpuBackend implements TensorBackend {
   /** q [Tq, Hq, D], k/v [Tk, Hkv, D] → [Tq, Hq, D]; see AttentionKernel. */
   attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
     this.ensureOpen();
-    const Q = this.own(q), K = this.own(k), V = this.own(v);
-    const { tq, hq, d, hkv, kvLength } = attentionDims(Q.shape, K.shape, V.shape, opts.kvLength);
+    const Q0 = this.own(q), K0 = this.own(k), V0 = this.own(v);
+    const { tq, hq, d, hkv, kvLength } = attentionDims(Q0.shape, K0.shape, V0.shape, opts.kvLength);
     const queryOffset = opts.queryOffset ?? 0;
     if (tq > 65535 || hq > 65535) throw new Error(`attention: at most 65535 query rows and heads per call, got ${tq} × ${hq}`);
     const out = this.allocate([tq, hq, d]);
     if (out.size === 0) return out;
+    const temps: WebGpuTensor[] = [];
+    const [Q, K, V] = [Q0, K0, V0].map((x) => this.asF32(x, temps));
     const mask = opts.mask;
     const params: Param[] = [
       tq, hq, hkv, d,
@@ -476,6 +558,7 @@ export class WebGpuBackend implements TensorBackend {
     const dims = Math.max(1, Math.ceil(d / ATTN_BLOCK));
     this.dispatch(`attention:${dims}`, () => attentionShader(dims), params,
       [Q.buffer, K.buffer, V.buffer, out.buffer], [hq, tq, 1]);
+    this.dispose(temps);
     return out;
   }
 
@@ -491,20 +574,63 @@ export class WebGpuBackend implements TensorBackend {
     return t;
   }
 
-  private allocate(shape: readonly number[], opts: { forUpload?: boolean } = {}): WebGpuTensor {
+  private allocate(shape: readonly number[], opts: AllocateOptions = {}): WebGpuTensor {
     return this.allocateEx(shape, opts).tensor;
   }
 
-  private allocateEx(shape: readonly number[], opts: { forUpload?: boolean } = {}): { tensor: WebGpuTensor; fresh: boolean } {
-    const bytes = sizeOf(shape) * 4;
-    const max = this.device.limits.maxStorageBufferBindingSize;
-    if (bytes > max) {
-      throw new PaliGemmaError(`webgpu: a tensor of [${shape}] needs ${bytes} bytes, over this device's ${max}-byte buffer limit`);
-    }
+  private allocateEx(shape: readonly number[], opts: AllocateOptions = {}): { tensor: WebGpuTensor; fresh: boolean } {
+    const dtype = opts.dtype ?? 'f32';
+    const bytes = storageBytes(sizeOf(shape), dtype);
+    this.checkBufferLimit(shape, dtype, bytes);
     const { record, fresh } = this.pool.acquire(bytes, opts.forUpload && this.encoder ? { notInEpoch: this.epoch } : {});
     this.live++;
     this.liveBytes += bytes;
-    return { tensor: new WebGpuTensor([...shape], new GpuStorage(record, bytes), this), fresh };
+    return { tensor: new WebGpuTensor([...shape], new GpuStorage(record, bytes, dtype), this), fresh };
+  }
+
+  /** A tensor's storage must fit one storage binding; 16-bit storage is checked on its packed bytes. */
+  private checkBufferLimit(shape: readonly number[], dtype: DType, bytes: number): void {
+    const max = this.device.limits.maxStorageBufferBindingSize;
+    if (bytes > max) {
+      throw new PaliGemmaError(`webgpu: a tensor of [${shape}] (${dtype}) needs ${bytes} bytes, over this device's ${max}-byte buffer limit`);
+    }
+  }
+
+  /**
+   * x itself when it is stored as f32, else a temporary f32 copy widened on the device, pushed
+   * to `temps`. The caller disposes `temps` once its op is recorded: the buffers go back to the
+   * pool in this epoch, where later dispatches (ordered after this op) may reuse them.
+   */
+  private asF32(x: WebGpuTensor, temps: WebGpuTensor[]): WebGpuTensor {
+    const kind = x.dtype;
+    if (kind === 'f32') return x;
+    const out = this.allocate(x.shape);
+    const n = x.size;
+    if (n > 0) this.dispatch(`widen:${kind}`, () => widenShader(kind), [n], [x.buffer, out.buffer], flatGrid(n));
+    temps.push(out);
+    return out;
+  }
+
+  /**
+   * With f16 weights, narrows an uploaded, never-written f32 tensor (GpuStorage.narrowable) to
+   * packed f16 on the device, in place: the pack kernel is recorded now, the storage object,
+   * which every reshape alias shares, takes the packed buffer and dtype, and the f32 buffer is
+   * destroyed (after the submit that runs the pack, if it is still pending). Everything
+   * recorded later reads the f16 storage; everything recorded earlier read the f32 buffer.
+   */
+  private narrowWeight(x: WebGpuTensor): void {
+    const s = x.storage;
+    if (this.weightStorage !== 'f16' || !s.narrowable || s.dtype !== 'f32') return;
+    s.narrowable = false;
+    const n = x.size, words = Math.ceil(n / 2);
+    const bytes = storageBytes(n, 'f16');
+    const { record } = this.pool.acquire(bytes);
+    if (words > 0) this.dispatch('pack:f16', () => packF16Shader, [n, words], [s.buffer, record], flatGrid(words));
+    this.pool.destroy(s.buffer, this.epoch);
+    this.liveBytes += bytes - s.bytes;
+    s.buffer = record;
+    s.bytes = bytes;
+    s.dtype = 'f16';
   }
 
   private writeBuffer(record: GpuBufferRecord, values: ArrayBufferView): void {
@@ -616,22 +742,28 @@ export class WebGpuBackend implements TensorBackend {
 
   private binary(op: 'add' | 'mul', a: Tensor, b: Tensor): Tensor {
     this.ensureOpen();
-    const A = this.own(a), B = this.own(b);
-    checkBroadcast(op, A.shape, B.shape);
-    const out = this.allocate(A.shape);
-    const n = A.size;
+    const A0 = this.own(a), B0 = this.own(b);
+    checkBroadcast(op, A0.shape, B0.shape);
+    const out = this.allocate(A0.shape);
+    const n = A0.size;
     if (n === 0) return out;
+    const temps: WebGpuTensor[] = [];
+    const A = this.asF32(A0, temps), B = this.asF32(B0, temps);
     this.dispatch(op, () => binaryShader(op), [n, B.size], [A.buffer, B.buffer, out.buffer], flatGrid(n));
+    this.dispose(temps);
     return out;
   }
 
   private unary(op: 'scale' | 'gelu', a: Tensor, s: number): Tensor {
     this.ensureOpen();
-    const A = this.own(a);
-    const out = this.allocate(A.shape);
-    const n = A.size;
+    const A0 = this.own(a);
+    const out = this.allocate(A0.shape);
+    const n = A0.size;
     if (n === 0) return out;
+    const temps: WebGpuTensor[] = [];
+    const A = this.asF32(A0, temps);
     this.dispatch(op, () => unaryShader(op), [n, f32(s)], [A.buffer, out.buffer], flatGrid(n));
+    this.dispose(temps);
     return out;
   }
 
@@ -639,13 +771,17 @@ export class WebGpuBackend implements TensorBackend {
     this.dispatch('fill', () => unaryShader('fill'), [n, f32(value)], [record], flatGrid(n));
   }
 
-  private rowOp(op: 'layerNorm' | 'rmsNorm' | 'softmax', X: WebGpuTensor, extra: GpuBufferRecord[], eps: number): Tensor {
+  /** A row kernel over X's last axis; X and the per-column vectors (`extra`) may be 16-bit. */
+  private rowOp(op: 'layerNorm' | 'rmsNorm' | 'softmax', X0: WebGpuTensor, extra: WebGpuTensor[], eps: number): Tensor {
     this.ensureOpen();
-    const d = lastDim(X);
-    const out = this.allocate(X.shape);
-    const rows = d === 0 ? 0 : X.size / d;
+    const d = lastDim(X0);
+    const out = this.allocate(X0.shape);
+    const rows = d === 0 ? 0 : X0.size / d;
     if (rows === 0) return out;
-    this.dispatch(op, () => rowShader(op), [rows, d, f32(eps)], [X.buffer, ...extra, out.buffer], groupGrid(rows));
+    const temps: WebGpuTensor[] = [];
+    const [X, ...vectors] = [X0, ...extra].map((t) => this.asF32(t, temps));
+    this.dispatch(op, () => rowShader(op), [rows, d, f32(eps)], [X.buffer, ...vectors.map((v) => v.buffer), out.buffer], groupGrid(rows));
+    this.dispose(temps);
     return out;
   }
 
@@ -658,8 +794,9 @@ export class WebGpuBackend implements TensorBackend {
     this.dispatch('copy', () => stridedCopyShader, [n, inner, srcStride, srcOff, dstStride, dstOff], [src, dst], flatGrid(n));
   }
 
+  /** out [M, N] = a [M, K] · b (+ bias): a, bias and out f32; b stored as `bKind`. */
   private matmulInto(
-    a: GpuBufferRecord, b: GpuBufferRecord, bias: GpuBufferRecord | undefined, out: GpuBufferRecord,
+    a: GpuBufferRecord, b: GpuBufferRecord, bKind: StorageKind, bias: GpuBufferRecord | undefined, out: GpuBufferRecord,
     m: number, k: number, n: number, transposeB: boolean,
   ): void {
     if (m * n === 0) return;
@@ -670,10 +807,10 @@ export class WebGpuBackend implements TensorBackend {
     }
     const tile: MatmulTile = m <= TILE_SKINNY.wy * TILE_SKINNY.rm ? TILE_SKINNY : TILE_LARGE;
     const tm = tile.wy * tile.rm, tn = tile.wx * tile.rn;
-    const key = `matmul:${tm}x${tn}:${transposeB ? 't' : 'n'}:${bias ? 'b' : '-'}`;
+    const key = `matmul:${tm}x${tn}:${transposeB ? 't' : 'n'}:${bias ? 'b' : '-'}:${bKind}`;
     const gx = Math.ceil(n / tn), gy = Math.ceil(m / tm);
     if (gx > 65535 || gy > 65535) throw new Error(`matmul [${m}, ${k}]·[${k}, ${n}] exceeds the dispatch grid`);
-    this.dispatch(key, () => matmulShader(tile, transposeB, bias !== undefined), [m, n, k],
+    this.dispatch(key, () => matmulShader(tile, transposeB, bias !== undefined, bKind), [m, n, k],
       bias ? [a, b, bias, out] : [a, b, out], [gx, gy, 1]);
   }
 }
@@ -699,34 +836,10 @@ function strides(shape: readonly number[]): number[] {
   return s;
 }
 
-const cvt = new Float32Array(1);
-const cvtBits = new Uint32Array(cvt.buffer);
-
-/** bfloat16 bits → float32 (the high half of the float32 bits). */
-export function bf16ToF32(bits: Uint16Array): Float32Array {
-  const out = new Float32Array(bits.length);
-  const u = new Uint32Array(out.buffer);
-  for (let i = 0; i < bits.length; i++) u[i] = bits[i] << 16;
-  return out;
-}
-
-/** IEEE half bits → float32, subnormals, infinities and NaN included. */
-export function f16ToF32(bits: Uint16Array): Float32Array {
-  const out = new Float32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) {
-    const h = bits[i];
-    const sign = (h & 0x8000) << 16;
-    const exp = (h >> 10) & 0x1f;
-    const frac = h & 0x3ff;
-    if (exp === 0) {
-      out[i] = (sign ? -1 : 1) * frac * 2 ** -24;                         // zero or subnormal
-    } else if (exp === 31) {
-      cvtBits[0] = (sign | 0x7f800000 | (frac << 13)) >>> 0;
-      out[i] = cvt[0];
-    } else {
-      cvtBits[0] = (sign | ((exp + 112) << 23) | (frac << 13)) >>> 0;
-      out[i] = cvt[0];
-    }
-  }
+/** 16-bit bits padded to whole u32 words (writeBuffer copies multiples of 4 bytes). */
+function wholeWords(bits: Uint16Array): Uint16Array {
+  if (bits.length % 2 === 0) return bits;
+  const out = new Uint16Array(bits.length + 1);
+  out.set(bits);
   return out;
 }
