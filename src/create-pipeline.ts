@@ -40,8 +40,10 @@ export interface CreatePipelineOptions {
   /** Sampler name ('greedy', 'temperature', 'top-k', 'top-p', or a plugin's) or instance. */
   sampler?: string | Sampler;
   samplerOptions?: SamplerOptions;
-  tokenizer?: Tokenizer;
-  imageProcessor?: ImageProcessor;
+  /** Tokenizer name ('hf', the model folder's tokenizer.json, the default; or a plugin's) or instance. */
+  tokenizer?: string | Tokenizer;
+  /** Image processor name ('siglip', the default; or a plugin's) or instance. */
+  imageProcessor?: string | ImageProcessor;
   /** Plugin objects, file paths or package names, loaded after the built-in ones. */
   plugins?: ReadonlyArray<PaliGemmaPlugin | string>;
   /** Called as checkpoint bytes load. */
@@ -77,6 +79,12 @@ export async function createPipeline(options: CreatePipelineOptions = {}): Promi
   if (options.model !== undefined && !statSync(options.model, { throwIfNoEntry: false })?.isDirectory()) {
     throw new PaliGemmaError(`model folder not found: ${options.model}`);
   }
+  // The parts loaded from the model folder are looked up before anything starts, so an unknown
+  // name fails at once (listing the available ones); they load once the backend is up.
+  const tokenizerPart = typeof options.tokenizer === 'object' ? undefined : registry.get('tokenizer', options.tokenizer ?? 'hf');
+  const imageProcessorPart = typeof options.imageProcessor === 'object'
+    ? undefined
+    : registry.get('imageProcessor', options.imageProcessor ?? 'siglip');
   const dir = options.model ?? await ensureDemoCheckpoint();
 
   const backendName = typeof options.backend === 'string' ? options.backend : options.backend?.name ?? 'reference';
@@ -98,10 +106,11 @@ export async function createPipeline(options: CreatePipelineOptions = {}): Promi
       ? options.sampler
       : registry.get('sampler', options.sampler ?? 'greedy').create(options.samplerOptions ?? {});
 
-    const tokenizer = options.tokenizer ?? await registry.get('tokenizer', 'hf').load(dir);
+    const tokenizer = typeof options.tokenizer === 'object' ? options.tokenizer : await tokenizerPart!.load(dir);
     checkpoint = await loadCheckpoint(dir, backend, { onProgress: options.onProgress });
-    const imageProcessor = options.imageProcessor
-      ?? await registry.get('imageProcessor', 'siglip').load(dir, checkpoint.config.vision.imageSize);
+    const imageProcessor = typeof options.imageProcessor === 'object'
+      ? options.imageProcessor
+      : await imageProcessorPart!.load(dir, checkpoint.config.vision.imageSize);
 
     const c = registry.container;
     c.bind(TensorBackend).toConstantValue(backend);

@@ -12,6 +12,8 @@ export interface ModelFlags {
   plugin: string[];
   attention?: string;
   kvCache?: string;
+  tokenizer?: string;
+  imageProcessor?: string;
   verbose?: boolean;
 }
 
@@ -31,6 +33,8 @@ export function addModelOptions(cmd: Command): Command {
     .option('--backend-option <key=value>', BACKEND_OPTION_HELP, collect, [])
     .option('--attention <name>', "attention kernel (default: the backend's own)")
     .option('--kv-cache <name>', 'KV cache store (default: contiguous)')
+    .option('--tokenizer <name>', "tokenizer (default: hf, the model folder's tokenizer.json)")
+    .option('--image-processor <name>', 'image processor (default: siglip)')
     .option('--plugin <path>', 'load a plugin (file or package); repeatable', collect, [])
     .option('--verbose', 'print stack traces on errors');
 }
@@ -50,6 +54,8 @@ export async function pipelineFor(flags: ModelFlags, extra: Parameters<typeof cr
       plugins: flags.plugin,
       attention: flags.attention,
       kvCache: flags.kvCache,
+      tokenizer: flags.tokenizer,
+      imageProcessor: flags.imageProcessor,
       onProgress: progress.onProgress,
       ...extra,
     });
