@@ -533,11 +533,12 @@ describe('onnx backend', function () {
       await b.close();
     });
 
-    it('a 16-bit weight over widenChunkBytes is multiplied in row chunks, patches split across them, same result', async function () {
+    it('a 16-bit weight over widenChunkBytes is multiplied in row chunks, bf16 patches added per chunk and per layout, same result', async function () {
       const v = 103, h = 40;
       const vals = randn(v * h, 505, 0.1);
       // Patches (values f16 cannot hold) on both sides of the chunk borders (rows of 8).
-      for (const i of [0, 7 * h + h - 1, 8 * h, 8 * h + 3, 50 * h + 9, v * h - 1]) vals[i] = 2e-7;
+      // Some tiny (below f16's subnormals), some huge (above its 65504), so that a lost patch shows.
+      [0, 7 * h + h - 1, 8 * h, 8 * h + 3, 50 * h + 9, v * h - 1].forEach((i, j) => { vals[i] = j % 2 ? 2e-7 : -7e4 * (j + 1); });
       const bits = f32ToBf16(vals);
       const exact = bf16ToF32(bits);
       const x = randn(3 * h, 506);
@@ -552,6 +553,10 @@ describe('onnx backend', function () {
         const got = await b.read(b.matmul(b.upload(x, [3, h]), w, { transposeB: true, bias: b.upload(bias, [v]) }));
         expect(compare(got, want).error, `chunk ${widenChunkBytes}`).to.be.below(1e-12);
         nodes.push(b.stats.lastGraph.nodes);
+        // The same bits as a [K, N] weight, not transposed: patches land at (k, n) = (i / N, i % N).
+        const plain = await b.read(b.matmul(b.upload(x, [3, h]), b.upload(bits, [h, v], 'bf16')));
+        const plainWant = await ref.read(ref.matmul(ref.upload(x, [3, h]), ref.upload(exact, [h, v])));
+        expect(compare(plain, plainWant).error, 'not transposed').to.be.below(1e-12);
         // Tied use: the same table gathered, then multiplied again in a later graph.
         const rows = await b.read(b.embedding(w, Int32Array.from([102, 8])));
         expect([...rows]).to.deep.equal([...exact.subarray(102 * h, 103 * h), ...exact.subarray(8 * h, 9 * h)]);

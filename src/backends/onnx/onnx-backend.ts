@@ -9,8 +9,10 @@
  * without copying; weights stay where the upload put them. Compute is float32, but weights may
  * stay narrow on the host: f16 uploads are kept as their raw bits (half the bytes) and widened
  * by a Cast inside the graph where used (an embedding gathers the f16 rows first, then casts
- * only those); bf16 uploads are kept as f16 bits where that is exact, with the rare elements f16
- * cannot hold (tiny or huge magnitudes) patched back in-graph, since onnxruntime-node cannot
+ * only those; a matmul widens its weight only once its input exists, and the lm_head in row
+ * chunks: see widenAfter); bf16 uploads are kept as f16 bits where that is exact, with the rare
+ * elements f16 cannot hold (tiny or huge magnitudes) kept as exact float32 values and put back
+ * in-graph (a matmul adds their products, see addPatchProducts), since onnxruntime-node cannot
  * feed bfloat16. With `quantize: 'int8'`, a weight's first use as the transposed operand of a
  * matmul replaces it by int8 values with one float32 scale per output channel (symmetric),
  * computed by onnxruntime's DynamicQuantizeMatMul; see `matmul`. `writeRows` (the KV cache
@@ -272,7 +274,24 @@ export class OnnxBackend implements TensorBackend {
     if (f16 && opts.transposeB && n * k * 4 > this.widenChunkBytes) return this.wrap(this.chunkedMatmul(x, f16, m, bias));
     const inputs = [x, f16 ? this.widenAfter(f16, x, B.shape) : this.operand(B)];
     if (bias) inputs.push(bias);
-    return this.wrap(this.node('Gemm', inputs, { transB: int(opts.transposeB ? 1 : 0) }, [m, n]));
+    const y = this.node('Gemm', inputs, { transB: int(opts.transposeB ? 1 : 0) }, [m, n]);
+    const fix = f16 && patchProducts(f16, 0, B.shape as [number, number], opts.transposeB === true);
+    return this.wrap(fix ? this.addPatchProducts(y, x, fix) : y);
+  }
+
+  /**
+   * y + x·Dᵀ, where D holds a bf16 weight's patched elements (the values f16 cannot hold; their
+   * f16 slots are 0): x's columns at the patches' k gathered, scaled by the values and added
+   * into y's columns at their n. A few per million elements, against widening and patching the
+   * whole weight in float32.
+   */
+  private addPatchProducts(y: GraphNode, x: Operand, p: PatchProducts): GraphNode {
+    const [m, n] = y.shape;
+    const count = p.values.shape[0];
+    const cols = this.node('Gather', [x, p.k], { axis: int(1) }, [m, count]);                 // [M, P]
+    const terms = this.node('Mul', [cols, p.values], {}, [m, count]);                         // [M, P]
+    const at = this.node('Expand', [p.n, this.i64([m, count])], {}, [m, count], 'int64');      // [M, P]
+    return this.node('ScatterElements', [y, at, terms], { axis: int(1), reduction: { kind: 'string', value: 'add' } }, [m, n]);
   }
 
   /**
@@ -289,8 +308,10 @@ export class OnnxBackend implements TensorBackend {
     for (let r0 = 0; r0 < n; r0 += rows) {
       const r1 = Math.min(n, r0 + rows);
       const slice = this.node('Slice', [s.leaf(s.shape), this.i64([r0]), this.i64([r1]), this.i64([0])], {}, [r1 - r0, k], 'float16');
-      const w = this.widenAfter(s, after, [r1 - r0, k], { node: slice, first: r0 * k });
-      after = this.node('Gemm', [x, w], { transB: int(1) }, [m, r1 - r0]);
+      const w = this.widenAfter(s, after, [r1 - r0, k], slice);
+      const y = this.node('Gemm', [x, w], { transB: int(1) }, [m, r1 - r0]);
+      const fix = patchProducts(s, r0 * k, [r1 - r0, k], true);
+      after = fix ? this.addPatchProducts(y, x, fix) : y;
       parts.push(after);
     }
     const y = parts.length === 1 ? parts[0] : this.node('Concat', parts, { axis: int(1) }, [m, n]);
@@ -306,30 +327,24 @@ export class OnnxBackend implements TensorBackend {
   }
 
   /**
-   * The float32 value of a 16-bit weight (or of rows [first/K, …) of it, given as `part`), widened
-   * no earlier than `after` is computed. onnxruntime is free to run a node that hangs only off
+   * The float32 value of a 16-bit weight's f16 bits (or of a slice of them, `part`), widened
+   * no earlier than `after` is computed; a bf16 weight's patched elements read 0 here and are
+   * added by addPatchProducts. onnxruntime is free to run a node that hangs only off
    * graph inputs, like the Cast of a weight, whenever it likes, and it runs them early: every
    * layer's float32 copy would then be alive at once, the model twice over. Reshaping the weight
    * to its own shape, with the shape tensor made to depend on `after` (plus int64(after[0])·0,
    * which is 0 whatever the value), ties the Cast to the matmul that needs it; Reshape keeps the
    * buffer, so nothing is copied.
    */
-  private widenAfter(s: Storage, after: Operand, shape: readonly number[], part?: { node: GraphNode; first: number }): GraphNode {
-    const src: Operand = part?.node ?? s.leaf(s.shape);
-    const srcShape = part?.node.shape ?? s.shape;
-    const n = sizeOf(srcShape);
+  private widenAfter(s: Storage, after: Operand, shape: readonly number[], part?: GraphNode): GraphNode {
+    const src: Operand = part ?? s.leaf(s.shape);
+    const srcShape = part?.shape ?? s.shape;
     const total = sizeOf(after.shape);
     const first = this.node('Slice', [this.reshapeNode(after, [total]), this.i64([0]), this.i64([1]), this.i64([0])], {}, [1]);
     const zero = this.node('Mul', [this.node('Cast', [first], { to: int(ONNX_INT64) }, [1], 'int64'), this.i64([0])], {}, [1], 'int64');
     const gateShape = this.node('Add', [this.i64([...srcShape]), zero], {}, [srcShape.length], 'int64');
     const gated = this.node('Reshape', [src, gateShape], {}, srcShape, 'float16');
-    let d: GraphNode = this.node('Cast', [gated], { to: int(ONNX_FLOAT) }, srcShape);
-    const enc = s.encoding as Extract<Storage['encoding'], { kind: 'f16' }>;
-    const fix = enc.patches && patchesIn(s, part?.first ?? 0, n);
-    if (fix) {
-      const flat = this.node('ScatterND', [this.reshapeNode(d, [n]), fix.index, fix.values], {}, [n]);
-      d = this.reshapeNode(flat, srcShape);
-    }
+    const d = this.node('Cast', [gated], { to: int(ONNX_FLOAT) }, srcShape);
     return sameShape(shape, d.shape) ? d : this.reshapeNode(d, shape);
   }
 
@@ -762,10 +777,11 @@ export class OnnxBackend implements TensorBackend {
     await this.init();
     const ort = this.ort!;
     const g = compileGraph(wanted, ONNX_OPSET, ONNX_IR_VERSION);
-    // Graphs that widen narrow weights allocate float32 copies per run: without onnxruntime's
-    // CPU arena those are returned after the run instead of being held at peak size per session.
-    const narrow = g.feeds.some((f) => f.leaf.elemType === 'float16' || f.leaf.elemType === 'int8');
-    const session = await this.session(g.key, g.model, narrow);
+    // onnxruntime's CPU arena stays on, also for graphs that widen 16-bit weights: each widened
+    // copy lives only until its matmul (see widenAfter), so a session's arena holds about one
+    // layer's worth. Without it, glibc's heap (whose mmap threshold rises to 32 MiB after the
+    // first big free) fragments: a full-size F16 PaliGemma-3B prefill peaked 2.6 GB higher.
+    const session = await this.session(g.key, g.model);
     const feeds: Record<string, import('onnxruntime-node').Tensor> = {};
     for (const f of g.feeds) {
       const data = f.leaf.kind === 'storage' ? f.leaf.storage.data : f.leaf.data;
@@ -782,7 +798,7 @@ export class OnnxBackend implements TensorBackend {
     });
   }
 
-  private session(key: string, model: () => Uint8Array, narrow = false): Promise<import('onnxruntime-node').InferenceSession> {
+  private session(key: string, model: () => Uint8Array): Promise<import('onnxruntime-node').InferenceSession> {
     const hit = this.sessions.get(key);
     if (hit) {
       this.sessions.delete(key);                                            // most recently used last
@@ -795,7 +811,6 @@ export class OnnxBackend implements TensorBackend {
       executionProviders: this.providers,
       graphOptimizationLevel: this.options.graphOptimizationLevel ?? 'all',
       logSeverityLevel: 3,
-      ...(narrow ? { enableCpuMemArena: false } : {}),
       ...(this.options.threads ? { intraOpNumThreads: this.options.threads } : {}),
       ...this.options.sessionOptions,
     };
@@ -872,6 +887,9 @@ function bf16Storage(bits: Uint16Array, shape: readonly number[]): Storage {
     }
     half.set(h, at);
   }
+  // Patched slots hold 0: every reader either overwrites them with the exact value or adds
+  // value·x on top (addPatchProducts), which an f16 rounding (±Inf for huge values) would spoil.
+  for (const i of index) half[i] = 0;
   const s = f16Storage(half, shape);
   if (index.length) {
     s.encoding = {
@@ -886,26 +904,44 @@ function bf16Storage(bits: Uint16Array, shape: readonly number[]): Storage {
   return s;
 }
 
+/** A bf16 weight's patches as matmul terms: B[k, n] (or Bᵀ) = value, all other elements 0. */
+interface PatchProducts {
+  /** Column of x each patch multiplies, int64 [P]. */
+  k: DataLeaf;
+  /** Output column each patch adds to, int64 [1, P]. */
+  n: DataLeaf;
+  /** float32 [P]. */
+  values: DataLeaf;
+}
+
 /**
- * The patches of a bf16-as-f16 storage that fall in the flat range [first, first + n), indexed
- * from `first`, as ScatterND operands; undefined when none do. Built once per storage and range.
+ * The patches of a bf16-as-f16 storage that fall in the flat range starting at `first` and
+ * covering a `shape` [rows, cols] view of it (B [N, K] when `transposed`, else [K, N]), as
+ * PatchProducts; undefined when none do. Built once per storage and range.
  */
-const rangePatchCache = new WeakMap<Storage, Map<string, { index: DataLeaf; values: DataLeaf } | undefined>>();
-function patchesIn(s: Storage, first: number, n: number): { index: DataLeaf; values: DataLeaf } | undefined {
-  const p = (s.encoding as Extract<Storage['encoding'], { kind: 'f16' }>).patches;
+const patchProductCache = new WeakMap<Storage, Map<string, PatchProducts | undefined>>();
+function patchProducts(s: Storage, first: number, shape: readonly [number, number], transposed: boolean): PatchProducts | undefined {
+  const p = s.encoding?.kind === 'f16' ? s.encoding.patches : undefined;
   if (!p) return undefined;
-  if (first === 0 && n === sizeOf(s.shape)) return p;
-  let cache = rangePatchCache.get(s);
-  if (!cache) rangePatchCache.set(s, (cache = new Map()));
-  const key = `${first}+${n}`;
+  let cache = patchProductCache.get(s);
+  if (!cache) patchProductCache.set(s, (cache = new Map()));
+  const key = `${first}:${shape.join('x')}:${transposed ? 't' : 'n'}`;
   if (cache.has(key)) return cache.get(key);
+  const [rows, cols] = shape;
   const idx = p.index.data as BigInt64Array, vals = p.values.data as Float32Array;
-  const lo = BigInt(first), hi = BigInt(first + n);
-  const at: number[] = [];
-  for (let i = 0; i < idx.length; i++) if (idx[i] >= lo && idx[i] < hi) at.push(i);
-  const out = at.length === 0 ? undefined : {
-    index: new DataLeaf(BigInt64Array.from(at, (i) => idx[i] - lo), [at.length, 1], 'int64'),
-    values: new DataLeaf(Float32Array.from(at, (i) => vals[i]), [at.length], 'float32'),
+  const k: bigint[] = [], n: bigint[] = [], v: number[] = [];
+  for (let i = 0; i < idx.length; i++) {
+    const at = Number(idx[i]) - first;
+    if (at < 0 || at >= rows * cols) continue;
+    const r = Math.floor(at / cols), c = at % cols;
+    k.push(BigInt(transposed ? c : r));
+    n.push(BigInt(transposed ? r : c));
+    v.push(vals[i]);
+  }
+  const out = v.length === 0 ? undefined : {
+    k: new DataLeaf(BigInt64Array.from(k), [k.length], 'int64'),
+    n: new DataLeaf(BigInt64Array.from(n), [1, n.length], 'int64'),
+    values: new DataLeaf(Float32Array.from(v), [v.length], 'float32'),
   };
   cache.set(key, out);
   return out;
