@@ -174,3 +174,37 @@ describe('paligemma bench', function () {
     expect(costs.prefillFlops / (2 * 266 * 1.98e9)).to.be.closeTo(1, 0.05);
   });
 });
+
+describe('bench/full-checkpoint-memory.ts (smoke, narrow and shallow)', function () {
+  this.timeout(180_000);
+
+  it('writes a sharded checkpoint in the Hugging Face layout, runs generate on it and reports peak RSS against its size', async function () {
+    const { mkdtemp, readdir, readFile, rm, stat } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join, resolve } = await import('node:path');
+    const { spawnSync } = await import('node:child_process');
+    const dir = await mkdtemp(join(tmpdir(), 'pg-fullmem-'));
+    try {
+      const root = resolve(import.meta.dirname, '..');
+      const r = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'bench/full-checkpoint-memory.ts'), '--dir', dir,
+        '--scale-down', '16', '--vision-layers', '1', '--text-layers', '1', '--backends', 'reference', '--json'], { cwd: root, encoding: 'utf8' });
+      expect(r.status, r.stderr).to.equal(0);
+      const lines = r.stdout.trim().split('\n');
+      expect(lines).to.have.length(1);
+      const out = JSON.parse(lines[0]) as { backend: string; fileBytes: number; peakRssBytes: number; ratio: number; tokens: number };
+      const shards = (await readdir(dir)).filter((f) => f.endsWith('.safetensors')).sort();
+      expect(shards.length).to.be.within(2, 3);
+      shards.forEach((f, i) => expect(f).to.equal(`model-0000${i + 1}-of-0000${shards.length}.safetensors`));
+      const sizes = await Promise.all(shards.map(async (f) => (await stat(join(dir, f))).size));
+      expect(out.fileBytes).to.equal(sizes.reduce((a, b) => a + b, 0));
+      const index = JSON.parse(await readFile(join(dir, 'model.safetensors.index.json'), 'utf8')) as { weight_map: Record<string, string> };
+      expect([...new Set(Object.values(index.weight_map))].sort()).to.deep.equal(shards);
+      expect(out.backend).to.equal('reference');
+      expect(out.peakRssBytes).to.be.above(out.fileBytes);               // the runtime itself is bigger than this toy
+      expect(out.ratio).to.be.closeTo(out.peakRssBytes / out.fileBytes, 1e-9);
+      expect(out.tokens).to.equal(2);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
