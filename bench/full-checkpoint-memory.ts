@@ -153,7 +153,8 @@ interface RunResult {
   peakRssBytes: number;
   ratio: number;
   timings?: Record<string, number>;
-  tokens?: number;
+  /** The generated token ids: every backend should give the same ones. */
+  tokens?: number[];
 }
 
 function runGenerate(backend: string, fileBytes: number): RunResult {
@@ -166,7 +167,7 @@ function runGenerate(backend: string, fileBytes: number): RunResult {
   if (r.status !== 0 || !peak) throw new Error(`generate on ${backend} failed (exit ${r.status}): ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
   const out = JSON.parse(r.stdout) as { backend?: string; timings?: Record<string, number>; tokens?: number[] };
   const peakRssBytes = Number(peak[1]) * 1024;
-  return { backend, engine: out.backend, fileBytes, peakRssBytes, ratio: peakRssBytes / fileBytes, timings: out.timings, tokens: out.tokens?.length };
+  return { backend, engine: out.backend, fileBytes, peakRssBytes, ratio: peakRssBytes / fileBytes, timings: out.timings, tokens: out.tokens };
 }
 
 if (!existsSync(join(dir, MARKER))) {
@@ -180,6 +181,6 @@ for (const backend of args.backends!.split(',').filter(Boolean)) {
   if (args.json) console.log(JSON.stringify(r));
   else {
     const t = r.timings ? ` · ${Object.entries(r.timings).map(([k, v]) => `${k} ${Math.round(v)}`).join(', ')}` : '';
-    console.log(`${r.engine ?? backend}: peak RSS ${gb(r.peakRssBytes)} GB for a ${gb(fileBytes)} GB ${dtype} checkpoint = ${r.ratio.toFixed(2)}×${t}`);
+    console.log(`${r.engine ?? backend}: peak RSS ${gb(r.peakRssBytes)} GB for a ${gb(fileBytes)} GB ${dtype} checkpoint = ${r.ratio.toFixed(2)}×${t} · tokens ${r.tokens?.join(' ')}`);
   }
 }

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { parseKeyValueOptions } from '../src/cli/key-value-options.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
-import { runCli, type CliRun } from './support/run-cli.js';
+import { expectUserError, runCli, type CliRun } from './support/run-cli.js';
 import { makeTempDir, makeTestImage } from './support/tiny-checkpoint.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -19,13 +19,6 @@ const MIN_P = './plugins/min-p-sampler/index.js';
 /** The command from the repo root, where ./plugins/... paths start. */
 const cli = (args: string[]): CliRun => runCli(args, { cwd: ROOT });
 
-function expectUserError(r: CliRun, pattern: RegExp): void {
-  expect(r.code, r.stderr).to.equal(2);
-  const lines = r.stderr.trim().split('\n');
-  expect(lines, r.stderr).to.have.length(1);
-  expect(lines[0]).to.match(/^error: /);
-  expect(lines[0]).to.match(pattern);
-}
 
 describe('parseKeyValueOptions', function () {
   it('reads VALUE as JSON when it parses: numbers, booleans, null, quoted strings, arrays', function () {

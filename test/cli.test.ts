@@ -3,16 +3,9 @@ import { expect } from 'chai';
 import { copyFile, mkdir, readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { runCli } from './support/run-cli.js';
+import { expectUserError, runCli } from './support/run-cli.js';
 import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec } from './support/tiny-checkpoint.js';
 
-function expectUserError(r: { code: number; stderr: string }, pattern: RegExp): void {
-  expect(r.code, r.stderr).to.equal(2);
-  const lines = r.stderr.trim().split('\n');
-  expect(lines, r.stderr).to.have.length(1);
-  expect(lines[0]).to.match(/^error: /);
-  expect(lines[0]).to.match(pattern);
-}
 
 describe('paligemma command', function () {
   let dir: string;

@@ -14,10 +14,10 @@ import { ReferenceTensor } from '../src/backends/reference/reference-tensor.js';
 import { WasmMatmul } from '../src/backends/reference/wasm-matmul.js';
 import { createPipeline, loadCheckpoint, type DType, type OpName, type Tensor } from '../src/index.js';
 import { PlainAttentionKernel } from '../src/kernels/plain-attention-kernel.js';
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/pipeline/checkpoint/dtype.js';
+import { f32ToBf16, f32ToF16 } from '../src/pipeline/checkpoint/dtype.js';
 import { buildTinyCheckpoint, gqaSpec, makeTempDir, makeTestImage, mqaSpec } from './support/tiny-checkpoint.js';
+import { expectBitEqual, halfBits, rand, widened, type Half } from './support/half-data.js';
 
-type Half = 'f16' | 'bf16';
 const HALVES: Half[] = ['bf16', 'f16'];
 const b = new ReferenceBackend();
 
@@ -28,41 +28,10 @@ class WidenedReferenceBackend extends ReferenceBackend {
   }
 }
 
-function rand(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return (s / 2 ** 31 - 1) * scale;
-  });
-}
-
-/** Seeded 16-bit bits: rounded random values, with ±0 and (for f16) subnormals mixed in. */
-function halfBits(dtype: Half, n: number, seed: number, scale = 1): Uint16Array {
-  const bits = (dtype === 'bf16' ? f32ToBf16 : f32ToF16)(rand(n, seed, scale));
-  for (let i = 0; i < n; i += 7) bits[i] = dtype === 'f16' ? (i * 37) & 0x83ff : (i & 8 ? 0x8000 : 0);
-  return bits;
-}
-
-function widened(dtype: Half, bits: Uint16Array): Float32Array {
-  return dtype === 'bf16' ? bf16ToF32(bits) : f16ToF32(bits);
-}
-
 /** A 16-bit tensor and the same values uploaded as float32. */
 function pair(dtype: Half, shape: number[], seed: number, scale = 1): [Tensor, Tensor] {
   const bits = halfBits(dtype, shape.reduce((x, y) => x * y, 1), seed, scale);
   return [b.upload(bits, shape, dtype), b.upload(widened(dtype, bits), shape, 'f32')];
-}
-
-/** Same float32 bit patterns (any NaN equals any NaN). */
-function expectBitEqual(got: Float32Array, want: Float32Array, what: string): void {
-  expect(got.length, what).to.equal(want.length);
-  const g = new Uint32Array(got.buffer, got.byteOffset, got.length);
-  const w = new Uint32Array(want.buffer, want.byteOffset, want.length);
-  for (let i = 0; i < got.length; i++) {
-    if (g[i] !== w[i] && !(Number.isNaN(got[i]) && Number.isNaN(want[i]))) {
-      expect.fail(`${what}: element ${i} is ${got[i]} (0x${g[i].toString(16)}), want ${want[i]} (0x${w[i].toString(16)})`);
-    }
-  }
 }
 
 async function same(half: Tensor, full: Tensor, what: string): Promise<void> {

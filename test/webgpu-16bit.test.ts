@@ -27,34 +27,15 @@ import { createPipeline } from '../src/create-pipeline.js';
 import { promptIds, type PaliGemmaPipeline } from '../src/index.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
 import type { Tensor, TensorBackend } from '../src/interfaces/tensor-backend.js';
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/pipeline/checkpoint/dtype.js';
+import { f16ToF32, f32ToF16 } from '../src/pipeline/checkpoint/dtype.js';
 import { greedyRun, relMaxDiff } from './support/model-compare.js';
 import { buildTinyCheckpoint, makeTestImage, mqaSpec, type TinySpec } from './support/tiny-checkpoint.js';
+import { expectBitEqual, halfBits, rand, widened, type Half } from './support/half-data.js';
+import { startGpuOrSkip } from './support/webgpu.js';
 
-type Half = 'f16' | 'bf16';
 const HALVES: Half[] = ['f16', 'bf16'];
 
 // ── seeded inputs and comparison ─────────────────────────────────────────────
-
-/** Seeded values in [-scale, scale). */
-function rand(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return (s / 2 ** 31 - 1) * scale;
-  });
-}
-
-/** Seeded 16-bit bits: rounded random values, with ±0 and (for f16) subnormals mixed in. */
-function halfBits(dtype: Half, n: number, seed: number, scale = 1): Uint16Array {
-  const bits = (dtype === 'bf16' ? f32ToBf16 : f32ToF16)(rand(n, seed, scale));
-  for (let i = 3; i < n; i += 11) bits[i] = dtype === 'f16' ? (i * 37) & 0x83ff : (i & 8 ? 0x8000 : 0);
-  return bits;
-}
-
-function widened(dtype: Half, bits: Uint16Array): Float32Array {
-  return dtype === 'bf16' ? bf16ToF32(bits) : f16ToF32(bits);
-}
 
 /** f32 values rounded to nearest-even f16, widened back. */
 const f16Rounded = (x: Float32Array): Float32Array => f16ToF32(f32ToF16(x));
@@ -71,18 +52,6 @@ function nmse(a: ArrayLike<number>, b: ArrayLike<number>): number {
     r2 += b[i] ** 2;
   }
   return r2 > 0 ? d2 / r2 : d2 / Math.max(1, b.length);
-}
-
-/** Same float32 bit patterns (any NaN equals any NaN). */
-function expectBitEqual(got: Float32Array, want: Float32Array, what: string): void {
-  expect(got.length, what).to.equal(want.length);
-  const g = new Uint32Array(got.buffer, got.byteOffset, got.length);
-  const w = new Uint32Array(want.buffer, want.byteOffset, want.length);
-  for (let i = 0; i < got.length; i++) {
-    if (g[i] !== w[i] && !(Number.isNaN(got[i]) && Number.isNaN(want[i]))) {
-      expect.fail(`${what}: element ${i} is ${got[i]} (0x${g[i].toString(16)}), want ${want[i]} (0x${w[i].toString(16)})`);
-    }
-  }
 }
 
 /** Thresholds on the normalized MSE against the reference, as in webgpu-backend.test.ts. */
@@ -158,14 +127,7 @@ describe('webgpu backend: f16/bf16 storage and f16 weights', function () {
   const note = (what: string, err: number) => { worst[what] = Math.max(worst[what] ?? 0, err); };
 
   before(async function () {
-    gpu = new WebGpuBackend({ weights: 'f32' });
-    try {
-      await gpu.init();
-    } catch (e) {
-      if (!(e instanceof PaliGemmaError)) throw e;
-      console.log(`    skipping the webgpu tests: ${e.message}`);
-      this.skip();
-    }
+    gpu = await startGpuOrSkip(this, { weights: 'f32' });
   });
   after(async function () {
     if (Object.keys(worst).length > 0) {

@@ -26,6 +26,7 @@ import { createPipeline } from '../src/create-pipeline.js';
 import { promptIds, type PaliGemmaPipeline } from '../src/index.js';
 import { buildTinyCheckpoint, gqaSpec, makeTestImage, mhaSpec, mqaSpec } from './support/tiny-checkpoint.js';
 import { argmax, relMaxDiff } from './support/model-compare.js';
+import { startGpuOrSkip } from './support/webgpu.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 
@@ -103,14 +104,7 @@ describe('webgpu backend', function () {
   before(async function () {
     // Exact f32 weights: on an adapter with shader-f16 the default would narrow them to f16
     // (test/webgpu-16bit.test.ts covers that).
-    gpu = new WebGpuBackend({ weights: 'f32' });
-    try {
-      await gpu.init();
-    } catch (e) {
-      if (!(e instanceof PaliGemmaError)) throw e;
-      console.log(`    skipping the webgpu tests: ${e.message}`);
-      this.skip();
-    }
+    gpu = await startGpuOrSkip(this, { weights: 'f32' });
   });
   after(async function () {
     if (Object.keys(worst).length > 0) {

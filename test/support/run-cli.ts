@@ -1,3 +1,4 @@
+import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
@@ -15,4 +16,16 @@ export function runCli(args: string[], opts: { cwd?: string; env?: NodeJS.Proces
     cwd: opts.cwd, env: { ...process.env, ...opts.env }, encoding: 'utf8', timeout: 180_000,
   });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/**
+ * A user error as the CLI must report it: exit 2 and one `error:` line matching `pattern` on
+ * stderr (with `allowNotes`, `note:` lines printed before it are let through).
+ */
+export function expectUserError(r: Pick<CliRun, 'code' | 'stderr'>, pattern: RegExp, opts: { allowNotes?: boolean } = {}): void {
+  expect(r.code, r.stderr).to.equal(2);
+  const lines = r.stderr.trim().split('\n').filter((l) => !(opts.allowNotes && l.startsWith('note: ')));
+  expect(lines, r.stderr).to.have.length(1);
+  expect(lines[0]).to.match(/^error: /);
+  expect(lines[0]).to.match(pattern);
 }
