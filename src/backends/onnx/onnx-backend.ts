@@ -120,6 +120,8 @@ export class OnnxBackend implements TensorBackend {
   readonly device: OnnxDevice;
   readonly lossyWeights?: LossyWeights;
   private readonly widenChunkBytes: number;
+  /** zeroAfter's node per activation operand. */
+  private readonly gates = new WeakMap<Operand, GraphNode>();
   readonly stats: OnnxBackendStats = {
     sessionsCreated: 0, sessionHits: 0, runs: 0, liveTensors: 0,
     lastGraph: { nodes: 0, inputs: 0, outputs: 0 }, compileMs: 0, runMs: 0,
@@ -271,7 +273,7 @@ export class OnnxBackend implements TensorBackend {
     }
     const x = this.operand(A);
     const f16 = this.narrowWeight(B);
-    if (f16 && opts.transposeB && n * k * 4 > this.widenChunkBytes) return this.wrap(this.chunkedMatmul(x, f16, m, bias));
+    if (f16 && opts.transposeB && n * k * 4 > this.widenChunkBytes) return this.wrap(this.chunkedMatmul(x, f16, m, n, k, bias));
     const inputs = [x, f16 ? this.widenAfter(f16, x, B.shape) : this.operand(B)];
     if (bias) inputs.push(bias);
     const y = this.node('Gemm', inputs, { transB: int(opts.transposeB ? 1 : 0) }, [m, n]);
@@ -300,14 +302,13 @@ export class OnnxBackend implements TensorBackend {
    * after the previous chunk's product exists, so one chunk's float32 copy is alive at a time.
    * Slicing copies the 16-bit rows, an extra pass the size of W itself.
    */
-  private chunkedMatmul(x: Operand, s: Storage, m: number, bias: Operand | undefined): GraphNode {
-    const [n, k] = s.shape;
+  private chunkedMatmul(x: Operand, s: Storage, m: number, n: number, k: number, bias: Operand | undefined): GraphNode {
     const rows = Math.max(1, Math.floor(this.widenChunkBytes / (4 * k)));
     const parts: GraphNode[] = [];
     let after: Operand = x;
     for (let r0 = 0; r0 < n; r0 += rows) {
       const r1 = Math.min(n, r0 + rows);
-      const slice = this.node('Slice', [s.leaf(s.shape), this.i64([r0]), this.i64([r1]), this.i64([0])], {}, [r1 - r0, k], 'float16');
+      const slice = this.node('Slice', [s.leaf([n, k]), this.i64([r0]), this.i64([r1]), this.i64([0])], {}, [r1 - r0, k], 'float16');
       const w = this.widenAfter(s, after, [r1 - r0, k], slice);
       const y = this.node('Gemm', [x, w], { transB: int(1) }, [m, r1 - r0]);
       const fix = patchProducts(s, r0 * k, [r1 - r0, k], true);
@@ -339,13 +340,24 @@ export class OnnxBackend implements TensorBackend {
   private widenAfter(s: Storage, after: Operand, shape: readonly number[], part?: GraphNode): GraphNode {
     const src: Operand = part ?? s.leaf(s.shape);
     const srcShape = part?.shape ?? s.shape;
-    const total = sizeOf(after.shape);
-    const first = this.node('Slice', [this.reshapeNode(after, [total]), this.i64([0]), this.i64([1]), this.i64([0])], {}, [1]);
-    const zero = this.node('Mul', [this.node('Cast', [first], { to: int(ONNX_INT64) }, [1], 'int64'), this.i64([0])], {}, [1], 'int64');
-    const gateShape = this.node('Add', [this.i64([...srcShape]), zero], {}, [srcShape.length], 'int64');
+    const gateShape = this.node('Add', [this.i64([...srcShape]), this.zeroAfter(after)], {}, [srcShape.length], 'int64');
     const gated = this.node('Reshape', [src, gateShape], {}, srcShape, 'float16');
     const d = this.node('Cast', [gated], { to: int(ONNX_FLOAT) }, srcShape);
     return sameShape(shape, d.shape) ? d : this.reshapeNode(d, shape);
+  }
+
+  /**
+   * int64 [1] zero computed from `after` (int64(after[0])·0), one per operand: the weights
+   * widened after the same activation (q, k, v; gate, up) share it.
+   */
+  private zeroAfter(after: Operand): GraphNode {
+    let zero = this.gates.get(after);
+    if (!zero) {
+      const first = this.node('Slice', [this.reshapeNode(after, [sizeOf(after.shape)]), this.i64([0]), this.i64([1]), this.i64([0])], {}, [1]);
+      zero = this.node('Mul', [this.node('Cast', [first], { to: int(ONNX_INT64) }, [1], 'int64'), this.i64([0])], {}, [1], 'int64');
+      this.gates.set(after, zero);
+    }
+    return zero;
   }
 
   // ── elementwise ─────────────────────────────────────────────────────────
