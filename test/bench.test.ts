@@ -10,14 +10,7 @@ import { WasmMatmul } from '../src/backends/reference/wasm-matmul.js';
 import { benchConfig, elementsOf, phaseCosts, weightSpecs } from '../src/bench/paligemma-shapes.js';
 import { benchCommand } from '../src/cli/bench-command.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
-
-function rand(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 31 - 1;
-  });
-}
+import { rand } from './support/seeded-values.js';
 
 /** Index of the first element whose bits differ (any NaN equals any NaN), or -1. */
 function firstDifference(a: Float32Array, b: Float32Array): number {

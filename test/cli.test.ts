@@ -6,7 +6,6 @@ import sharp from 'sharp';
 import { expectUserError, runCli } from './support/run-cli.js';
 import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec } from './support/tiny-checkpoint.js';
 
-
 describe('paligemma command', function () {
   let dir: string;
   let model: string;

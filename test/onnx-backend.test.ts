@@ -25,21 +25,13 @@ import type { PaliGemmaConfig } from '../src/pipeline/config-types.js';
 import { PaliGemmaModel } from '../src/pipeline/paligemma-model.js';
 import { promptIds } from '../src/pipeline/prompt-format.js';
 import { PartRegistry } from '../src/plugin/part-registry.js';
-import { buildTinyCheckpoint, gqaSpec, makeTempDir, makeTestImage, mhaSpec, mqaSpec, mulberry32 } from './support/tiny-checkpoint.js';
+import { buildTinyCheckpoint, gqaSpec, makeTempDir, makeTestImage, mhaSpec, mqaSpec } from './support/tiny-checkpoint.js';
 import { modelConfig, randomWeightEntries, type ModelShape } from '../src/testing/random-weights.js';
 import { argmax, greedyRun, relMaxDiff } from './support/model-compare.js';
+import { rand, sizeOf } from './support/seeded-values.js';
 
 // ── helpers ─────────────────────────────────────────────────────────────────
-const rng = mulberry32;
 
-function randn(n: number, seed: number, scale = 1): Float32Array {
-  const r = rng(seed);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = (r() * 2 - 1) * scale;
-  return out;
-}
-
-const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
 /** The same host data in both backends. */
 class Pair {
@@ -48,7 +40,7 @@ class Pair {
     return [this.onnx.upload(data, shape), this.ref.upload(data, shape)];
   }
   rand(shape: readonly number[], seed: number, scale = 1): [Tensor, Tensor] {
-    return this.up(randn(size(shape), seed, scale), shape);
+    return this.up(rand(sizeOf(shape), seed, scale), shape);
   }
   /** Runs `op` on both; returns the normalized MSE of onnx vs reference (and checks shapes). */
   async check(op: (b: TensorBackend, x: Tensor[]) => Tensor, inputs: Array<[Tensor, Tensor]>, limit: number): Promise<number> {
@@ -124,7 +116,7 @@ describe('onnx backend', function () {
         note('scale', await pair.check((be, [x]) => be.scale(x, Math.sqrt(2048)), [pair.rand(shape, seed++, 4)], TIGHT));
         // A single element deep in GELU's negative tail (|y| ~ 1e-5) would make the normalized
         // error a relative error of a float32 cancellation, so length-1 uses a milder range.
-        note('gelu', await pair.check((be, [x]) => be.gelu(x), [pair.rand(shape, seed++, size(shape) === 1 ? 1 : 6)], TIGHT));
+        note('gelu', await pair.check((be, [x]) => be.gelu(x), [pair.rand(shape, seed++, sizeOf(shape) === 1 ? 1 : 6)], TIGHT));
       }
     });
 
@@ -143,7 +135,7 @@ describe('onnx backend', function () {
       for (const [shape, scale] of [[[1, 1], 1], [[3, 7], 1], [[2, 5, 257], 10], [[4, 300], 1e4], [[1, 1000], 80]] as Array<[number[], number]>) {
         note('softmax', await pair.check((be, [x]) => be.softmax(x), [pair.rand(shape, seed++, scale)], TIGHT));
       }
-      const masked = randn(12, 9);
+      const masked = rand(12, 9);
       masked[1] = -Infinity; masked[7] = -Infinity;
       note('softmax', await pair.check((be, [x]) => be.softmax(x), [pair.up(masked, [2, 6])], TIGHT));
     });
@@ -191,13 +183,13 @@ describe('onnx backend', function () {
     it('writeRows writes in place, is seen by later ops and by reshape views', async function () {
       const [dst] = pair.up(new Float32Array(6 * 2 * 3), [6, 2, 3]);
       const view = onnx.reshape(dst, [6, 6]);
-      const rows = onnx.scale(onnx.upload(randn(12, 1), [2, 2, 3]), 2);           // pending source
+      const rows = onnx.scale(onnx.upload(rand(12, 1), [2, 2, 3]), 2);           // pending source
       const before = onnx.scale(dst, 1);                                            // reads the old value
       onnx.writeRows(dst, rows, 3);
       const after = onnx.scale(dst, 1);
       onnx.writeRows(dst, onnx.upload(Float32Array.from({ length: 6 }, (_, i) => i + 1), [1, 2, 3]), 0);  // concrete source
       const expected = new Float32Array(36);
-      expected.set(Float32Array.from(randn(12, 1), (v) => v * 2), 18);
+      expected.set(Float32Array.from(rand(12, 1), (v) => v * 2), 18);
       expect([...await onnx.read(before)]).to.deep.equal(new Array(36).fill(0));
       const afterData = await onnx.read(after);
       expect([...afterData]).to.deep.equal([...expected]);
@@ -210,7 +202,7 @@ describe('onnx backend', function () {
     it('records lazily: many ops, one run per read', async function () {
       const runs = onnx.stats.runs;
       let [x] = pair.rand([4, 8], 800);
-      const w = onnx.upload(randn(8, 801), [8]);
+      const w = onnx.upload(rand(8, 801), [8]);
       for (let i = 0; i < 20; i++) x = onnx.add(onnx.rmsNorm(x, w, 1e-6), x);
       expect(onnx.stats.runs).to.equal(runs);
       await onnx.read(x);
@@ -264,8 +256,8 @@ describe('onnx backend', function () {
 
     it('falls back to the plain kernel on another backend', function () {
       const ref = new ReferenceBackend();
-      const q = ref.upload(randn(2 * 2 * 4, 1), [2, 2, 4]);
-      const k = ref.upload(randn(3 * 1 * 4, 2), [3, 1, 4]);
+      const q = ref.upload(rand(2 * 2 * 4, 1), [2, 2, 4]);
+      const k = ref.upload(rand(3 * 1 * 4, 2), [3, 1, 4]);
       const out = kernel.attend(ref, q, k, k, { scale: 0.5, mask: { kind: 'causal' }, queryOffset: 1 });
       expect([...out.shape]).to.deep.equal([2, 2, 4]);
     });
@@ -295,18 +287,18 @@ describe('onnx backend', function () {
     it('N identical decode steps build one session; handles do not grow', async function () {
       const b = new OnnxBackend();
       await b.init();
-      const w = b.upload(randn(16 * 16, 5), [16, 16]);
+      const w = b.upload(rand(16 * 16, 5), [16, 16]);
       const store = new ContiguousKvCacheStore();
       const baseline = b.stats.liveTensors;
       for (let request = 0; request < 3; request++) {
         const cache = store.create(b, { layers: 1, kvHeads: 2, headDim: 4, capacity: 24 });
-        const prompt = b.upload(randn(5 * 16, 10 + request), [5, 16]);
+        const prompt = b.upload(rand(5 * 16, 10 + request), [5, 16]);
         const p = step(b, cache, w, prompt, { kind: 'prefixLm', prefixLength: 5 });
         await b.read(p);
         b.dispose([p, prompt]);
         const afterPrefill = b.stats.sessionsCreated;
         for (let i = 0; i < 12; i++) {
-          const x = b.upload(randn(16, 100 + i), [1, 16]);
+          const x = b.upload(rand(16, 100 + i), [1, 16]);
           const y = step(b, cache, w, x, { kind: 'prefixLm', prefixLength: 5 });
           await b.read(y);
           b.dispose([x, y]);
@@ -327,12 +319,12 @@ describe('onnx backend', function () {
       const results: Float32Array[][] = [];
       for (const b of [onnx, ref] as TensorBackend[]) {
         const out: Float32Array[] = [];
-        const w = b.upload(randn(16 * 16, 5), [16, 16]);
+        const w = b.upload(rand(16 * 16, 5), [16, 16]);
         const cache = store.create(b, { layers: 1, kvHeads: 2, headDim: 4, capacity: 12 });
         const kernel = b === onnx ? new OnnxAttentionKernel() : new ReferenceAttentionKernel();
         for (let i = 0; i < 8; i++) {
           const t = i === 0 ? 4 : 1;
-          const x = b.upload(randn(t * 16, 40 + i), [t, 16]);
+          const x = b.upload(rand(t * 16, 40 + i), [t, 16]);
           const positions = Int32Array.from({ length: t }, (_, j) => cache.length + j + 1);
           const q = b.rope(b.reshape(b.matmul(x, w, { transposeB: true }), [t, 4, 4]), positions, 10000);
           cache.write(0, b.reshape(b.slice(x, 1, 0, 8), [t, 2, 4]), b.reshape(b.slice(x, 1, 8, 16), [t, 2, 4]));
@@ -389,7 +381,7 @@ describe('onnx backend', function () {
   function randomInputs(m: PaliGemmaModel): { pixels: PixelValues; ids: Int32Array } {
     const cfg = m.config, size = cfg.vision.imageSize;
     return {
-      pixels: { data: randn(3 * size * size, 77), shape: [3, size, size] },
+      pixels: { data: rand(3 * size * size, 77), shape: [3, size, size] },
       ids: Int32Array.from([...new Array(cfg.numImageTokens).fill(cfg.imageTokenIndex), 2, 5, 9, 13, 4]),
     };
   }
@@ -479,7 +471,7 @@ describe('onnx backend', function () {
     it('f16 is stored as 2 bytes per element and every op sees its exact values', async function () {
       const b = new OnnxBackend();
       await b.init();
-      const vals = randn(65 * 33, 501, 2);
+      const vals = rand(65 * 33, 501, 2);
       const bits = f32ToF16(vals);
       const exact = f16ToF32(bits);
       const before = b.storedBytes;
@@ -488,7 +480,7 @@ describe('onnx backend', function () {
       expect(b.storedBytes - before).to.equal(65 * 33 * 2);
       expect([...await b.read(w)]).to.deep.equal([...exact]);
       const ref = new ReferenceBackend();
-      const x = randn(5 * 33, 502);
+      const x = rand(5 * 33, 502);
       const got = await b.read(b.matmul(b.upload(x, [5, 33]), w, { transposeB: true }));
       const want = await ref.read(ref.matmul(ref.upload(x, [5, 33]), ref.upload(exact, [65, 33]), { transposeB: true }));
       expect(compare(got, want).error).to.be.below(1e-12);
@@ -503,7 +495,7 @@ describe('onnx backend', function () {
       const b = new OnnxBackend();
       await b.init();
       const v = 40, h = 24;
-      const vals = randn(v * h, 503, 0.1);
+      const vals = rand(v * h, 503, 0.1);
       // Values f16 cannot hold: tiny (below its subnormal precision), huge, and NaN-free extremes.
       vals[5] = 3e-7; vals[h + 1] = -1e-20; vals[3 * h + 7] = 1e30; vals[3 * h + 8] = -7e4; vals[v * h - 1] = 1.5e-9;
       const bits = f32ToBf16(vals);
@@ -519,7 +511,7 @@ describe('onnx backend', function () {
         ids.forEach((id, i) => want.set(exact.subarray(id * h, (id + 1) * h), i * h));
         expect([...rows]).to.deep.equal([...want]);
       }
-      const x = randn(3 * h, 504);
+      const x = rand(3 * h, 504);
       const ref = new ReferenceBackend();
       const got = await b.read(b.matmul(b.upload(x, [3, h]), t, { transposeB: true }));
       const want = await ref.read(ref.matmul(ref.upload(x, [3, h]), ref.upload(exact, [v, h]), { transposeB: true }));
@@ -535,14 +527,14 @@ describe('onnx backend', function () {
 
     it('a 16-bit weight over widenChunkBytes is multiplied in row chunks, bf16 patches added per chunk and per layout, same result', async function () {
       const v = 103, h = 40;
-      const vals = randn(v * h, 505, 0.1);
+      const vals = rand(v * h, 505, 0.1);
       // Patches (values f16 cannot hold) on both sides of the chunk borders (rows of 8).
       // Some tiny (below f16's subnormals), some huge (above its 65504), so that a lost patch shows.
       [0, 7 * h + h - 1, 8 * h, 8 * h + 3, 50 * h + 9, v * h - 1].forEach((i, j) => { vals[i] = j % 2 ? 2e-7 : -7e4 * (j + 1); });
       const bits = f32ToBf16(vals);
       const exact = bf16ToF32(bits);
-      const x = randn(3 * h, 506);
-      const bias = randn(v, 507);
+      const x = rand(3 * h, 506);
+      const bias = rand(v, 507);
       const ref = new ReferenceBackend();
       const want = await ref.read(ref.matmul(ref.upload(x, [3, h]), ref.upload(exact, [v, h]), { transposeB: true, bias: ref.upload(bias, [v]) }));
       const nodes: number[] = [];

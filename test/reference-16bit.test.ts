@@ -16,7 +16,8 @@ import { createPipeline, loadCheckpoint, type DType, type OpName, type Tensor } 
 import { PlainAttentionKernel } from '../src/kernels/plain-attention-kernel.js';
 import { f32ToBf16, f32ToF16 } from '../src/pipeline/checkpoint/dtype.js';
 import { buildTinyCheckpoint, gqaSpec, makeTempDir, makeTestImage, mqaSpec } from './support/tiny-checkpoint.js';
-import { expectBitEqual, halfBits, rand, widened, type Half } from './support/half-data.js';
+import { expectBitEqual, halfBits, widened, type Half } from './support/half-data.js';
+import { rand, sizeOf } from './support/seeded-values.js';
 
 const HALVES: Half[] = ['bf16', 'f16'];
 const b = new ReferenceBackend();

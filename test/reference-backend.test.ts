@@ -4,16 +4,9 @@ import { ReferenceBackend } from '../src/backends/reference/reference-backend.js
 import { ReferenceAttentionKernel } from '../src/backends/reference/reference-attention-kernel.js';
 import { PlainAttentionKernel } from '../src/kernels/plain-attention-kernel.js';
 import type { AttentionMask } from '../src/interfaces/attention-kernel.js';
+import { rand } from './support/seeded-values.js';
 
 const b = new ReferenceBackend();
-
-function rand(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 31 - 1;
-  });
-}
 
 function close(a: ArrayLike<number>, e: ArrayLike<number>, tol = 1e-5): void {
   expect(a.length).to.equal(e.length);

@@ -25,21 +25,13 @@ import type { PaliGemmaPipeline } from '../src/pipeline/paligemma-pipeline.js';
 import { promptIds } from '../src/pipeline/prompt-format.js';
 import { PartRegistry } from '../src/plugin/part-registry.js';
 import {
-  buildTinyCheckpoint, gqaSpec, makeTempDir, makeTestImage, mhaSpec, mqaSpec, type TinySpec, mulberry32,
+  buildTinyCheckpoint, gqaSpec, makeTempDir, makeTestImage, mhaSpec, mqaSpec, type TinySpec,
 } from './support/tiny-checkpoint.js';
 import { argmax, greedyRun, relMaxDiff } from './support/model-compare.js';
+import { rand, sizeOf } from './support/seeded-values.js';
 
 // ── helpers ─────────────────────────────────────────────────────────────────
-const rng = mulberry32;
 
-function randn(n: number, seed: number, scale = 1): Float32Array {
-  const r = rng(seed);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = (r() * 2 - 1) * scale;
-  return out;
-}
-
-const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
 /** Which engine auto-selection must pick on this machine: the best whose packages resolve. */
 function expectedEngine(): TfjsEngineKind {
@@ -61,7 +53,7 @@ class Pair {
     return [t, this.ref.upload(data, shape)];
   }
   rand(shape: readonly number[], seed: number, scale = 1): [Tensor, Tensor] {
-    return this.up(randn(size(shape), seed, scale), shape);
+    return this.up(rand(sizeOf(shape), seed, scale), shape);
   }
   /** Runs `op` on both; returns the normalized MSE of tfjs vs reference (and checks shapes). */
   async check(op: (b: TensorBackend, x: Tensor[]) => Tensor, inputs: Array<[Tensor, Tensor]>, limit: number, on: TfjsBackend = this.tfjs): Promise<number> {
@@ -180,7 +172,7 @@ describe('TensorFlow.js backend', function () {
         note('scale', await pair.check((be, [x]) => be.scale(x, 0.37), [pair.rand(shape, seed++, 4)], THRESHOLDS.elementwise));
         note('scale', await pair.check((be, [x]) => be.scale(x, Math.sqrt(2048)), [pair.rand(shape, seed++, 4)], THRESHOLDS.elementwise));
         // Length 1 stays out of GELU's far negative tail, where one float32 cancellation dominates.
-        note('gelu', await pair.check((be, [x]) => be.gelu(x), [pair.rand(shape, seed++, size(shape) === 1 ? 1 : 6)], THRESHOLDS.gelu));
+        note('gelu', await pair.check((be, [x]) => be.gelu(x), [pair.rand(shape, seed++, sizeOf(shape) === 1 ? 1 : 6)], THRESHOLDS.gelu));
       }
       // Where tanh- and erf-GELU differ most (|x| ≈ 2): pinned to the tanh form within 1e-6.
       const [x] = pair.up(Float32Array.of(-2.5, -2, -1, 0, 1, 2, 2.5), [7]);
@@ -201,7 +193,7 @@ describe('TensorFlow.js backend', function () {
         note('rmsNorm', await pair.check((be, [a, c]) => be.rmsNorm(a, c, 1e-6), [pair.rand(shape, seed++, 3), pair.rand([d], seed++)], THRESHOLDS.reduction));
       }
       // Offsets far larger than the spread: the centred variance must not cancel badly.
-      const big = Float32Array.from(randn(64, 7), (v) => 1000 + v);
+      const big = Float32Array.from(rand(64, 7), (v) => 1000 + v);
       note('layerNorm', await pair.check((be, [a, c, e]) => be.layerNorm(a, c, e, 1e-5), [pair.up(big, [2, 32]), pair.rand([32], 8), pair.rand([32], 9)], THRESHOLDS.reduction));
     });
 
@@ -210,7 +202,7 @@ describe('TensorFlow.js backend', function () {
       for (const [shape, scale] of [[[1, 1], 1], [[3, 7], 1], [[2, 5, 257], 10], [[4, 300], 1e4], [[1, 1000], 80], [[2, 9], 1e30]] as Array<[number[], number]>) {
         note('softmax', await pair.check((be, [x]) => be.softmax(x), [pair.rand(shape, seed++, scale)], THRESHOLDS.reduction));
       }
-      const masked = randn(12, 9);
+      const masked = rand(12, 9);
       masked[1] = -Infinity; masked[7] = -Infinity;
       note('softmax', await pair.check((be, [x]) => be.softmax(x), [pair.up(masked, [2, 6])], THRESHOLDS.reduction));
     });
@@ -273,7 +265,7 @@ describe('TensorFlow.js backend', function () {
     it('writeRows writes in place, is seen by reshape views and not by earlier results', async function () {
       const dst = tfjs.zeros([6, 2, 3]);
       const view = tfjs.reshape(dst, [6, 6]);
-      const src = tfjs.upload(randn(12, 1), [2, 2, 3]);
+      const src = tfjs.upload(rand(12, 1), [2, 2, 3]);
       const rows = tfjs.scale(src, 2);
       const before = tfjs.scale(dst, 1);
       tfjs.writeRows(dst, rows, 3);
@@ -283,7 +275,7 @@ describe('TensorFlow.js backend', function () {
       const last = tfjs.upload(Float32Array.from({ length: 6 }, (_, i) => -i), [1, 2, 3]);
       tfjs.writeRows(dst, last, 5);                                // the last row
       const expected = new Float32Array(36);
-      expected.set(Float32Array.from(randn(12, 1), (v) => v * 2), 18);
+      expected.set(Float32Array.from(rand(12, 1), (v) => v * 2), 18);
       expect([...await tfjs.read(before)]).to.deep.equal(new Array(36).fill(0));
       expect([...await tfjs.read(after)]).to.deep.equal([...expected]);
       expected.set([1, 2, 3, 4, 5, 6], 0);
@@ -293,9 +285,9 @@ describe('TensorFlow.js backend', function () {
       const tooMany = tfjs.zeros([4, 2, 3]);
       expect(() => tfjs.writeRows(dst, tooMany, 3)).to.throw(/does not fit/);
       // The whole buffer at once.
-      const whole = tfjs.upload(randn(36, 2), [6, 2, 3]);
+      const whole = tfjs.upload(rand(36, 2), [6, 2, 3]);
       tfjs.writeRows(dst, whole, 0);
-      expect([...await tfjs.read(view)]).to.deep.equal([...randn(36, 2)]);
+      expect([...await tfjs.read(view)]).to.deep.equal([...rand(36, 2)]);
       tfjs.dispose([dst, view, src, rows, before, after, first, last, whole, tooMany]);
     });
 
@@ -327,7 +319,7 @@ describe('TensorFlow.js backend', function () {
     after(async function () { await other?.close(); });
 
     async function run(tq: number, hq: number, hkv: number, d: number, cap: number, opts: AttentionOptions, seed: number): Promise<void> {
-      const data = [randn(tq * hq * d, seed), randn(cap * hkv * d, seed + 1), randn(cap * hkv * d, seed + 2)];
+      const data = [rand(tq * hq * d, seed), rand(cap * hkv * d, seed + 1), rand(cap * hkv * d, seed + 2)];
       const shapes = [[tq, hq, d], [cap, hkv, d], [cap, hkv, d]];
       for (const be of [tfjs, other]) {
         const inputs = data.map((x, i) => [be.upload(x, shapes[i]), pair.ref.upload(x, shapes[i])] as [Tensor, Tensor]);
@@ -364,8 +356,8 @@ describe('TensorFlow.js backend', function () {
 
     it('falls back to the plain kernel on another backend', function () {
       const ref = new ReferenceBackend();
-      const q = ref.upload(randn(2 * 2 * 4, 1), [2, 2, 4]);
-      const k = ref.upload(randn(3 * 1 * 4, 2), [3, 1, 4]);
+      const q = ref.upload(rand(2 * 2 * 4, 1), [2, 2, 4]);
+      const k = ref.upload(rand(3 * 1 * 4, 2), [3, 1, 4]);
       const out = kernel.attend(ref, q, k, k, { scale: 0.5, mask: { kind: 'causal' }, queryOffset: 1 });
       expect([...out.shape]).to.deep.equal([2, 2, 4]);
     });
@@ -375,14 +367,14 @@ describe('TensorFlow.js backend', function () {
       const results: Float32Array[][] = [];
       for (const b of [tfjs, pair.ref] as TensorBackend[]) {
         const out: Float32Array[] = [];
-        const w = b.upload(randn(16 * 16, 5), [16, 16]);
+        const w = b.upload(rand(16 * 16, 5), [16, 16]);
         const cache = store.create(b, { layers: 1, kvHeads: 2, headDim: 4, capacity: 12 });
         const k = b === tfjs ? kernel : refKernel;
         for (let i = 0; i < 8; i++) {
           const t = i === 0 ? 4 : 1;
           const live: Tensor[] = [];
           const keep = <T extends Tensor>(x: T) => { live.push(x); return x; };
-          const x = keep(b.upload(randn(t * 16, 40 + i), [t, 16]));
+          const x = keep(b.upload(rand(t * 16, 40 + i), [t, 16]));
           const positions = Int32Array.from({ length: t }, (_, j) => cache.length + j + 1);
           const q = keep(b.rope(keep(b.reshape(keep(b.matmul(x, w, { transposeB: true })), [t, 4, 4])), positions, 10000));
           cache.write(0, keep(b.reshape(keep(b.slice(x, 1, 0, 8)), [t, 2, 4])), keep(b.reshape(keep(b.slice(x, 1, 8, 16)), [t, 2, 4])));
@@ -464,8 +456,8 @@ describe('TensorFlow.js backend', function () {
       const start = numTensors();
       const b = new TfjsBackend({ wasmHeapLimitBytes: tfjs.tf.memory().numBytes + 4096 });
       await b.init();
-      const small = b.upload(randn(256, 1), [16, 16]);                      // 1 KiB: fits
-      for (const attempt of [() => b.upload(randn(1024, 2), [1024]), () => b.zeros([32, 32]),
+      const small = b.upload(rand(256, 1), [16, 16]);                      // 1 KiB: fits
+      for (const attempt of [() => b.upload(rand(1024, 2), [1024]), () => b.zeros([32, 32]),
         () => b.concat([small, small, small, small], 0)]) {
         let err: unknown;
         try { attempt(); } catch (e) { err = e; }
@@ -481,7 +473,7 @@ describe('TensorFlow.js backend', function () {
       const start = numTensors();
       const b = new TfjsBackend();
       await b.init();
-      const x = b.upload(randn(8, 1), [2, 4]);
+      const x = b.upload(rand(8, 1), [2, 4]);
       b.reshape(b.gelu(x), [8]);
       expect(numTensors()).to.equal(start + 3);
       await b.close();

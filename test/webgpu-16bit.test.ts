@@ -30,8 +30,11 @@ import type { Tensor, TensorBackend } from '../src/interfaces/tensor-backend.js'
 import { f16ToF32, f32ToF16 } from '../src/pipeline/checkpoint/dtype.js';
 import { greedyRun, relMaxDiff } from './support/model-compare.js';
 import { buildTinyCheckpoint, makeTestImage, mqaSpec, type TinySpec } from './support/tiny-checkpoint.js';
-import { expectBitEqual, halfBits, rand, widened, type Half } from './support/half-data.js';
+import { expectBitEqual, halfBits, widened, type Half } from './support/half-data.js';
+import { rand, sizeOf } from './support/seeded-values.js';
 import { startGpuOrSkip } from './support/webgpu.js';
+import { compare } from '../src/conformance/compare.js';
+import { THRESHOLDS } from '../src/conformance/op-case.js';
 
 const HALVES: Half[] = ['f16', 'bf16'];
 
@@ -40,22 +43,8 @@ const HALVES: Half[] = ['f16', 'bf16'];
 /** f32 values rounded to nearest-even f16, widened back. */
 const f16Rounded = (x: Float32Array): Float32Array => f16ToF32(f32ToF16(x));
 
-const size = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
-
-/** Normalized MSE: Σ(a−b)² / Σb². */
-function nmse(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length, 'element count').to.equal(b.length);
-  let d2 = 0, r2 = 0;
-  for (let i = 0; i < b.length; i++) {
-    if (!Number.isFinite(a[i])) return Infinity;
-    d2 += (a[i] - b[i]) ** 2;
-    r2 += b[i] ** 2;
-  }
-  return r2 > 0 ? d2 / r2 : d2 / Math.max(1, b.length);
-}
-
-/** Thresholds on the normalized MSE against the reference, as in webgpu-backend.test.ts. */
-const TOL = { exact: 1e-10, reduction: 1e-7, rope: 1e-6, matmul: 1e-6 };
+/** Thresholds on the normalized MSE against the reference: the conformance kit's. */
+const TOL = THRESHOLDS;
 
 /** One input of an op case: 16-bit (`half`) or float32, seeded by position. */
 interface Input { shape: number[]; half?: boolean; scale?: number }
@@ -168,7 +157,7 @@ describe('webgpu backend: f16/bf16 storage and f16 weights', function () {
         it(`${c.label}: bit-identical to host widening, matches the reference`, async function () {
           const base = gpu.liveBuffers;
           const values = c.inputs.map((x, i) => {
-            const n = size(x.shape);
+            const n = sizeOf(x.shape);
             return x.half ? { bits: halfBits(dtype, n, 10 + i, x.scale) } : { f32: rand(n, 10 + i, x.scale) };
           });
           const upload = (b: TensorBackend, packed: boolean) => values.map((v, i) => {
@@ -181,7 +170,7 @@ describe('webgpu backend: f16/bf16 storage and f16 weights', function () {
           const out16 = c.op(gpu, xs16), out32 = c.op(gpu, xs32), want = c.op(ref, upload(ref, true));
           const got = await gpu.read(out16);
           expectBitEqual(got, await gpu.read(out32), 'against the same op on host-widened f32');
-          const err = nmse(got, await ref.read(want));
+          const err = compare(got, await ref.read(want)).error;
           note(c.label.split(/[ ,]/)[0], err);
           expect(err, 'normalized MSE against the reference').to.be.at.most(c.tol);
           gpu.dispose([...xs16, ...xs32, out16, out32]);
@@ -271,7 +260,7 @@ describe('webgpu backend: f16/bf16 storage and f16 weights', function () {
           expect([x.dtype, bias.dtype], 'a and the bias are not weights').to.deep.equal(['f32', 'f32']);
           expect(half.stats().liveBytes - before, 'live bytes').to.equal(Math.ceil((n * k) / 2) * 4 + (m * k + n) * 4 + m * n * 4);
           const want = ref.matmul(ref.upload(xv, [m, k]), ref.upload(f16Rounded(wv), [n, k]), { transposeB: true, bias: ref.upload(bv, [n]) });
-          const err = nmse(await half.read(out), await ref.read(want));
+          const err = compare(await half.read(out), await ref.read(want)).error;
           note('f16 weights matmul', err);
           expect(err).to.be.at.most(TOL.matmul);
           expectBitEqual(await half.read(w), f16Rounded(wv), 'the narrowed weight reads back rounded');
@@ -321,7 +310,7 @@ describe('webgpu backend: f16/bf16 storage and f16 weights', function () {
         expect([written, computed, zeros, plain].map((t) => t.dtype)).to.deep.equal(['f32', 'f32', 'f32', 'f32']);
         expectBitEqual(await half.read(written), wv, 'the written tensor');
         const want = ref.matmul(ref.upload(await half.read(x), [2, 33]), ref.upload(wv, [9, 33]), { transposeB: true });
-        expect(nmse(await half.read(outs[0]), await ref.read(want))).to.be.at.most(TOL.matmul);
+        expect(compare(await half.read(outs[0]), await ref.read(want)).error).to.be.at.most(TOL.matmul);
         half.dispose([x, written, computed, zeros, plain, ...outs]);
       });
     });

@@ -27,56 +27,23 @@ import { promptIds, type PaliGemmaPipeline } from '../src/index.js';
 import { buildTinyCheckpoint, gqaSpec, makeTestImage, mhaSpec, mqaSpec } from './support/tiny-checkpoint.js';
 import { argmax, relMaxDiff } from './support/model-compare.js';
 import { startGpuOrSkip } from './support/webgpu.js';
+import { SeededData, seedOf } from '../src/conformance/seeded-data.js';
+import { sizeOf } from './support/seeded-values.js';
+import { compare } from '../src/conformance/compare.js';
+import { THRESHOLDS } from '../src/conformance/op-case.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 
 // ── seeded inputs and comparison ─────────────────────────────────────────────
 
-/** mulberry32, seeded from a case name so each case's inputs are fixed. */
-class Rng {
-  private s: number;
-  constructor(name: string) {
-    let h = 2166136261;
-    for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 16777619);
-    this.s = h >>> 0;
-  }
-  next(): number {
-    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  normal(n: number, std = 1, mean = 0): Float32Array {
-    return Float32Array.from({ length: n }, () =>
-      mean + std * Math.sqrt(-2 * Math.log(1 - this.next())) * Math.cos(2 * Math.PI * this.next()));
-  }
-  uniform(n: number, lo = -1, hi = 1): Float32Array {
-    return Float32Array.from({ length: n }, () => lo + (hi - lo) * this.next());
-  }
-  ints(n: number, lo: number, hi: number): Int32Array {
-    return Int32Array.from({ length: n }, () => lo + Math.floor((hi - lo) * this.next()));
-  }
-}
+/** Inputs seeded from a case name (the conformance kit's generator), so each case's inputs are fixed. */
+const rngFor = (name: string): SeededData => new SeededData(seedOf(name));
 
-/** Normalized MSE: Σ(a−b)² / Σb²; Infinity on a non-finite value where the oracle is finite. */
-function nmse(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length, 'element count').to.equal(b.length);
-  let d2 = 0, r2 = 0;
-  for (let i = 0; i < b.length; i++) {
-    if (!Number.isFinite(b[i])) { if (!Object.is(a[i], b[i])) return Infinity; continue; }
-    if (!Number.isFinite(a[i])) return Infinity;
-    d2 += (a[i] - b[i]) ** 2;
-    r2 += b[i] ** 2;
-  }
-  return r2 > 0 ? d2 / r2 : d2 / Math.max(1, b.length);
-}
-
-/** Thresholds on the normalized MSE, by kind of arithmetic. */
-const TOL = { exact: 1e-10, elementwise: 1e-10, gelu: 1e-9, reduction: 1e-7, rope: 1e-6, matmul: 1e-6 };
+/** Thresholds on the normalized MSE against the reference: the conformance kit's. */
+const TOL = THRESHOLDS;
 
 interface Input { data: Float32Array; shape: number[] }
 const inp = (data: Float32Array, shape: number[]): Input => ({ data, shape });
-const size = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 
 /** Runs `op` on both backends on the same inputs, compares, and disposes everything. */
 async function agree(
@@ -86,7 +53,7 @@ async function agree(
   const rs = inputs.map((x) => ref.upload(x.data, x.shape));
   const out = op(gpu, xs), want = op(ref, rs);
   expect(out.shape).to.deep.equal(want.shape);
-  const err = nmse(await gpu.read(out), await ref.read(want));
+  const err = compare(await gpu.read(out), await ref.read(want)).error;
   gpu.dispose([...xs, out]);
   expect(err, 'normalized MSE').to.be.at.most(tol);
   return err;
@@ -128,7 +95,7 @@ describe('webgpu backend', function () {
     ];
     for (const [m, k, n, tB, bias] of cases) {
       it(`m${m} k${k} n${n}${tB ? ' bᵀ' : ''}${bias ? ' +bias' : ''}`, async function () {
-        const g = new Rng(`mm${m},${k},${n},${tB},${bias}`);
+        const g = rngFor(`mm${m},${k},${n},${tB},${bias}`);
         const ins = [inp(g.normal(m * k), [m, k]), inp(g.normal(k * n, 1 / Math.sqrt(k)), tB ? [n, k] : [k, n])];
         if (bias) ins.push(inp(g.normal(n), [n]));
         note('matmul', await agree(gpu, ref, ins, (b, [x, w, bi]) => b.matmul(x, w, { transposeB: tB, bias: bi }), TOL.matmul));
@@ -146,8 +113,8 @@ describe('webgpu backend', function () {
     for (const op of ['add', 'mul'] as const) {
       for (const [a, b] of pairs) {
         it(`${op} [${a}] with [${b}]`, async function () {
-          const g = new Rng(`${op}${a}|${b}`);
-          note(op, await agree(gpu, ref, [inp(g.normal(size(a), 2), a), inp(g.normal(size(b), 2), b)], (be, [x, y]) => be[op](x, y), TOL.elementwise));
+          const g = rngFor(`${op}${a}|${b}`);
+          note(op, await agree(gpu, ref, [inp(g.normal(sizeOf(a), 2), a), inp(g.normal(sizeOf(b), 2), b)], (be, [x, y]) => be[op](x, y), TOL.elementwise));
         });
       }
     }
@@ -158,19 +125,19 @@ describe('webgpu backend', function () {
     });
     for (const [shape, s] of [[[1], -2.5], [[17, 65], 0.125], [[300, 33], 1 / Math.sqrt(3)]] as const) {
       it(`scale [${shape}] by ${s}`, async function () {
-        const g = new Rng(`scale${shape}`);
-        note('scale', await agree(gpu, ref, [inp(g.normal(size(shape), 3), [...shape])], (b, [x]) => b.scale(x, s), TOL.elementwise));
+        const g = rngFor(`scale${shape}`);
+        note('scale', await agree(gpu, ref, [inp(g.normal(sizeOf(shape), 3), [...shape])], (b, [x]) => b.scale(x, s), TOL.elementwise));
       });
     }
-    const geluInputs: Array<[number[], string, (g: Rng, n: number) => Float32Array]> = [
+    const geluInputs: Array<[number[], string, (g: SeededData, n: number) => Float32Array]> = [
       [[1], 'N(0,2)', (g, n) => g.normal(n, 2)], [[17, 65], 'N(0,2)', (g, n) => g.normal(n, 2)],
       [[7, 129], 'uniform ±30', (g, n) => g.uniform(n, -30, 30)],
       [[33], 'uniform −9…−3 (where 1 + tanh cancels)', (g, n) => g.uniform(n, -9, -3)],
     ];
     for (const [shape, what, gen] of geluInputs) {
       it(`gelu (tanh) [${shape}] ${what}`, async function () {
-        const g = new Rng(`gelu${shape}${what}`);
-        const x = gen(g, size(shape));
+        const g = rngFor(`gelu${shape}${what}`);
+        const x = gen(g, sizeOf(shape));
         note('gelu', await agree(gpu, ref, [inp(x, shape)], (b, [t]) => b.gelu(t), TOL.gelu));
       });
     }
@@ -179,21 +146,21 @@ describe('webgpu backend', function () {
   describe('reductions over the last axis', function () {
     for (const [shape, mean] of [[[1, 1], 0], [[3, 17], 0], [[65, 129], 0], [[300, 65], 0], [[9, 129], 1000]] as const) {
       it(`layerNorm [${shape}]${mean ? ` rows of mean ${mean}` : ''}`, async function () {
-        const g = new Rng(`ln${shape}${mean}`);
+        const g = rngFor(`ln${shape}${mean}`);
         const d = shape[1];
-        const ins = [inp(g.normal(size(shape), 2, mean), [...shape]), inp(g.normal(d, 0.5, 1), [d]), inp(g.normal(d, 0.5), [d])];
+        const ins = [inp(g.normal(sizeOf(shape), 2, mean), [...shape]), inp(g.normal(d, 0.5, 1), [d]), inp(g.normal(d, 0.5), [d])];
         note('layerNorm', await agree(gpu, ref, ins, (b, [x, w, bi]) => b.layerNorm(x, w, bi, 1e-6), TOL.reduction));
       });
     }
     for (const shape of [[1, 1], [3, 17], [33, 129], [300, 65], [2, 1031], [2, 3, 5]]) {
       it(`rmsNorm (1 + w) [${shape}]`, async function () {
-        const g = new Rng(`rms${shape}`);
+        const g = rngFor(`rms${shape}`);
         const d = shape[shape.length - 1];
-        const ins = [inp(g.normal(size(shape), 3), shape), inp(g.normal(d, 0.3), [d])];
+        const ins = [inp(g.normal(sizeOf(shape), 3), shape), inp(g.normal(d, 0.3), [d])];
         note('rmsNorm', await agree(gpu, ref, ins, (b, [x, w]) => b.rmsNorm(x, w, 1e-6), TOL.reduction));
       });
     }
-    const softmaxCases: Array<[number[], string, (g: Rng, n: number) => Float32Array]> = [
+    const softmaxCases: Array<[number[], string, (g: SeededData, n: number) => Float32Array]> = [
       [[1, 1], 'N(0,3)', (g, n) => g.normal(n, 3)], [[3, 17], 'N(0,3)', (g, n) => g.normal(n, 3)],
       [[17, 129], 'N(0,3)', (g, n) => g.normal(n, 3)], [[1, 300], 'N(0,3)', (g, n) => g.normal(n, 3)],
       [[2, 1031], 'N(0,3)', (g, n) => g.normal(n, 3)],
@@ -205,15 +172,15 @@ describe('webgpu backend', function () {
     ];
     for (const [shape, what, gen] of softmaxCases) {
       it(`softmax [${shape}] ${what}`, async function () {
-        const g = new Rng(`sm${shape}${what}`);
-        note('softmax', await agree(gpu, ref, [inp(gen(g, size(shape)), shape)], (b, [x]) => b.softmax(x), TOL.reduction));
+        const g = rngFor(`sm${shape}${what}`);
+        note('softmax', await agree(gpu, ref, [inp(gen(g, sizeOf(shape)), shape)], (b, [x]) => b.softmax(x), TOL.reduction));
       });
     }
   });
 
   describe('rope (rotate-half)', function () {
     const from1 = (t: number) => Int32Array.from({ length: t }, (_, i) => i + 1);
-    const cases: Array<[[number, number, number], string, (g: Rng) => Int32Array, number]> = [
+    const cases: Array<[[number, number, number], string, (g: SeededData) => Int32Array, number]> = [
       [[1, 1, 2], 'pos 1', () => from1(1), 10000], [[17, 3, 64], 'pos 1..17', () => from1(17), 10000],
       [[300, 1, 32], 'pos 1..300', () => from1(300), 10000],
       [[5, 8, 16], 'pos 1000+ shuffled', (g) => g.ints(5, 1000, 1300), 10000],
@@ -221,9 +188,9 @@ describe('webgpu backend', function () {
     ];
     for (const [shape, what, pos, theta] of cases) {
       it(`[${shape}] ${what}`, async function () {
-        const g = new Rng(`rope${shape}${what}`);
+        const g = rngFor(`rope${shape}${what}`);
         const p = pos(g);
-        note('rope', await agree(gpu, ref, [inp(g.normal(size(shape)), shape)], (b, [x]) => b.rope(x, p, theta), TOL.rope));
+        note('rope', await agree(gpu, ref, [inp(g.normal(sizeOf(shape)), shape)], (b, [x]) => b.rope(x, p, theta), TOL.rope));
       });
     }
   });
@@ -231,7 +198,7 @@ describe('webgpu backend', function () {
   describe('indexing and layout', function () {
     for (const [v, h, t] of [[257, 33, 1], [257, 33, 17], [1031, 64, 300]]) {
       it(`embedding table [${v},${h}], ${t} ids`, async function () {
-        const g = new Rng(`emb${v},${h},${t}`);
+        const g = rngFor(`emb${v},${h},${t}`);
         const ids = Int32Array.from(g.ints(t, 0, v).map((x, i) => (i === 0 ? v - 1 : i === 1 ? 0 : x)));
         note('embedding', await agree(gpu, ref, [inp(g.normal(v * h), [v, h])], (b, [tab]) => b.embedding(tab, ids), TOL.exact));
       });
@@ -247,8 +214,8 @@ describe('webgpu backend', function () {
     ];
     for (const [shapes, axis] of concats) {
       it(`concat ${shapes.map((s) => `[${s}]`).join(' ‖ ')} axis ${axis}`, async function () {
-        const g = new Rng(`cat${shapes}${axis}`);
-        note('concat', await agree(gpu, ref, shapes.map((s) => inp(g.normal(size(s)), s)), (b, xs) => b.concat(xs, axis), TOL.exact));
+        const g = rngFor(`cat${shapes}${axis}`);
+        note('concat', await agree(gpu, ref, shapes.map((s) => inp(g.normal(sizeOf(s)), s)), (b, xs) => b.concat(xs, axis), TOL.exact));
       });
     }
     const slices: Array<[number[], number, number, number]> = [
@@ -256,8 +223,8 @@ describe('webgpu backend', function () {
     ];
     for (const [shape, axis, s, e] of slices) {
       it(`slice [${shape}] axis ${axis} [${s}, ${e})`, async function () {
-        const g = new Rng(`slice${shape}${axis}${s}${e}`);
-        note('slice', await agree(gpu, ref, [inp(g.normal(size(shape)), shape)], (b, [x]) => b.slice(x, axis, s, e), TOL.exact));
+        const g = rngFor(`slice${shape}${axis}${s}${e}`);
+        note('slice', await agree(gpu, ref, [inp(g.normal(sizeOf(shape)), shape)], (b, [x]) => b.slice(x, axis, s, e), TOL.exact));
       });
     }
     const perms: Array<[number[], number[]]> = [
@@ -266,12 +233,12 @@ describe('webgpu backend', function () {
     ];
     for (const [shape, perm] of perms) {
       it(`transpose [${shape}] by [${perm}]`, async function () {
-        const g = new Rng(`tr${shape}${perm}`);
-        note('transpose', await agree(gpu, ref, [inp(g.normal(size(shape)), shape)], (b, [x]) => b.transpose(x, perm), TOL.exact));
+        const g = rngFor(`tr${shape}${perm}`);
+        note('transpose', await agree(gpu, ref, [inp(g.normal(sizeOf(shape)), shape)], (b, [x]) => b.transpose(x, perm), TOL.exact));
       });
     }
     it('reshape shares storage; disposing either handle first is safe', async function () {
-      const data = new Rng('reshape').normal(17 * 8 * 16);
+      const data = rngFor('reshape').normal(17 * 8 * 16);
       const base = gpu.liveBuffers;
       const x = gpu.upload(data, [17, 8, 16]);
       const y = gpu.reshape(x, [17, 128]);
@@ -289,9 +256,9 @@ describe('webgpu backend', function () {
     });
     for (const [dst, rows, offset] of [[[33, 3, 16], 1, 32], [[33, 3, 16], 17, 0], [[33, 3, 16], 5, 7], [[65, 1, 64], 1, 0]] as const) {
       it(`writeRows [${rows},${dst.slice(1)}] into [${dst}] at ${offset}, in place`, async function () {
-        const g = new Rng(`wr${dst}${rows}${offset}`);
+        const g = rngFor(`wr${dst}${rows}${offset}`);
         const src = [rows, ...dst.slice(1)];
-        note('writeRows', await agree(gpu, ref, [inp(g.normal(size(dst)), [...dst]), inp(g.normal(size(src)), src)], (b, [base, x]) => {
+        note('writeRows', await agree(gpu, ref, [inp(g.normal(sizeOf(dst)), [...dst]), inp(g.normal(sizeOf(src)), src)], (b, [base, x]) => {
           b.writeRows(base, x, offset);
           return b.scale(base, 1);
         }, TOL.exact));
@@ -336,7 +303,7 @@ describe('webgpu backend', function () {
       gpu.dispose([b, c]);
     });
     it('live buffers return to the baseline over repeated runs, and the pool stops growing', async function () {
-      const g = new Rng('leak');
+      const g = rngFor('leak');
       const w = gpu.upload(g.normal(64 * 48), [64, 48]);
       const x0 = g.normal(5 * 48);
       const base = gpu.liveBuffers;
@@ -360,7 +327,7 @@ describe('webgpu backend', function () {
   describe('patchEmbed', function () {
     for (const [c, h, w, p, o] of [[1, 9, 9, 3, 5], [3, 28, 28, 14, 17], [3, 28, 42, 14, 33]]) {
       it(`[${c},${h},${w}] patch ${p} → ${o}`, async function () {
-        const g = new Rng(`patch${c},${h},${w},${p},${o}`);
+        const g = rngFor(`patch${c},${h},${w},${p},${o}`);
         const k = c * p * p;
         const ins = [inp(g.uniform(c * h * w), [c, h, w]), inp(g.normal(o * k, 1 / Math.sqrt(k)), [o, c, p, p]), inp(g.normal(o, 0.1), [o])];
         note('patchEmbed', await agree(gpu, ref, ins, (b, [px, wt, bi]) => b.patchEmbed(px, wt, bi, p), TOL.matmul));
@@ -387,16 +354,16 @@ describe('webgpu backend', function () {
     for (const c of cases) {
       const m = c.opts.mask;
       it(`${c.label} ${m.kind === 'prefixLm' ? `prefixLm(${m.prefixLength})` : m.kind} gqa ${c.hq / c.hkv}`, async function () {
-        const g = new Rng(`attn ${c.label} ${JSON.stringify(c.opts)} ${c.hkv}`);
+        const g = rngFor(`attn ${c.label} ${JSON.stringify(c.opts)} ${c.hkv}`);
         const q = inp(g.normal(c.tq * c.hq * c.d, 2), [c.tq, c.hq, c.d]);
         const kv = [c.tk, c.hkv, c.d];
-        const ins = [q, inp(g.normal(size(kv)), kv), inp(g.normal(size(kv)), kv)];
+        const ins = [q, inp(g.normal(sizeOf(kv)), kv), inp(g.normal(sizeOf(kv)), kv)];
         const opts = { scale: 1 / Math.sqrt(c.d), ...c.opts };
         note('attention', await agree(gpu, ref, ins, (b, [qt, kt, vt]) => (b === gpu ? kernel : oracle).attend(b, qt, kt, vt, opts), TOL.matmul));
       });
     }
     it('the plain kernel, built from this backend\'s ops, agrees too (prefixLm, gqa 4)', async function () {
-      const g = new Rng('plain');
+      const g = rngFor('plain');
       const ins = [inp(g.normal(9 * 4 * 16, 2), [9, 4, 16]), inp(g.normal(12 * 16), [12, 1, 16]), inp(g.normal(12 * 16), [12, 1, 16])];
       const opts: AttentionOptions = { scale: 0.25, mask: { kind: 'prefixLm', prefixLength: 5 }, queryOffset: 2, kvLength: 11 };
       const plain = new PlainAttentionKernel();
@@ -412,7 +379,6 @@ describe('webgpu backend', function () {
 
   describe('whole model on tiny checkpoints', function () {
     const plugins = () => (BUILTIN_PLUGINS.some((p) => p.name === webgpuBackendPlugin.name) ? [] : [webgpuBackendPlugin]);
-
 
     const specs = { mqaSpec, mhaSpec, gqaSpec };
     for (const spec of ['mqaSpec', 'mhaSpec', 'gqaSpec'] as const) {

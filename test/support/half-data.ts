@@ -3,18 +3,11 @@
  * subnormals mixed in) and the exact float32 values those bits hold.
  */
 import { expect } from 'chai';
+import { rand } from './seeded-values.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../src/pipeline/checkpoint/dtype.js';
 
 export type Half = 'f16' | 'bf16';
 
-/** Seeded values in [-scale, scale) from a 32-bit LCG. */
-export function rand(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return (s / 2 ** 31 - 1) * scale;
-  });
-}
 
 /**
  * Seeded 16-bit bits: rounded random values, with every `every`-th element from `from` replaced
