@@ -63,16 +63,20 @@ const config = benchConfig({
   visionLayers: Number(args['vision-layers']), textLayers: Number(args['text-layers']), scaleDown: Number(args['scale-down']),
 });
 
-/** config.json as Google's paligemma-3b-pt-224 has it, with our tokenizer's `<image>` id. */
-function configJson(): Record<string, unknown> {
+/** The config's sizes in the form the test-checkpoint writers take. */
+function checkpointSpec(): TinySpec {
   const v = config.vision, t = config.text;
-  const spec: TinySpec = {
+  return {
     dtype,
     vision: { hiddenSize: v.hiddenSize, intermediateSize: v.intermediateSize, numLayers: v.numLayers, numHeads: v.numHeads, patchSize: v.patchSize, imageSize: v.imageSize },
     text: { hiddenSize: t.hiddenSize, intermediateSize: t.intermediateSize, numLayers: t.numLayers, numHeads: t.numHeads, numKvHeads: t.numKvHeads, headDim: t.headDim },
   };
-  const json = tinyConfigJson(spec);
-  (json.text_config as Record<string, unknown>).vocab_size = t.vocabSize;
+}
+
+/** config.json as Google's paligemma-3b-pt-224 has it, with our tokenizer's `<image>` id. */
+function configJson(): Record<string, unknown> {
+  const json = tinyConfigJson(checkpointSpec());
+  (json.text_config as Record<string, unknown>).vocab_size = config.text.vocabSize;
   json.image_token_index = TINY_TOKENIZER.image;
   return json;
 }
@@ -127,11 +131,7 @@ async function writeCheckpoint(): Promise<void> {
   }
   await writeFile(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2));
   await writeFile(join(dir, 'config.json'), JSON.stringify(configJson(), null, 2));
-  const v = config.vision;
-  await writeFile(join(dir, 'preprocessor_config.json'), JSON.stringify(tinyPreprocessorJson({
-    vision: { hiddenSize: v.hiddenSize, intermediateSize: v.intermediateSize, numLayers: v.numLayers, numHeads: v.numHeads, patchSize: v.patchSize, imageSize: v.imageSize },
-    text: { hiddenSize: 0, intermediateSize: 0, numLayers: 0, numHeads: 1, numKvHeads: 1, headDim: 0 },
-  }), null, 2));
+  await writeFile(join(dir, 'preprocessor_config.json'), JSON.stringify(tinyPreprocessorJson(checkpointSpec()), null, 2));
   await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(buildTinyTokenizerJson()));
   await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(buildTinyTokenizerConfig(), null, 2));
   await writeFile(join(dir, MARKER), '');
