@@ -353,12 +353,9 @@ export class WebGpuBackend implements TensorBackend {
     const { m, k, n } = matmulDims(A0.shape, B.shape, transposeB, bias0?.size);
     if (transposeB) this.narrowWeight(B);                  // before A: a may be the same tensor
     // B is read packed when 16-bit; A and the bias are f32 in the kernel.
-    const temps: WebGpuTensor[] = [];
-    const A = this.asF32(A0, temps);
-    const bias = bias0 && this.asF32(bias0, temps);
     const out = this.allocate([m, n]);
-    this.matmulInto(A.buffer, B.buffer, B.dtype, bias?.buffer, out.buffer, m, k, n, transposeB);
-    this.dispose(temps);
+    this.withF32(bias0 ? [A0, bias0] : [A0], ([A, bias]) =>
+      this.matmulInto(A.buffer, B.buffer, B.dtype, bias?.buffer, out.buffer, m, k, n, transposeB));
     return out;
   }
 
@@ -416,11 +413,9 @@ export class WebGpuBackend implements TensorBackend {
     const out = this.allocate(X0.shape);
     const n = t * h * half;
     if (n === 0) return out;
-    const temps: WebGpuTensor[] = [];
-    const X = this.asF32(X0, temps);
     const cs = this.upload(table, [table.length]) as WebGpuTensor;
-    this.dispatch('rope', () => ropeShader, [n, h, half], [X.buffer, cs.buffer, out.buffer], flatGrid(n));
-    this.dispose([cs, ...temps]);
+    this.withF32([X0], ([X]) => this.dispatch('rope', () => ropeShader, [n, h, half], [X.buffer, cs.buffer, out.buffer], flatGrid(n)));
+    this.dispose(cs);
     return out;
   }
 
@@ -444,18 +439,17 @@ export class WebGpuBackend implements TensorBackend {
     this.ensureOpen();
     const owned = ts.map((t) => this.own(t));
     const shape = concatShape(owned.map((p) => p.shape), axis);
-    const temps: WebGpuTensor[] = [];
-    const parts = owned.map((p) => this.asF32(p, temps));
     const out = this.allocate(shape);
     const outer = sizeOf(shape.slice(0, axis));
     const rowOut = sizeOf(shape.slice(axis));
-    let off = 0;
-    for (const p of parts) {
-      const inner = sizeOf(p.shape.slice(axis));
-      this.stridedCopy(p.buffer, out.buffer, outer, inner, inner, 0, rowOut, off);
-      off += inner;
-    }
-    this.dispose(temps);
+    this.withF32(owned, (parts) => {
+      let off = 0;
+      for (const p of parts) {
+        const inner = sizeOf(p.shape.slice(axis));
+        this.stridedCopy(p.buffer, out.buffer, outer, inner, inner, 0, rowOut, off);
+        off += inner;
+      }
+    });
     return out;
   }
 
@@ -468,10 +462,8 @@ export class WebGpuBackend implements TensorBackend {
     const len = end - start;
     const out = this.allocate(shape);
     if (out.size === 0) return out;
-    const temps: WebGpuTensor[] = [];
-    const X = this.asF32(X0, temps);
-    this.stridedCopy(X.buffer, out.buffer, outer, len * inner, X.shape[axis] * inner, start * inner, len * inner, 0);
-    this.dispose(temps);
+    this.withF32([X0], ([X]) =>
+      this.stridedCopy(X.buffer, out.buffer, outer, len * inner, X.shape[axis] * inner, start * inner, len * inner, 0));
     return out;
   }
 
@@ -493,12 +485,9 @@ export class WebGpuBackend implements TensorBackend {
     const out = this.allocate(shape);
     const n = X0.size;
     if (n === 0) return out;
-    const temps: WebGpuTensor[] = [];
-    const X = this.asF32(X0, temps);
     const pad = (a: number[]) => [...a, ...new Array<number>(MAX_RANK - a.length).fill(1)];
     const params: Param[] = [n, rank, 0, 0, ...pad(shape), ...pad(perm.map((p) => inStrides[p]))];
-    this.dispatch('transpose', () => transposeShader, params, [X.buffer, out.buffer], flatGrid(n));
-    this.dispose(temps);
+    this.withF32([X0], ([X]) => this.dispatch('transpose', () => transposeShader, params, [X.buffer, out.buffer], flatGrid(n)));
     return out;
   }
 
@@ -510,13 +499,12 @@ export class WebGpuBackend implements TensorBackend {
     D.storage.narrowable = false;                          // written: no longer an uploaded weight
     const row = sizeOf(D.shape.slice(1));
     if (S0.size === 0) return;
-    const temps: WebGpuTensor[] = [];
-    const S = this.asF32(S0, temps);
-    this.endPass();
-    this.openEncoder().copyBufferToBuffer(S.buffer.gpu, 0, D.buffer.gpu, offset * row * 4, S.size * 4);
-    S.buffer.epoch = D.buffer.epoch = this.epoch;
-    this.countRecorded();
-    this.dispose(temps);
+    this.withF32([S0], ([S]) => {
+      this.endPass();
+      this.openEncoder().copyBufferToBuffer(S.buffer.gpu, 0, D.buffer.gpu, offset * row * 4, S.size * 4);
+      S.buffer.epoch = D.buffer.epoch = this.epoch;
+      this.countRecorded();
+    });
   }
 
   // ── vision ────────────────────────────────────────────────────────────────
@@ -527,13 +515,13 @@ export class WebGpuBackend implements TensorBackend {
     const k = c * patch * patch, rows = gh * gw;
     const out = this.allocate([rows, o]);
     if (rows * k === 0) return out;
-    const temps: WebGpuTensor[] = [];
-    const X = this.asF32(X0, temps), B = this.asF32(B0, temps);
-    const cols = this.allocate([rows, k]);                               // [N, C·P·P]
-    this.dispatch('im2col', () => im2colShader, [rows * k, c, h, w, patch, gw], [X.buffer, cols.buffer], flatGrid(rows * k));
-    // The weight [O, C, P, P] is B [O, C·P·P] transposed, read packed when 16-bit.
-    this.matmulInto(cols.buffer, W.buffer, W.dtype, B.buffer, out.buffer, rows, k, o, true);
-    this.dispose([cols, ...temps]);
+    this.withF32([X0, B0], ([X, B]) => {
+      const cols = this.allocate([rows, k]);                               // [N, C·P·P]
+      this.dispatch('im2col', () => im2colShader, [rows * k, c, h, w, patch, gw], [X.buffer, cols.buffer], flatGrid(rows * k));
+      // The weight [O, C, P, P] is B [O, C·P·P] transposed, read packed when 16-bit.
+      this.matmulInto(cols.buffer, W.buffer, W.dtype, B.buffer, out.buffer, rows, k, o, true);
+      this.dispose(cols);
+    });
     return out;
   }
 
@@ -547,8 +535,6 @@ export class WebGpuBackend implements TensorBackend {
     if (tq > 65535 || hq > 65535) throw new Error(`attention: at most 65535 query rows and heads per call, got ${tq} × ${hq}`);
     const out = this.allocate([tq, hq, d]);
     if (out.size === 0) return out;
-    const temps: WebGpuTensor[] = [];
-    const [Q, K, V] = [Q0, K0, V0].map((x) => this.asF32(x, temps));
     const mask = opts.mask;
     const params: Param[] = [
       tq, hq, hkv, d,
@@ -556,9 +542,8 @@ export class WebGpuBackend implements TensorBackend {
       opts.slidingWindow ?? 0, f32(opts.scale), f32(opts.softCap ?? 0),
     ];
     const dims = Math.max(1, Math.ceil(d / ATTN_BLOCK));
-    this.dispatch(`attention:${dims}`, () => attentionShader(dims), params,
-      [Q.buffer, K.buffer, V.buffer, out.buffer], [hq, tq, 1]);
-    this.dispose(temps);
+    this.withF32([Q0, K0, V0], ([Q, K, V]) => this.dispatch(`attention:${dims}`, () => attentionShader(dims), params,
+      [Q.buffer, K.buffer, V.buffer, out.buffer], [hq, tq, 1]));
     return out;
   }
 
@@ -609,6 +594,19 @@ export class WebGpuBackend implements TensorBackend {
     if (n > 0) this.dispatch(`widen:${kind}`, () => widenShader(kind), [n], [x.buffer, out.buffer], flatGrid(n));
     temps.push(out);
     return out;
+  }
+
+  /**
+   * Records an op on f32 views of `xs`: each 16-bit tensor is widened into a temporary (asF32)
+   * and the temporaries are disposed once `record` has recorded the op, also when it throws.
+   */
+  private withF32<R>(xs: readonly WebGpuTensor[], record: (f32: WebGpuTensor[]) => R): R {
+    const temps: WebGpuTensor[] = [];
+    try {
+      return record(xs.map((x) => this.asF32(x, temps)));
+    } finally {
+      this.dispose(temps);
+    }
   }
 
   /**
@@ -747,10 +745,7 @@ export class WebGpuBackend implements TensorBackend {
     const out = this.allocate(A0.shape);
     const n = A0.size;
     if (n === 0) return out;
-    const temps: WebGpuTensor[] = [];
-    const A = this.asF32(A0, temps), B = this.asF32(B0, temps);
-    this.dispatch(op, () => binaryShader(op), [n, B.size], [A.buffer, B.buffer, out.buffer], flatGrid(n));
-    this.dispose(temps);
+    this.withF32([A0, B0], ([A, B]) => this.dispatch(op, () => binaryShader(op), [n, B.size], [A.buffer, B.buffer, out.buffer], flatGrid(n)));
     return out;
   }
 
@@ -760,10 +755,7 @@ export class WebGpuBackend implements TensorBackend {
     const out = this.allocate(A0.shape);
     const n = A0.size;
     if (n === 0) return out;
-    const temps: WebGpuTensor[] = [];
-    const A = this.asF32(A0, temps);
-    this.dispatch(op, () => unaryShader(op), [n, f32(s)], [A.buffer, out.buffer], flatGrid(n));
-    this.dispose(temps);
+    this.withF32([A0], ([A]) => this.dispatch(op, () => unaryShader(op), [n, f32(s)], [A.buffer, out.buffer], flatGrid(n)));
     return out;
   }
 
@@ -778,10 +770,8 @@ export class WebGpuBackend implements TensorBackend {
     const out = this.allocate(X0.shape);
     const rows = d === 0 ? 0 : X0.size / d;
     if (rows === 0) return out;
-    const temps: WebGpuTensor[] = [];
-    const [X, ...vectors] = [X0, ...extra].map((t) => this.asF32(t, temps));
-    this.dispatch(op, () => rowShader(op), [rows, d, f32(eps)], [X.buffer, ...vectors.map((v) => v.buffer), out.buffer], groupGrid(rows));
-    this.dispose(temps);
+    this.withF32([X0, ...extra], ([X, ...vectors]) =>
+      this.dispatch(op, () => rowShader(op), [rows, d, f32(eps)], [X.buffer, ...vectors.map((v) => v.buffer), out.buffer], groupGrid(rows)));
     return out;
   }
 
