@@ -201,3 +201,35 @@ describe('bench/full-checkpoint-memory.ts (smoke, narrow and shallow)', function
     }
   });
 });
+
+describe('bench/decode-gemv.ts (smoke, tiny shapes)', function () {
+  this.timeout(120_000);
+
+  async function runScript(args: string[]) {
+    const { join, resolve } = await import('node:path');
+    const { spawnSync } = await import('node:child_process');
+    const root = resolve(import.meta.dirname, '..');
+    return spawnSync(process.execPath, ['--import', 'tsx', join(root, 'bench/decode-gemv.ts'), ...args], { cwd: root, encoding: 'utf8' });
+  }
+
+  it('prints one row per round with a read rate per shape, the probe and their ratios', async function () {
+    const r = await runScript(['--rounds', '2', '--min-mib', '1', '--probe-mib', '8', '64x128', '32x256']);
+    expect(r.status, r.stderr).to.equal(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines[1]).to.match(/64x128 GB\/s\s+32x256 GB\/s\s+probe GB\/s\s+Gemm ÷ probe/);
+    const rows = lines.slice(2).map((l) => l.trim().split(/\s+/).map(Number));
+    expect(rows).to.have.length(2);
+    for (const [round, a, b, probe, ra, rb] of rows) {
+      expect(round).to.be.oneOf([1, 2]);
+      for (const x of [a, b, probe]) expect(x).to.be.above(0);
+      expect(ra).to.be.closeTo(a / probe, 0.01);
+      expect(rb).to.be.closeTo(b / probe, 0.01);
+    }
+  });
+
+  it('rejects a malformed shape with one error line and exit 2', async function () {
+    const r = await runScript(['12x']);
+    expect(r.status).to.equal(2);
+    expect(r.stderr.trim()).to.equal("error: shape '12x' is not NxK (two positive integers)");
+  });
+});
