@@ -15,7 +15,7 @@ import { onnxBackendPlugin } from '../src/backends/onnx/onnx-backend-module.js';
 import { BUILTIN_PLUGINS } from '../src/builtin-plugins.js';
 import { compare } from '../src/conformance/compare.js';
 import { createPipeline } from '../src/create-pipeline.js';
-import type { AttentionMask, AttentionOptions } from '../src/interfaces/attention-kernel.js';
+import type { AttentionMask } from '../src/interfaces/attention-kernel.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/pipeline/checkpoint/dtype.js';
 import type { PixelValues } from '../src/interfaces/image-processor.js';
@@ -27,6 +27,7 @@ import { promptIds } from '../src/pipeline/prompt-format.js';
 import { PartRegistry } from '../src/plugin/part-registry.js';
 import { buildTinyCheckpoint, gqaSpec, makeTempDir, makeTestImage, mhaSpec, mqaSpec } from './support/tiny-checkpoint.js';
 import { modelConfig, randomWeightEntries, type ModelShape } from '../src/testing/random-weights.js';
+import { itAttentionGrid, itFallsBackOnAnotherBackend } from './support/attention-grid.js';
 import { argmax, greedyRun, relMaxDiff } from './support/model-compare.js';
 import { rand, sizeOf } from './support/seeded-values.js';
 
@@ -225,42 +226,15 @@ describe('onnx backend', function () {
   describe('attention kernel vs reference', function () {
     const kernel = new OnnxAttentionKernel();
     const refKernel = new ReferenceAttentionKernel();
-    const masks: AttentionMask[] = [{ kind: 'bidirectional' }, { kind: 'causal' }, { kind: 'prefixLm', prefixLength: 3 }];
 
-    async function run(tq: number, hq: number, hkv: number, d: number, cap: number, opts: AttentionOptions, seed: number): Promise<number> {
+    itAttentionGrid(async (tq, hq, hkv, d, cap, opts, seed) => {
       const q = pair.rand([tq, hq, d], seed), k = pair.rand([cap, hkv, d], seed + 1), v = pair.rand([cap, hkv, d], seed + 2);
-      return pair.check(
+      note('attention', await pair.check(
         (be, [a, b, c]) => (be === onnx ? kernel : refKernel).attend(be, a, b, c, opts),
-        [q, k, v], 1e-10);
-    }
-
-    for (const mask of masks) {
-      for (const [hq, hkv] of [[4, 4], [4, 2], [8, 1]]) {
-        it(`${mask.kind}, GQA ratio ${hq / hkv} (Hq ${hq}, Hkv ${hkv}), full and partial cache`, async function () {
-          // Whole buffer valid, queries from row 0.
-          note('attention', await run(5, hq, hkv, 16, 5, { scale: 0.25, mask }, 900 + hq * 7 + hkv));
-          // Prefill into a larger buffer: 4 queries at rows 0..3 of a 9-row cache.
-          note('attention', await run(4, hq, hkv, 8, 9, { scale: 8 ** -0.5, mask, queryOffset: 0, kvLength: 4 }, 950 + hq));
-          // Decode: one query at row 6, 7 valid rows of 12.
-          note('attention', await run(1, hq, hkv, 8, 12, { scale: 8 ** -0.5, mask, queryOffset: 6, kvLength: 7 }, 990 + hkv));
-          // Chunk in the middle: 3 queries at rows 4..6, 7 valid rows of 10.
-          note('attention', await run(3, hq, hkv, 32, 10, { scale: 32 ** -0.5, mask, queryOffset: 4, kvLength: 7 }, 1020 + hq));
-        });
-      }
-    }
-
-    it('soft-capping and sliding window', async function () {
-      note('attention', await run(4, 4, 2, 8, 10, { scale: 1, mask: { kind: 'causal' }, softCap: 5, queryOffset: 2, kvLength: 6 }, 1100));
-      note('attention', await run(6, 2, 1, 8, 8, { scale: 0.5, mask: { kind: 'causal' }, slidingWindow: 3 }, 1110));
+        [q, k, v], 1e-10));
     });
 
-    it('falls back to the plain kernel on another backend', function () {
-      const ref = new ReferenceBackend();
-      const q = ref.upload(rand(2 * 2 * 4, 1), [2, 2, 4]);
-      const k = ref.upload(rand(3 * 1 * 4, 2), [3, 1, 4]);
-      const out = kernel.attend(ref, q, k, k, { scale: 0.5, mask: { kind: 'causal' }, queryOffset: 1 });
-      expect([...out.shape]).to.deep.equal([2, 2, 4]);
-    });
+    itFallsBackOnAnotherBackend(kernel);
   });
 
   // ── sessions, cache and disposal ────────────────────────────────────────────

@@ -17,7 +17,7 @@ import { BUILTIN_PLUGINS } from '../src/builtin-plugins.js';
 import { compare } from '../src/conformance/compare.js';
 import { THRESHOLDS } from '../src/conformance/op-case.js';
 import { createPipeline } from '../src/create-pipeline.js';
-import type { AttentionMask, AttentionOptions } from '../src/interfaces/attention-kernel.js';
+import type { AttentionOptions } from '../src/interfaces/attention-kernel.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
 import type { Tensor, TensorBackend } from '../src/interfaces/tensor-backend.js';
 import { ContiguousKvCacheStore } from '../src/kv-cache/contiguous-kv-cache.js';
@@ -27,6 +27,7 @@ import { PartRegistry } from '../src/plugin/part-registry.js';
 import {
   buildTinyCheckpoint, gqaSpec, makeTempDir, makeTestImage, mhaSpec, mqaSpec, type TinySpec,
 } from './support/tiny-checkpoint.js';
+import { itAttentionGrid, itFallsBackOnAnotherBackend } from './support/attention-grid.js';
 import { argmax, greedyRun, relMaxDiff } from './support/model-compare.js';
 import { rand, sizeOf } from './support/seeded-values.js';
 
@@ -309,7 +310,6 @@ describe('TensorFlow.js backend', function () {
     leakFree();
     const kernel = new TfjsAttentionKernel();
     const refKernel = new ReferenceAttentionKernel();
-    const masks: AttentionMask[] = [{ kind: 'bidirectional' }, { kind: 'causal' }, { kind: 'prefixLm', prefixLength: 3 }];
     let other: TfjsBackend;                                 // the other matmul layout, same engine
 
     before(async function () {
@@ -318,7 +318,7 @@ describe('TensorFlow.js backend', function () {
     });
     after(async function () { await other?.close(); });
 
-    async function run(tq: number, hq: number, hkv: number, d: number, cap: number, opts: AttentionOptions, seed: number): Promise<void> {
+    itAttentionGrid(async (tq, hq, hkv, d, cap, opts, seed) => {
       const data = [rand(tq * hq * d, seed), rand(cap * hkv * d, seed + 1), rand(cap * hkv * d, seed + 2)];
       const shapes = [[tq, hq, d], [cap, hkv, d], [cap, hkv, d]];
       for (const be of [tfjs, other]) {
@@ -329,38 +329,9 @@ describe('TensorFlow.js backend', function () {
         note(be === tfjs ? 'attention' : 'attention (batched)', e);
         be.dispose(inputs.map((p) => p[0]));
       }
-    }
-
-    for (const mask of masks) {
-      for (const [hq, hkv] of [[4, 4], [4, 2], [8, 1]]) {
-        it(`${mask.kind}, GQA ratio ${hq / hkv} (Hq ${hq}, Hkv ${hkv}), full and partial cache`, async function () {
-          // Whole buffer valid, queries from row 0.
-          await run(5, hq, hkv, 16, 5, { scale: 0.25, mask }, 900 + hq * 7 + hkv);
-          // Prefill into a larger buffer: 4 queries at rows 0..3 of a 9-row cache.
-          await run(4, hq, hkv, 8, 9, { scale: 8 ** -0.5, mask, queryOffset: 0, kvLength: 4 }, 950 + hq);
-          // Decode: one query at row 6, 7 valid rows of 12.
-          await run(1, hq, hkv, 8, 12, { scale: 8 ** -0.5, mask, queryOffset: 6, kvLength: 7 }, 990 + hkv);
-          // Chunk in the middle: 3 queries at rows 4..6, 7 valid rows of 10.
-          await run(3, hq, hkv, 32, 10, { scale: 32 ** -0.5, mask, queryOffset: 4, kvLength: 7 }, 1020 + hq);
-          // A single key row.
-          await run(1, hq, hkv, 4, 3, { scale: 0.5, mask, queryOffset: 0, kvLength: 1 }, 1050 + hq);
-        });
-      }
-    }
-
-    it('soft-capping, sliding window, large scores', async function () {
-      await run(4, 4, 2, 8, 10, { scale: 1, mask: { kind: 'causal' }, softCap: 5, queryOffset: 2, kvLength: 6 }, 1100);
-      await run(6, 2, 1, 8, 8, { scale: 0.5, mask: { kind: 'causal' }, slidingWindow: 3 }, 1110);
-      await run(5, 8, 1, 16, 5, { scale: 40, mask: { kind: 'prefixLm', prefixLength: 2 } }, 1120);
     });
 
-    it('falls back to the plain kernel on another backend', function () {
-      const ref = new ReferenceBackend();
-      const q = ref.upload(rand(2 * 2 * 4, 1), [2, 2, 4]);
-      const k = ref.upload(rand(3 * 1 * 4, 2), [3, 1, 4]);
-      const out = kernel.attend(ref, q, k, k, { scale: 0.5, mask: { kind: 'causal' }, queryOffset: 1 });
-      expect([...out.shape]).to.deep.equal([2, 2, 4]);
-    });
+    itFallsBackOnAnotherBackend(kernel);
 
     it('a decode loop over a contiguous KV cache matches the reference', async function () {
       const store = new ContiguousKvCacheStore();
