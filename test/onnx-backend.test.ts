@@ -28,54 +28,27 @@ import { PartRegistry } from '../src/plugin/part-registry.js';
 import { buildTinyCheckpoint, gqaSpec, makeTempDir, makeTestImage, mhaSpec, mqaSpec } from './support/tiny-checkpoint.js';
 import { modelConfig, randomWeightEntries, type ModelShape } from '../src/testing/random-weights.js';
 import { itAttentionGrid, itFallsBackOnAnotherBackend } from './support/attention-grid.js';
+import { BackendPair, WorstErrors } from './support/backend-pair.js';
 import { argmax, greedyRun, relMaxDiff } from './support/model-compare.js';
 import { rand, sizeOf } from './support/seeded-values.js';
 
 // ── helpers ─────────────────────────────────────────────────────────────────
 
-
-/** The same host data in both backends. */
-class Pair {
-  constructor(readonly onnx: OnnxBackend, readonly ref: ReferenceBackend) {}
-  up(data: Float32Array, shape: readonly number[]): [Tensor, Tensor] {
-    return [this.onnx.upload(data, shape), this.ref.upload(data, shape)];
-  }
-  rand(shape: readonly number[], seed: number, scale = 1): [Tensor, Tensor] {
-    return this.up(rand(sizeOf(shape), seed, scale), shape);
-  }
-  /** Runs `op` on both; returns the normalized MSE of onnx vs reference (and checks shapes). */
-  async check(op: (b: TensorBackend, x: Tensor[]) => Tensor, inputs: Array<[Tensor, Tensor]>, limit: number): Promise<number> {
-    const a = op(this.onnx, inputs.map((p) => p[0]));
-    const b = op(this.ref, inputs.map((p) => p[1]));
-    expect([...a.shape]).to.deep.equal([...b.shape]);
-    const c = compare(await this.onnx.read(a), await this.ref.read(b));
-    expect(c.problem).to.equal('');
-    expect(c.error, `nmse ${c.error}`).to.be.at.most(limit);
-    this.onnx.dispose(a);
-    return c.error;
-  }
-}
-
 /** Worst normalized MSE seen per op, printed at the end. */
-const worst = new Map<string, number>();
-function note(op: string, e: number): void {
-  worst.set(op, Math.max(worst.get(op) ?? 0, e));
-}
+const worst = new WorstErrors();
+const note = (op: string, e: number) => worst.note(op, e);
 
 describe('onnx backend', function () {
   let onnx: OnnxBackend;
-  let pair: Pair;
+  let pair: BackendPair<OnnxBackend>;
 
   before(async function () {
     onnx = new OnnxBackend({ device: 'cpu' });
     await onnx.init();
-    pair = new Pair(onnx, new ReferenceBackend());
+    pair = new BackendPair(onnx, new ReferenceBackend());
   });
   after(async function () {
-    if (worst.size) {
-      console.log('      onnx vs reference, worst normalized MSE per op:');
-      for (const [op, e] of worst) console.log(`        ${op.padEnd(12)} ${e.toExponential(2)}`);
-    }
+    worst.print('      onnx vs reference, worst normalized MSE per op:', 12);
     await onnx?.close();
   });
 
@@ -169,7 +142,7 @@ describe('onnx backend', function () {
       for (const perm of [[0, 1, 2], [1, 0, 2], [2, 1, 0], [1, 2, 0]]) {
         note('transpose', await pair.check((be, [a]) => be.transpose(a, perm), [x], 0));
       }
-      pair.onnx.dispose([table[0], x[0]]);
+      pair.subject.dispose([table[0], x[0]]);
     });
 
     it('patchEmbed (conv with kernel = stride = patch) → [N, O]', async function () {

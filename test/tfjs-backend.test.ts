@@ -28,11 +28,11 @@ import {
   buildTinyCheckpoint, gqaSpec, makeTempDir, makeTestImage, mhaSpec, mqaSpec, type TinySpec,
 } from './support/tiny-checkpoint.js';
 import { itAttentionGrid, itFallsBackOnAnotherBackend } from './support/attention-grid.js';
+import { BackendPair, WorstErrors } from './support/backend-pair.js';
 import { argmax, greedyRun, relMaxDiff } from './support/model-compare.js';
 import { rand, sizeOf } from './support/seeded-values.js';
 
 // ── helpers ─────────────────────────────────────────────────────────────────
-
 
 /** Which engine auto-selection must pick on this machine: the best whose packages resolve. */
 function expectedEngine(): TfjsEngineKind {
@@ -44,39 +44,12 @@ function expectedEngine(): TfjsEngineKind {
   return 'cpu';
 }
 
-/** The same host data in both backends; the tfjs inputs are released after each test. */
-class Pair {
-  private readonly inputs: Tensor[] = [];
-  constructor(readonly tfjs: TfjsBackend, readonly ref: ReferenceBackend) {}
-  up(data: Float32Array, shape: readonly number[]): [Tensor, Tensor] {
-    const t = this.tfjs.upload(data, shape);
-    this.inputs.push(t);
-    return [t, this.ref.upload(data, shape)];
-  }
-  rand(shape: readonly number[], seed: number, scale = 1): [Tensor, Tensor] {
-    return this.up(rand(sizeOf(shape), seed, scale), shape);
-  }
-  /** Runs `op` on both; returns the normalized MSE of tfjs vs reference (and checks shapes). */
-  async check(op: (b: TensorBackend, x: Tensor[]) => Tensor, inputs: Array<[Tensor, Tensor]>, limit: number, on: TfjsBackend = this.tfjs): Promise<number> {
-    const a = op(on, inputs.map((p) => p[0]));
-    const b = op(this.ref, inputs.map((p) => p[1]));
-    expect([...a.shape]).to.deep.equal([...b.shape]);
-    const c = compare(await on.read(a), await this.ref.read(b));
-    on.dispose(a);
-    expect(c.problem).to.equal('');
-    expect(c.error, `nmse ${c.error}`).to.be.at.most(limit);
-    return c.error;
-  }
-  release(): void {
-    this.tfjs.dispose(this.inputs.splice(0));
-  }
-}
+/** The tfjs inputs are released after each test. */
+type Pair = BackendPair<TfjsBackend>;
 
 /** Worst normalized MSE seen per op, printed at the end. */
-const worst = new Map<string, number>();
-function note(op: string, e: number): void {
-  worst.set(op, Math.max(worst.get(op) ?? 0, e));
-}
+const worst = new WorstErrors();
+const note = (op: string, e: number) => worst.note(op, e);
 
 let tfjs: TfjsBackend;
 let pair: Pair;
@@ -90,13 +63,10 @@ describe('TensorFlow.js backend', function () {
   before(async function () {
     tfjs = new TfjsBackend();
     await tfjs.init();
-    pair = new Pair(tfjs, new ReferenceBackend());
+    pair = new BackendPair(tfjs, new ReferenceBackend());
   });
   after(async function () {
-    if (worst.size) {
-      console.log(`      ${tfjs.engine} vs reference, worst normalized MSE per op:`);
-      for (const [op, e] of worst) console.log(`        ${op.padEnd(16)} ${e.toExponential(2)}`);
-    }
+    worst.print(`      ${tfjs.engine} vs reference, worst normalized MSE per op:`, 16);
     await tfjs?.close();
   });
 
@@ -474,7 +444,7 @@ describe('TensorFlow.js backend', function () {
   async function resumeShared(): Promise<void> {
     tfjs = new TfjsBackend();
     await tfjs.init();
-    pair = new Pair(tfjs, pair.ref);
+    pair = new BackendPair(tfjs, pair.ref);
   }
 
   /** Runs `b.init()` with no other tfjs backend open; returns the error it threw, if any. */
@@ -548,7 +518,7 @@ describe('TensorFlow.js backend', function () {
       await suspendShared();
       cpu = new TfjsBackend({ engine: 'cpu' });
       await cpu.init();
-      cpuPair = new Pair(cpu, pair.ref);
+      cpuPair = new BackendPair(cpu, pair.ref);
     });
     after(async function () {
       cpuPair?.release();
