@@ -28,7 +28,7 @@ import { PartRegistry } from '../src/plugin/part-registry.js';
 import { buildTinyCheckpoint, gqaSpec, makeTempDir, makeTestImage, mhaSpec, mqaSpec } from './support/tiny-checkpoint.js';
 import { modelConfig, randomWeightEntries, type ModelShape } from '../src/testing/random-weights.js';
 import { itAttentionGrid, itFallsBackOnAnotherBackend } from './support/attention-grid.js';
-import { BackendPair, WorstErrors } from './support/backend-pair.js';
+import { BackendPair, expectOwnershipChecks, WorstErrors } from './support/backend-pair.js';
 import { argmax, greedyRun, relMaxDiff } from './support/model-compare.js';
 import { rand, sizeOf } from './support/seeded-values.js';
 
@@ -187,11 +187,7 @@ describe('onnx backend', function () {
       expect(onnx.supports('matmul')).to.equal(true);
       expect(onnx.supports('upload', 'bf16')).to.equal(true);
       expect(onnx.supports('matmul', 'f16')).to.equal(true);
-      const foreign = new ReferenceBackend().zeros([2]);
-      expect(() => onnx.add(foreign, foreign)).to.throw(/does not belong/);
-      const t = onnx.zeros([2]);
-      onnx.dispose(t);
-      expect(() => onnx.scale(t, 2)).to.throw(/after dispose/);
+      expectOwnershipChecks(onnx);
     });
   });
 

@@ -4,7 +4,7 @@
  * suite's summary.
  */
 import { expect } from 'chai';
-import type { ReferenceBackend } from '../../src/backends/reference/reference-backend.js';
+import { ReferenceBackend } from '../../src/backends/reference/reference-backend.js';
 import { compare } from '../../src/conformance/compare.js';
 import type { Tensor, TensorBackend } from '../../src/interfaces/tensor-backend.js';
 import { rand, sizeOf } from './seeded-values.js';
@@ -57,4 +57,13 @@ export class WorstErrors {
     console.log(heading);
     for (const [op, e] of this.worst) console.log(`        ${op.padEnd(width)} ${e.toExponential(2)}`);
   }
+}
+
+/** A backend refuses another backend's tensors, and its own once disposed. */
+export function expectOwnershipChecks(b: TensorBackend): void {
+  const foreign = new ReferenceBackend().zeros([2]);
+  expect(() => b.add(foreign, foreign)).to.throw(/does not belong/);
+  const t = b.zeros([2]);
+  b.dispose(t);
+  expect(() => b.scale(t, 2)).to.throw(/after dispose/);
 }
