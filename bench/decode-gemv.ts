@@ -19,6 +19,8 @@ import { parseArgs } from 'node:util';
 import * as ortModule from 'onnxruntime-node';
 import { encodeModel, ONNX_FLOAT, type ProtoNode, type ProtoValueInfo } from '../src/backends/onnx/onnx-proto.js';
 import { measureReadBandwidth } from '../src/bench/machine-probe.js';
+import { parseNumber, reportAndExit } from '../src/cli/cli-errors.js';
+import { PaliGemmaError } from '../src/interfaces/errors.js';
 import { fillUniform } from '../src/bench/paligemma-shapes.js';
 
 const ort = ((ortModule as { default?: typeof ortModule }).default ?? ortModule) as typeof ortModule;
@@ -39,29 +41,37 @@ const { values, positionals } = parseArgs({
   },
   allowPositionals: true,
 });
-const positive = (flag: string, v: string | undefined): number => {
-  const x = Number(v);
-  if (!(Number.isInteger(x) && x > 0)) {
-    console.error(`error: --${flag} must be a positive integer, got ${v}`);
-    process.exit(2);
+const positiveInt = (flag: string, v: string | undefined): number =>
+  parseNumber(flag, v, (x) => Number.isInteger(x) && x > 0, 'a positive integer')!;
+
+/** An NxK spec as [N, K] (W is [N, K], as stored). */
+function parseShape(spec: string): [number, number] {
+  const [n, k] = spec.split('x').map(Number);
+  if (!(Number.isInteger(n) && Number.isInteger(k) && n > 0 && k > 0)) {
+    throw new PaliGemmaError(`shape '${spec}' is not NxK (two positive integers)`);
   }
-  return x;
-};
-const rounds = positive('rounds', values.rounds);
-const MIN_BYTES = positive('min-mib', values['min-mib']) * 2 ** 20;
-const probeMib = positive('probe-mib', values['probe-mib']);
-const specs = positionals.length ? positionals : DEFAULT_SHAPES;
+  return [n, k];
+}
+
+function parseOptions() {
+  try {
+    return {
+      rounds: positiveInt('--rounds', values.rounds),
+      minBytes: positiveInt('--min-mib', values['min-mib']) * 2 ** 20,
+      probeMib: positiveInt('--probe-mib', values['probe-mib']),
+      shapes: (positionals.length ? positionals : DEFAULT_SHAPES).map(parseShape),
+    };
+  } catch (e) {
+    return reportAndExit(e, false);
+  }
+}
+const { rounds, minBytes, probeMib, shapes } = parseOptions();
 
 interface Case { spec: string; bytes: number; run: () => Promise<unknown> }
 
 /** One session: `copies` independent Gemm nodes, y_c [1, N] = x [1, K] · W_c [N, K]ᵀ. */
-async function gemmCase(spec: string): Promise<Case> {
-  const [n, k] = spec.split('x').map(Number);
-  if (!(Number.isInteger(n) && Number.isInteger(k) && n > 0 && k > 0)) {
-    console.error(`error: shape '${spec}' is not NxK (two positive integers)`);
-    process.exit(2);
-  }
-  const copies = Math.max(1, Math.ceil(MIN_BYTES / (n * k * 4)));
+async function gemmCase(n: number, k: number): Promise<Case> {
+  const copies = Math.max(1, Math.ceil(minBytes / (n * k * 4)));
   const nodes: ProtoNode[] = [];
   const inputs: ProtoValueInfo[] = [{ name: 'x', elemType: ONNX_FLOAT, dims: [1, k] }];
   const outputs: ProtoValueInfo[] = [];
@@ -75,13 +85,13 @@ async function gemmCase(spec: string): Promise<Case> {
   const model = encodeModel({ irVersion: 8, opset: 13, nodes, initializers: [], inputs, outputs });
   const session = await ort.InferenceSession.create(model, { executionProviders: ['cpu'], logSeverityLevel: 3 });
   await session.run(feeds);                                                       // warm-up
-  return { spec, bytes: copies * n * k * 4, run: () => session.run(feeds) };
+  return { spec: `${n}x${k}`, bytes: copies * n * k * 4, run: () => session.run(feeds) };
 }
 
 const median = (xs: number[]) => [...xs].sort((p, q) => p - q)[xs.length >> 1];
 
 const cases: Case[] = [];
-for (const spec of specs) cases.push(await gemmCase(spec));
+for (const [n, k] of shapes) cases.push(await gemmCase(n, k));
 console.log(`onnxruntime-node ${ort.env.versions.node}: one-row Gemm (transB) read rate against the read-bandwidth probe, ${availableParallelism()} threads available`);
 console.log(`${'round'.padEnd(7)}${cases.map((c) => `${c.spec} GB/s`.padStart(20)).join('')}${'probe GB/s'.padStart(14)}   Gemm ÷ probe`);
 for (let r = 0; r < rounds; r++) {
