@@ -3,12 +3,32 @@ import { PaliGemmaError } from '../interfaces/errors.js';
 /** Exit codes of the `paligemma` command. */
 export const EXIT_USAGE = 2;
 
-/** Prints one `error:` line (a stack too with --verbose) and exits 2 for user errors. */
-export function reportAndExit(e: unknown, verbose: boolean): never {
+export interface ReportOptions {
+  /** Add the stack trace. */
+  verbose?: boolean;
+  /** Print `{"error": {"code", "message"}}` instead of the `error:` line (commands run with --json). */
+  json?: boolean;
+}
+
+/**
+ * Reports an error on stderr and exits: 2 for errors the user can fix (PaliGemmaError, bad
+ * flags), 1 for anything else. Plain form: one `error: …` line (a stack too with verbose). With
+ * json: one line `{"error":{"code","message"}}`, so scripts never parse prose; stdout stays
+ * reserved for results.
+ */
+export function reportAndExit(e: unknown, options: ReportOptions | boolean = {}): never {
+  const { verbose = false, json = false } = typeof options === 'boolean' ? { verbose: options } : options;
   const err = e as Error;
-  const userError = e instanceof PaliGemmaError || (err as { code?: string })?.code?.startsWith?.('commander.');
+  const commanderCode = (err as { code?: string })?.code;
+  const isCommander = typeof commanderCode === 'string' && commanderCode.startsWith('commander.');
+  const userError = e instanceof PaliGemmaError || isCommander;
   const message = (err?.message ?? String(e)).replace(/^error:\s*/i, '').split('\n')[0];
-  process.stderr.write(`error: ${message}\n`);
+  if (json) {
+    const code = e instanceof PaliGemmaError ? e.code : isCommander ? 'usage' : 'internal';
+    process.stderr.write(`${JSON.stringify({ error: { code, message } })}\n`);
+  } else {
+    process.stderr.write(`error: ${message}\n`);
+  }
   if (verbose && err?.stack) process.stderr.write(`${err.stack}\n`);
   process.exit(userError ? EXIT_USAGE : 1);
 }

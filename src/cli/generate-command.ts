@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { IMAGE_HELP, imageArg } from './image-arg.js';
 import { PaliGemmaError } from '../interfaces/errors.js';
 import { parseNumber } from './cli-errors.js';
 import { collect, parseKeyValueOptions } from './key-value-options.js';
@@ -21,7 +22,7 @@ interface GenerateFlags extends ModelFlags {
 export function generateCommand(): Command {
   return addModelOptions(new Command('generate')
     .description('generate text from an image and a prompt')
-    .requiredOption('--image <file>', 'PNG, JPEG or WebP image')
+    .requiredOption('--image <file>', IMAGE_HELP)
     .requiredOption('--prompt <text>', "task prompt, e.g. 'caption en'")
     .option('--max-new-tokens <n>', 'stop after this many tokens', '32')
     .option('--sampler <name>', 'greedy (default), temperature, top-k, top-p, or a plugin sampler')
@@ -53,12 +54,13 @@ export function generateCommand(): Command {
         throw new PaliGemmaError('--top-k and --top-p need a sampling sampler (--sampler top-k or top-p), not greedy');
       }
 
+      const image = await imageArg(flags.image);      // stdin is read before the model loads
       const pipe = await pipelineFor(flags, { sampler, samplerOptions });
       const controller = new AbortController();
       const onSigint = () => controller.abort();
       process.once('SIGINT', onSigint);
       try {
-        const stream = pipe.stream(flags.image, flags.prompt, { maxNewTokens, seed, logprobs, signal: controller.signal });
+        const stream = pipe.stream(image, flags.prompt, { maxNewTokens, seed, logprobs, signal: controller.signal });
         let r = await stream.next();
         while (!r.done) {
           if (!flags.json) process.stdout.write(r.value.text);

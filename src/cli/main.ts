@@ -1,24 +1,51 @@
 /** The `paligemma` command. */
 import 'reflect-metadata';
-import { Command, CommanderError } from 'commander';
-import { reportAndExit } from './cli-errors.js';
+import { Command, CommanderError, Help, type Option } from 'commander';
+import { EXIT_USAGE, reportAndExit } from './cli-errors.js';
 import { benchCommand } from './bench-command.js';
 import { conformanceCommand } from './conformance-command.js';
 import { generateCommand } from './generate-command.js';
 import { pluginsCommand } from './plugins-command.js';
 import { scoreCommand } from './score-command.js';
+import { packageVersion } from './package-version.js';
+
+/** Help text without "(default: [])" on repeatable flags: an empty list says nothing. */
+class CleanHelp extends Help {
+  override optionDescription(option: Option): string {
+    if (Array.isArray(option.defaultValue) && option.defaultValue.length === 0 && !option.defaultValueDescription) {
+      const { defaultValue } = option;
+      option.defaultValue = undefined;
+      try { return super.optionDescription(option); } finally { option.defaultValue = defaultValue; }
+    }
+    return super.optionDescription(option);
+  }
+}
+
+export function buildProgram(): Command {
+  const program = new Command('paligemma')
+    .description('Run PaliGemma vision-language models on swappable backends')
+    .version(packageVersion(), '-V, --version', 'print the version')
+    .exitOverride()
+    .configureOutput({ writeErr: () => {} });       // errors are reported once, by reportAndExit
+  program.createHelp = () => new CleanHelp();
+  for (const cmd of [generateCommand(), scoreCommand(), conformanceCommand(), benchCommand(), pluginsCommand()]) {
+    cmd.createHelp = () => new CleanHelp();
+    program.addCommand(cmd.exitOverride().configureOutput({ writeErr: () => {} }));
+  }
+  return program;
+}
 
 export async function main(argv: string[]): Promise<void> {
   // A closed pipe (`paligemma ... | head`) ends the command quietly.
   process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(0); throw e; });
-  const program = new Command('paligemma')
-    .description('Run PaliGemma vision-language models on swappable backends')
-    .exitOverride()
-    .configureOutput({ writeErr: () => {} });       // errors are reported once, below
-  for (const cmd of [generateCommand(), scoreCommand(), conformanceCommand(), benchCommand(), pluginsCommand()]) {
-    program.addCommand(cmd.exitOverride().configureOutput({ writeErr: () => {} }));
+  const program = buildProgram();
+  if (argv.length === 0) {
+    // No command: what a user needs is the list of commands, and scripts need a failure.
+    process.stderr.write(program.helpInformation());
+    process.exit(EXIT_USAGE);
   }
   const verbose = argv.includes('--verbose');
+  const json = argv.includes('--json');
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (e) {
@@ -26,7 +53,7 @@ export async function main(argv: string[]): Promise<void> {
       || e.code === 'commander.help')) {
       process.exit(0);
     }
-    reportAndExit(e, verbose);
+    reportAndExit(e, { verbose, json });
   }
 }
 

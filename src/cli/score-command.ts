@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { IMAGE_HELP, imageArg } from './image-arg.js';
 import { addModelOptions, pipelineFor, type ModelFlags } from './model-options.js';
 
 interface ScoreFlags extends ModelFlags {
@@ -11,14 +12,15 @@ interface ScoreFlags extends ModelFlags {
 export function scoreCommand(): Command {
   return addModelOptions(new Command('score')
     .description('log-probability of a suffix (with <eos> appended) given an image and a prompt')
-    .requiredOption('--image <file>', 'PNG, JPEG or WebP image')
+    .requiredOption('--image <file>', IMAGE_HELP)
     .requiredOption('--prompt <text>', 'task prompt')
     .requiredOption('--suffix <text>', 'text to score')
     .option('--json', 'print one JSON object'))
     .action(async (flags: ScoreFlags) => {
+      const image = await imageArg(flags.image);      // stdin is read before the model loads
       const pipe = await pipelineFor(flags);
       try {
-        const r = await pipe.score(flags.image, flags.prompt, flags.suffix);
+        const r = await pipe.score(image, flags.prompt, flags.suffix);
         if (flags.json) {
           process.stdout.write(`${JSON.stringify(r)}\n`);
         } else {

@@ -14,11 +14,15 @@ export interface PixelValues {
   shape: [channels: number, height: number, width: number];
 }
 
-/** A path, encoded image bytes (PNG/JPEG/WebP), or decoded RGB(A) pixels. */
-export type ImageInput =
-  | string
-  | Uint8Array
-  | { data: Uint8Array; width: number; height: number; channels: 3 | 4 };
+/** Decoded 8-bit RGB or RGBA pixels, row-major HWC. */
+export interface RawPixels { data: Uint8Array; width: number; height: number; channels: 3 | 4 }
+
+/**
+ * An image: a file path, an http(s) URL (string or URL; fetched with a size cap, a timeout and
+ * bounded redirects), encoded bytes (PNG/JPEG/WebP as a Buffer, Uint8Array, ArrayBuffer or Blob),
+ * or decoded pixels.
+ */
+export type ImageInput = string | URL | Uint8Array | ArrayBuffer | Blob | RawPixels;
 
 export interface ImageProcessor {
   process(image: ImageInput): Promise<PixelValues>;

@@ -9,10 +9,12 @@
  * ```
  */
 import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { PaliGemmaError } from '../interfaces/errors.js';
 import type { ImageInput, ImageProcessor, PixelValues } from '../interfaces/image-processor.js';
+import { blobBytes, displayUrl, fetchImage, isImageUrl } from '../image/image-source.js';
 import { PIL_RESAMPLE_CODES, pilResize, type PilFilter } from './pil-bicubic.js';
 
 type Triple = [number, number, number];
@@ -193,7 +195,12 @@ export class SiglipImageProcessor implements ImageProcessor {
 }
 
 const inputName = (image: ImageInput): string =>
-  typeof image === 'string' ? image : image instanceof Uint8Array ? `image bytes (${image.length} bytes)` : 'raw pixels';
+  typeof image === 'string' ? (isImageUrl(image) ? displayUrl(image) : image)
+    : image instanceof URL ? displayUrl(image.href)
+      : image instanceof Uint8Array || image instanceof ArrayBuffer ? `image bytes (${image.byteLength} bytes)`
+        : image instanceof Blob ? `image blob (${image.size} bytes)` : 'raw pixels';
+
+const EXPECTED_INPUT = 'a path, an http(s) URL, a Buffer/Uint8Array/ArrayBuffer/Blob of PNG, JPEG or WebP bytes, or {data, width, height, channels}';
 
 /**
  * Any ImageInput → 8-bit RGB. Encoded images go through sharp: EXIF orientation applied, alpha
@@ -202,9 +209,12 @@ const inputName = (image: ImageInput): string =>
  * differ from Pillow's naive CMYK → RGB.
  */
 export async function decodeToRgb(image: ImageInput): Promise<RgbImage> {
-  if (typeof image !== 'string' && !(image instanceof Uint8Array)) return rawToRgb(image);
+  if (image === null || image === undefined || (typeof image !== 'string' && typeof image !== 'object')) {
+    throw new PaliGemmaError(`invalid image ${String(image)}: expected ${EXPECTED_INPUT}`, 'invalid_argument');
+  }
+  if (image instanceof URL && image.protocol === 'file:') image = fileURLToPath(image);
   let bytes: Uint8Array;
-  if (typeof image === 'string') {
+  if (typeof image === 'string' && !isImageUrl(image)) {
     try {
       bytes = await readFile(image);
     } catch (e) {
@@ -212,7 +222,19 @@ export async function decodeToRgb(image: ImageInput): Promise<RgbImage> {
       throw new PaliGemmaError(code === 'ENOENT' ? `image not found: ${image}` : `cannot read image ${image}: ${(e as Error).message}`,
         code === 'ENOENT' ? 'not_found' : 'invalid_input');
     }
-  } else bytes = image;
+  } else if (typeof image === 'string' || image instanceof URL) {
+    bytes = await fetchImage(typeof image === 'string' ? image : image.href);
+  } else if (image instanceof Uint8Array) {
+    bytes = image;
+  } else if (image instanceof ArrayBuffer) {
+    bytes = new Uint8Array(image);
+  } else if (typeof Blob !== 'undefined' && image instanceof Blob) {
+    bytes = await blobBytes(image);
+  } else if ('data' in image && 'width' in image) {
+    return rawToRgb(image);
+  } else {
+    throw new PaliGemmaError(`invalid image: expected ${EXPECTED_INPUT}`, 'invalid_argument');
+  }
   if (bytes.length === 0) throw new PaliGemmaError(`cannot decode ${inputName(image)}: empty file`);
   try {
     // ignoreIcc: Pillow hands over the stored values without colour management, so must we.
