@@ -101,7 +101,8 @@ describe('--backend-option and --sampler-option on the command', function () {
     // The option is the sampler's to judge: an out-of-range minP is its one-line error.
     const bad = cli(gen('--sampler', 'min-p', '--sampler-option', 'minP=2', '--plugin', MIN_P));
     expect(bad.code, bad.stderr).to.equal(2);
-    expect(bad.stderr.trim().split('\n').filter((l) => !l.startsWith('note: '))).to.deep.equal(['error: invalid minP 2: expected a number in [0, 1]']);
+    expect(bad.stderr.trim().split('\n').filter((l) => !l.startsWith('note: ')))
+      .to.deep.equal(['{"error":{"code":"invalid_input","message":"invalid minP 2: expected a number in [0, 1]"}}']);
   });
 
   it('conformance --backend onnx --backend-option quantize=int8 --json names the options and gives finite diffs', function () {

@@ -372,7 +372,7 @@ describe('parseConfig', () => {
     const c = parseConfig(clone(MIX_224_CONFIG), 'config.json');
     expect(c.text).to.deep.equal({
       hiddenSize: 2048, intermediateSize: 16384, numLayers: 18, numHeads: 8, numKvHeads: 1,
-      headDim: 256, vocabSize: 257216, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 8192,
+      headDim: 256, vocabSize: 257216, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 8192, modelType: 'gemma',
     });
     expect(c.vision).to.deep.equal({
       hiddenSize: 1152, intermediateSize: 4304, numLayers: 27, numHeads: 16, patchSize: 14,

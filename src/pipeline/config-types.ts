@@ -13,6 +13,8 @@ export interface VisionConfig {
 }
 
 export interface TextConfig {
+  /** text_config.model_type as written ('gemma', 'gemma2', …); unset when the file leaves it out. */
+  modelType?: string;
   hiddenSize: number;          // 2048
   intermediateSize: number;    // 16384
   numLayers: number;           // 18

@@ -15,9 +15,25 @@ import type { KVCache, KVCacheStore } from '../interfaces/kv-cache-store.js';
 import type { DType, Tensor, TensorBackend } from '../interfaces/tensor-backend.js';
 import type { PaliGemmaConfig } from './config-types.js';
 import { GemmaDecoder } from './gemma.js';
+import { PaliGemmaError } from '../interfaces/errors.js';
 import { ModelWeights } from './model-weights.js';
 import { roundToDtype } from './round-to-dtype.js';
 import { SiglipVisionTower, projectImageFeatures } from './siglip.js';
+
+/**
+ * The decoder for text_config.model_type. Only Gemma (PaliGemma 1) runs today; anything else,
+ * Gemma 2 (PaliGemma 2) included, is refused by name: its sliding window, extra norms and final
+ * soft-cap would otherwise be ignored and the answer silently wrong.
+ */
+export function decoderFor(backend: TensorBackend, attention: AttentionKernel, weights: ModelWeights, text: PaliGemmaConfig['text']): GemmaDecoder {
+  const type = text.modelType ?? 'gemma';
+  if (type === 'gemma') return new GemmaDecoder(backend, attention, weights, text);
+  if (type === 'gemma2') {
+    throw new PaliGemmaError('text_config.model_type "gemma2" (PaliGemma 2) is not supported yet: its Gemma 2 decoder '
+      + '(sliding window, four norms per layer, final soft-cap) is not implemented, so it is refused rather than run wrong', 'unsupported_model');
+  }
+  throw new PaliGemmaError(`text_config.model_type ${JSON.stringify(type)} is not supported: expected "gemma" (PaliGemma 1)`, 'unsupported_model');
+}
 
 export interface ModelParts {
   backend: TensorBackend;
@@ -46,7 +62,7 @@ export class PaliGemmaModel {
     this.backend = parts.backend;
     this.weights = new ModelWeights(checkpoint.weights);
     this.vision = new SiglipVisionTower(parts.backend, parts.attention, this.weights, this.config.vision);
-    this.decoder = new GemmaDecoder(parts.backend, parts.attention, this.weights, this.config.text);
+    this.decoder = decoderFor(parts.backend, parts.attention, this.weights, this.config.text);
     this.embedScale = roundToDtype(Math.sqrt(this.config.text.hiddenSize), checkpoint.weightDtype);
   }
 

@@ -26,6 +26,13 @@ export function expectUserError(r: Pick<CliRun, 'code' | 'stderr'>, pattern: Reg
   expect(r.code, r.stderr).to.equal(2);
   const lines = r.stderr.trim().split('\n').filter((l) => !(opts.allowNotes && l.startsWith('note: ')));
   expect(lines, r.stderr).to.have.length(1);
+  // A command run with --json reports {"error":{"code","message"}} instead of the prose line.
+  if (lines[0].startsWith('{')) {
+    const { error } = JSON.parse(lines[0]) as { error: { code: string; message: string } };
+    expect(error.code).to.be.a('string').and.not.equal('internal');
+    expect(`error: ${error.message}`).to.match(pattern);
+    return;
+  }
   expect(lines[0]).to.match(/^error: /);
   expect(lines[0]).to.match(pattern);
 }

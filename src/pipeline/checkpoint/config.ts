@@ -162,6 +162,7 @@ export function parseConfig(json: unknown, path: string): PaliGemmaConfig {
     text.slidingWindow = window;
   }
   if (qScalar !== undefined) text.queryPreAttnScalar = qScalar;
+  if (textType !== undefined) text.modelType = textType;
   if (text.numHeads % text.numKvHeads !== 0) {
     tc.fail(`text_config.num_attention_heads (${text.numHeads}) is not a multiple of num_key_value_heads (${text.numKvHeads})`);
   }

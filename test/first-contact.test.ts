@@ -1,0 +1,140 @@
+/** CLI conventions, images from stdin / URLs / Blobs, and refusing models we cannot run correctly. */
+import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
+import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { createPipeline } from '../src/create-pipeline.js';
+import { PaliGemmaError } from '../src/interfaces/errors.js';
+import { decodeToRgb } from '../src/pipeline/siglip-image-processor.js';
+import { runCli } from './support/run-cli.js';
+import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec } from './support/tiny-checkpoint.js';
+
+const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+
+describe('first contact', function () {
+  let dir: string;
+  let model: string;
+  let png: Buffer;
+  let server: Server;
+  let base: string;
+
+  before(async function () {
+    dir = await makeTempDir('pg-first-');
+    model = join(dir, 'model');
+    await mkdir(model);
+    await buildTinyCheckpoint(model, mqaSpec());
+    const { data, width, height } = makeTestImage(30, 20, 3);
+    png = await sharp(Buffer.from(data), { raw: { width, height, channels: 3 } }).png().toBuffer();
+    await writeFile(join(dir, 'image.png'), png);
+    let hops = 0;
+    server = createServer((req, res) => {
+      if (req.url === '/cat.png') { res.writeHead(200, { 'content-type': 'image/png' }); res.end(png); return; }
+      if (req.url === '/moved') { res.writeHead(302, { location: '/cat.png' }); res.end(); return; }
+      if (req.url === '/loop') { hops++; res.writeHead(302, { location: `/loop?${hops}` }); res.end(); return; }
+      if (req.url?.startsWith('/loop?')) { hops++; res.writeHead(302, { location: `/loop?${hops}` }); res.end(); return; }
+      if (req.url === '/big') { res.writeHead(200, { 'content-length': String(64 * 1024 * 1024) }); res.end(); return; }
+      res.writeHead(404); res.end();
+    });
+    await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+
+  after(function () { server.closeAllConnections(); server.close(); });
+
+  it('--version and -V print the package version', function () {
+    for (const flag of ['--version', '-V']) {
+      const r = runCli([flag]);
+      expect(r.code, r.stderr).to.equal(0);
+      expect(r.stdout.trim()).to.equal(pkg.version);
+    }
+  });
+
+  it('bare paligemma prints the help to stderr and exits 2', function () {
+    const r = runCli([]);
+    expect(r.code).to.equal(2);
+    expect(r.stdout).to.equal('');
+    expect(r.stderr).to.match(/Usage: paligemma/).and.to.match(/generate/);
+  });
+
+  it('subcommand help shows no empty-list defaults', function () {
+    for (const cmd of ['conformance', 'generate', 'bench']) {
+      const r = runCli([cmd, '--help']);
+      expect(r.code).to.equal(0);
+      expect(r.stdout).to.contain('--plugin');
+      expect(r.stdout).not.to.contain('(default: [])');
+    }
+  });
+
+  it('with --json an error is one JSON line with code and message, exit 2', function () {
+    const r = runCli(['generate', '--model', model, '--image', join(dir, 'absent.png'), '--prompt', 'x', '--json']);
+    expect(r.code).to.equal(2);
+    const lines = r.stderr.trim().split('\n').filter((l) => l.startsWith('{'));
+    expect(lines).to.have.length(1);
+    const err = JSON.parse(lines[0]);
+    expect(err.error.code).to.equal('not_found');
+    expect(err.error.message).to.contain('absent.png');
+    const usage = runCli(['generate', '--json', '--prompt', 'x']);
+    expect(usage.code).to.equal(2);
+    expect(JSON.parse(usage.stderr.trim()).error.code).to.equal('usage');
+  });
+
+  it('--image - reads the image from stdin and gives the same tokens as the file', function () {
+    const args = ['generate', '--model', model, '--prompt', 'caption en', '--max-new-tokens', '4', '--json'];
+    const fromFile = runCli([...args, '--image', join(dir, 'image.png')]);
+    expect(fromFile.code, fromFile.stderr).to.equal(0);
+    const fromStdin = spawnSync(process.execPath, ['bin/paligemma.js', ...args, '--image', '-'], { input: png, encoding: 'utf8' });
+    expect(fromStdin.status, fromStdin.stderr).to.equal(0);
+    expect(JSON.parse(fromStdin.stdout).tokens).to.deep.equal(JSON.parse(fromFile.stdout).tokens);
+    const empty = spawnSync(process.execPath, ['bin/paligemma.js', ...args, '--image', '-'], { input: '', encoding: 'utf8' });
+    expect(empty.status).to.equal(2);
+    expect(JSON.parse(empty.stderr.trim().split('\n').pop()!).error.message).to.match(/^--image - \(stdin\): no bytes/);
+  });
+
+  it('decodes the same pixels from a path, a URL (after a redirect), bytes, an ArrayBuffer and a Blob', async function () {
+    const want = await decodeToRgb(join(dir, 'image.png'));
+    const ab = png.buffer.slice(png.byteOffset, png.byteOffset + png.byteLength);
+    for (const input of [`${base}/cat.png`, new URL(`${base}/moved`), new Uint8Array(png), ab, new Blob([new Uint8Array(png)])]) {
+      const got = await decodeToRgb(input as never);
+      expect([got.width, got.height]).to.deep.equal([want.width, want.height]);
+      expect(Buffer.from(got.data).equals(Buffer.from(want.data))).to.equal(true);
+    }
+  });
+
+  it('refuses bad image URLs and inputs with one PaliGemmaError each', async function () {
+    const cases: Array<[unknown, RegExp]> = [
+      [`${base}/missing.png`, /HTTP 404/],
+      [`${base}/loop`, /more than 5 redirects/],
+      [`${base}/big`, /over the \d+-byte limit/],
+      [null, /invalid image null/],
+      [42, /invalid image 42/],
+      [{ foo: 1 }, /invalid image: expected/],
+    ];
+    for (const [input, pattern] of cases) {
+      let caught: unknown;
+      try { await decodeToRgb(input as never); } catch (e) { caught = e; }
+      expect(caught, String(input)).to.be.instanceOf(PaliGemmaError);
+      expect((caught as Error).message).to.match(pattern);
+    }
+  });
+
+  it('refuses a PaliGemma 2 (gemma2) or unknown text model by name instead of running it as PaliGemma 1', async function () {
+    for (const [type, pattern] of [['gemma2', /model_type "gemma2" \(PaliGemma 2\) is not supported yet/], ['llama', /model_type "llama" is not supported/]] as const) {
+      const m = join(dir, `model-${type}`);
+      await mkdir(m);
+      await buildTinyCheckpoint(m, mqaSpec());
+      const config = JSON.parse(await readFile(join(m, 'config.json'), 'utf8'));
+      config.text_config.model_type = type;
+      await writeFile(join(m, 'config.json'), JSON.stringify(config));
+      let caught: unknown;
+      try { await (await createPipeline({ model: m })).close(); } catch (e) { caught = e; }
+      expect(caught, type).to.be.instanceOf(PaliGemmaError);
+      expect((caught as Error).message).to.match(pattern);
+      const r = runCli(['generate', '--model', m, '--image', join(dir, 'image.png'), '--prompt', 'x']);
+      expect(r.code).to.equal(2);
+      expect(r.stderr).to.match(pattern);
+    }
+  });
+});
