@@ -25,6 +25,7 @@ import { ModelCheckpointToken, PaliGemmaPipeline } from './pipeline/paligemma-pi
 import type { PaliGemmaPlugin } from './plugin/define-plugin.js';
 import { loadPluginModule } from './plugin/load-plugin.js';
 import { PartRegistry } from './plugin/part-registry.js';
+import { parseModelDtype, planDtype, type ModelDtype } from './pipeline/model-dtype.js';
 import { ensureDemoCheckpoint } from './testing/demo-checkpoint.js';
 
 export interface CreatePipelineOptions {
@@ -33,6 +34,11 @@ export interface CreatePipelineOptions {
   /** Backend name (default 'reference') or your own instance. */
   backend?: string | TensorBackend;
   backendOptions?: BackendOptions;
+  /**
+   * How weights are held (default 'auto', as the checkpoint stores them): 'fp32', 'fp16', 'bf16'
+   * (rounded at load), 'q8' / 'q4' (weight-only quantization where the backend has it). See model-dtype.ts.
+   */
+  dtype?: ModelDtype;
   /** Attention kernel name or instance (default: the backend's own, else 'plain'). */
   attention?: string | AttentionKernel;
   /** KV cache store name or instance (default: 'contiguous'). */
@@ -88,9 +94,14 @@ export async function createPipeline(options: CreatePipelineOptions = {}): Promi
   const dir = options.model ?? await ensureDemoCheckpoint();
 
   const backendName = typeof options.backend === 'string' ? options.backend : options.backend?.name ?? 'reference';
+  const dtype = parseModelDtype(options.dtype ?? 'auto');
+  const plan = planDtype(dtype, backendName, options.backendOptions);
+  if (typeof options.backend === 'object' && Object.keys(plan.backendOptions).length > 0) {
+    throw new PaliGemmaError(`dtype ${dtype} configures the backend as it starts; pass the backend by name, or start your instance with those options`, 'invalid_option');
+  }
   const backend = typeof options.backend === 'object'
     ? options.backend
-    : await startBackend(registry, backendName, options.backendOptions);
+    : await startBackend(registry, backendName, { ...options.backendOptions, ...plan.backendOptions });
   // Whatever fails from here on releases what this call created.
   let checkpoint: LoadedCheckpoint | undefined;
   try {
@@ -107,7 +118,7 @@ export async function createPipeline(options: CreatePipelineOptions = {}): Promi
       : registry.get('sampler', options.sampler ?? 'greedy').create(options.samplerOptions ?? {});
 
     const tokenizer = typeof options.tokenizer === 'object' ? options.tokenizer : await tokenizerPart!.load(dir);
-    checkpoint = await loadCheckpoint(dir, backend, { onProgress: options.onProgress });
+    checkpoint = await loadCheckpoint(dir, backend, { onProgress: options.onProgress, weights: plan.weights });
     const imageProcessor = typeof options.imageProcessor === 'object'
       ? options.imageProcessor
       : await imageProcessorPart!.load(dir, checkpoint.config.vision.imageSize);

@@ -14,6 +14,7 @@ export type * from './pipeline/config-types.js';
 export { promptIds, suffixIds } from './pipeline/prompt-format.js';
 export { loadCheckpoint } from './pipeline/checkpoint/load-checkpoint.js';
 export { parseConfig } from './pipeline/checkpoint/config.js';
+export { MODEL_DTYPES, parseModelDtype, planDtype, type ModelDtype, type WeightStorage } from './pipeline/model-dtype.js';
 export { HfTokenizer } from './pipeline/hf-tokenizer.js';
 export { SiglipImageProcessor } from './pipeline/siglip-image-processor.js';
 export { ReferenceBackend } from './backends/reference/reference-backend.js';

@@ -138,3 +138,41 @@ describe('first contact', function () {
     }
   });
 });
+
+describe('lean install: optional backends', function () {
+  const BIN = new URL('../bin/paligemma.js', import.meta.url).pathname;
+  const HOOK = new URL('./support/hide-packages.mjs', import.meta.url).pathname;
+  const ABSENT = ['webgpu', '@tensorflow/tfjs', '@tensorflow/tfjs-backend-wasm', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu', 'onnxruntime-node'];
+  const DEMO = new URL('../examples/demo.png', import.meta.url).pathname;
+
+  /** The CLI in a process where the optional packages cannot be resolved, as after a lean install. */
+  function runWithout(args: string[]) {
+    const r = spawnSync(process.execPath, ['--import', HOOK, BIN, ...args], {
+      env: { ...process.env, PALIGEMMA_TEST_HIDE: ABSENT.join(',') }, encoding: 'utf8', timeout: 120_000,
+    });
+    return { code: r.status ?? -1, stderr: r.stderr, stdout: r.stdout };
+  }
+
+  const cases: Array<[string, RegExp]> = [
+    ['webgpu', /^error: the webgpu backend needs the webgpu package, which is not installed: npm install webgpu$/],
+    ['tfjs', /^error: the tfjs backend needs TensorFlow\.js, which is not installed: npm install @tensorflow\/tfjs @tensorflow\/tfjs-backend-wasm$/],
+    ['onnx', /^error: the onnx backend needs the onnxruntime-node package: npm install onnxruntime-node$/],
+  ];
+  for (const [backend, pattern] of cases) {
+    it(`--backend ${backend} without its package is one line naming the npm install command, exit 2`, function () {
+      const r = runWithout(['generate', '--backend', backend, '--image', DEMO, '--prompt', 'caption en', '--max-new-tokens', '2']);
+      expect(r.code, r.stderr).to.equal(2);
+      const lines = r.stderr.trim().split('\n').filter((l) => !l.startsWith('note: '));
+      expect(lines, r.stderr).to.have.length(1);
+      expect(lines[0]).to.match(pattern);
+    });
+  }
+
+  it('the default backend runs with every optional package absent', function () {
+    const r = runWithout(['generate', '--image', DEMO, '--prompt', 'caption en', '--max-new-tokens', '2', '--json']);
+    expect(r.code, r.stderr).to.equal(0);
+    const out = JSON.parse(r.stdout) as { tokens: number[]; backend: string };
+    expect(out.tokens).to.have.length(2);
+    expect(out.backend).to.match(/^reference/);
+  });
+});

@@ -3,12 +3,14 @@ import { createPipeline } from '../create-pipeline.js';
 import type { PaliGemmaPipeline } from '../pipeline/paligemma-pipeline.js';
 import { collect, parseKeyValueOptions } from './key-value-options.js';
 import { loadProgressBar } from './progress.js';
+import { MODEL_DTYPES, parseModelDtype } from '../pipeline/model-dtype.js';
 
 export interface ModelFlags {
   model?: string;
   backend: string;
   device?: string;
   backendOption: string[];
+  dtype?: string;
   plugin: string[];
   attention?: string;
   kvCache?: string;
@@ -31,6 +33,7 @@ export function addModelOptions(cmd: Command): Command {
     .option('--backend <name>', 'tensor backend', 'reference')
     .option('--device <name>', 'device for backends that have several (e.g. cpu, cuda)')
     .option('--backend-option <key=value>', BACKEND_OPTION_HELP, collect, [])
+    .option('--dtype <dtype>', `how weights are held: ${MODEL_DTYPES.join(', ')} (default: auto, as the checkpoint stores them)`)
     .option('--attention <name>', "attention kernel (default: the backend's own)")
     .option('--kv-cache <name>', 'KV cache store (default: contiguous)')
     .option('--tokenizer <name>', "tokenizer (default: hf, the model folder's tokenizer.json)")
@@ -42,6 +45,7 @@ export function addModelOptions(cmd: Command): Command {
 /** Builds the pipeline for a command, with a progress bar while weights load. */
 export async function pipelineFor(flags: ModelFlags, extra: Parameters<typeof createPipeline>[0] = {}): Promise<PaliGemmaPipeline> {
   const backendOptions = backendOptionsOf(flags);   // a malformed item fails before anything prints or loads
+  const dtype = flags.dtype === undefined ? undefined : parseModelDtype(flags.dtype, '--dtype');
   if (!flags.model) {
     process.stderr.write('note: no --model given; using the built-in tiny checkpoint (random weights, output is noise)\n');
   }
@@ -51,6 +55,7 @@ export async function pipelineFor(flags: ModelFlags, extra: Parameters<typeof cr
       model: flags.model,
       backend: flags.backend,
       backendOptions,
+      dtype,
       plugins: flags.plugin,
       attention: flags.attention,
       kvCache: flags.kvCache,

@@ -114,6 +114,7 @@ async function acquire(user: object, wanted: TfjsEngineKind | undefined, allowed
 
   const candidates = wanted ? [wanted] : ENGINE_ORDER.filter((k) => allowed.includes(k));
   const failures: string[] = [];
+  let allAbsent = true;   // every engine failed only because its package is not installed
   for (const kind of candidates) {
     let engine: TfjsEngine;
     try {
@@ -122,11 +123,16 @@ async function acquire(user: object, wanted: TfjsEngineKind | undefined, allowed
       const why = e instanceof PaliGemmaError ? e.message : firstLine(e);
       if (wanted) throw e instanceof PaliGemmaError ? e : new PaliGemmaError(`tfjs backend: engine '${kind}' failed to start: ${why}`, 'missing_dependency');
       failures.push(`${kind}: ${why}`);
+      if (!(e instanceof PaliGemmaError && e.message.includes('which is not installed'))) allAbsent = false;
       continue;
     }
     active = engine;
     users.add(user);
     return engine;
+  }
+  if (allAbsent) {
+    // The lean install: TensorFlow.js is an optional peer dependency.
+    throw new PaliGemmaError(`the tfjs backend needs TensorFlow.js, which is not installed: ${INSTALL.wasm}`, 'missing_dependency');
   }
   throw new PaliGemmaError(`tfjs backend: no TensorFlow.js engine could start (${failures.join('; ')}); ${INSTALL.cpu}`, 'missing_dependency');
 }

@@ -67,6 +67,11 @@ async function loadModule(): Promise<WebGpuModule> {
   try {
     return (await import('webgpu')) as unknown as WebGpuModule;
   } catch (e) {
+    const code = (e as { code?: string }).code;
+    if ((code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') && String((e as Error).message).includes("'webgpu'")) {
+      // The lean install: webgpu is an optional peer dependency.
+      throw new PaliGemmaError('the webgpu backend needs the webgpu package, which is not installed: npm install webgpu', 'missing_dependency');
+    }
     throw new PaliGemmaError(
       `webgpu backend: the 'webgpu' package failed to load (npm install webgpu): ${(e as Error).message.split('\n')[0]}`,
       'missing_dependency',

@@ -21,7 +21,9 @@ import { isAbsolute, join, relative, resolve, sep, win32 } from 'node:path';
 import { PaliGemmaError } from '../../interfaces/errors.js';
 import type { DType, Tensor, TensorBackend } from '../../interfaces/tensor-backend.js';
 import type { PaliGemmaConfig } from '../config-types.js';
+import type { WeightStorage } from '../model-dtype.js';
 import { parseConfig } from './config.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './dtype.js';
 import { SafetensorsFile, isFloatDtype, type SafetensorsEntry, type SafetensorsFloatDtype } from './safetensors.js';
 import { EMBED_TOKENS, LM_HEAD, canonicalName, expectedShapes, newerName, optionalShapes } from './weight-names.js';
 
@@ -40,6 +42,8 @@ export interface LoadProgress {
 
 export interface LoadCheckpointOptions {
   onProgress?: (p: LoadProgress) => void;
+  /** How weights are held: as stored (default), or converted to one float type (see model-dtype.ts). */
+  weights?: WeightStorage;
 }
 
 export interface LoadedCheckpoint {
@@ -48,7 +52,7 @@ export interface LoadedCheckpoint {
   config: PaliGemmaConfig;
   /** Canonical (classic Hugging Face) name → tensor on the backend. No lm_head when tied. */
   weights: Map<string, Tensor>;
-  /** Stored dtype of embed_tokens in the file (√H is rounded to it). */
+  /** Dtype embed_tokens is held in: as stored in the file, or the `weights` option's (√H is rounded to it). */
   weightDtype: DType;
   /** Tensor bytes read from disk. */
   totalBytes: number;
@@ -160,6 +164,23 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 
 const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
 
+/**
+ * Reads one tensor and uploads it held as `storage` asks: 16-bit bits go up as they are when the
+ * backend stores that dtype, otherwise as float32 (holding values rounded to 16 bits if asked).
+ */
+async function uploadWeight(backend: TensorBackend, loc: Located, storage: WeightStorage, onBytes: (n: number) => void): Promise<Tensor> {
+  const stored = DTYPE_OF[loc.entry.dtype as SafetensorsFloatDtype];
+  const target: DType = storage === 'auto' ? stored : storage;
+  if (target === stored && stored !== 'f32' && backend.supports('upload', stored)) {
+    return backend.upload(await loc.file.readStored(loc.entry.name, onBytes), loc.entry.shape, stored);
+  }
+  const values = await loc.file.readF32(loc.entry.name, onBytes);
+  if (target === 'f32' || target === stored) return backend.upload(values, loc.entry.shape, 'f32');
+  const bits = target === 'f16' ? f32ToF16(values) : f32ToBf16(values);   // round to nearest even
+  if (backend.supports('upload', target)) return backend.upload(bits, loc.entry.shape, target);
+  return backend.upload(target === 'f16' ? f16ToF32(bits, values) : bf16ToF32(bits, values), loc.entry.shape, 'f32');
+}
+
 /** Loads config and weights of a model folder onto `backend`. See the file comment. */
 export async function loadCheckpoint(
   dir: string, backend: TensorBackend, opts: LoadCheckpointOptions = {},
@@ -231,19 +252,10 @@ export async function loadCheckpoint(
         loadedBytes += n;
         opts.onProgress?.({ loadedBytes, totalBytes, tensor: loc.canonical });
       };
-      const stored = DTYPE_OF[loc.entry.dtype as SafetensorsFloatDtype];
-      let tensor: Tensor;
-      if (stored !== 'f32' && backend.supports('upload', stored)) {
-        const bits = await loc.file.readStored(loc.entry.name, onBytes);
-        tensor = backend.upload(bits, loc.entry.shape, stored);
-      } else {
-        const values = await loc.file.readF32(loc.entry.name, onBytes);
-        tensor = backend.upload(values, loc.entry.shape, 'f32');
-      }
-      weights.set(loc.canonical, tensor);
+      weights.set(loc.canonical, await uploadWeight(backend, loc, opts.weights ?? 'auto', onBytes));
     }
 
-    const weightDtype = DTYPE_OF[embed.entry.dtype as SafetensorsFloatDtype];
+    const weightDtype = (opts.weights ?? 'auto') === 'auto' ? DTYPE_OF[embed.entry.dtype as SafetensorsFloatDtype] : opts.weights as DType;
     let disposed = false;
     return {
       dir: root,
