@@ -17,12 +17,13 @@
  * ```
  */
 import { readFile, stat } from 'node:fs/promises';
-import { isAbsolute, join, relative, resolve, sep, win32 } from 'node:path';
+import { join, resolve } from 'node:path';
 import { PaliGemmaError } from '../../interfaces/errors.js';
 import type { DType, Tensor, TensorBackend } from '../../interfaces/tensor-backend.js';
 import type { PaliGemmaConfig } from '../config-types.js';
 import { parseConfig } from './config.js';
 import { SafetensorsFile, isFloatDtype, type SafetensorsEntry, type SafetensorsFloatDtype } from './safetensors.js';
+import { checkShardContents, parseShardIndex, type ShardIndex } from './shard-index.js';
 import { EMBED_TOKENS, LM_HEAD, canonicalName, expectedShapes, newerName, optionalShapes } from './weight-names.js';
 
 export const CONFIG_FILE = 'config.json';
@@ -116,35 +117,25 @@ export async function readCheckpointConfig(dir: string): Promise<PaliGemmaConfig
  * shards named by model.safetensors.index.json (each must stay inside the folder).
  */
 export async function weightFiles(dir: string): Promise<string[]> {
+  return (await weightLayout(dir)).paths;
+}
+
+async function weightLayout(dir: string): Promise<{ paths: string[]; index?: ShardIndex }> {
   const root = await requireFolder(dir);
   const single = join(root, SINGLE_WEIGHTS_FILE);
-  if (await exists(single)) return [single];
+  if (await exists(single)) return { paths: [single] };
   const indexPath = join(root, WEIGHTS_INDEX_FILE);
   if (!(await exists(indexPath))) {
     throw new PaliGemmaError(`no weights in ${dir}: neither ${SINGLE_WEIGHTS_FILE} nor ${WEIGHTS_INDEX_FILE} exists`, 'not_found');
   }
-  const index = await readJsonFile(indexPath, WEIGHTS_INDEX_FILE);
-  const map = (index as { weight_map?: unknown } | null)?.weight_map;
-  if (typeof map !== 'object' || map === null || Array.isArray(map)) {
-    throw new PaliGemmaError(`${indexPath}: weight_map is missing or not an object`, 'corrupt_checkpoint');
+  let text: string;
+  try {
+    text = await readFile(indexPath, 'utf8');
+  } catch (e) {
+    throw new PaliGemmaError(`${indexPath}: cannot read (${oneLine((e as Error).message)})`);
   }
-  const shards: string[] = [];
-  for (const [tensor, shard] of Object.entries(map as Record<string, unknown>)) {
-    if (typeof shard !== 'string' || shard.length === 0) {
-      throw new PaliGemmaError(`${indexPath}: weight_map entry for ${tensor} is not a file name`, 'corrupt_checkpoint');
-    }
-    if (isAbsolute(shard) || win32.isAbsolute(shard)) {
-      throw new PaliGemmaError(`${indexPath}: refusing absolute shard path ${JSON.stringify(shard)} (shards must be inside the model folder)`, 'unsafe_path');
-    }
-    const abs = resolve(root, shard);
-    const rel = relative(root, abs);
-    if (rel === '' || rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel)) {
-      throw new PaliGemmaError(`${indexPath}: refusing shard path ${JSON.stringify(shard)}, which resolves outside the model folder`, 'unsafe_path');
-    }
-    if (!shards.includes(abs)) shards.push(abs);
-  }
-  if (shards.length === 0) throw new PaliGemmaError(`${indexPath}: weight_map lists no shards`, 'corrupt_checkpoint');
-  return shards;
+  const index = parseShardIndex(text, indexPath, root);
+  return { paths: index.shards, index };
 }
 
 interface Located {
@@ -166,12 +157,22 @@ export async function loadCheckpoint(
 ): Promise<LoadedCheckpoint> {
   const root = await requireFolder(dir);
   const config = await readCheckpointConfig(root);
-  const paths = await weightFiles(root);
+  const { paths, index } = await weightLayout(root);
 
   const files: SafetensorsFile[] = [];
   const weights = new Map<string, Tensor>();
   try {
-    for (const p of paths) files.push(await SafetensorsFile.open(p));
+    for (const p of paths) {
+      try {
+        files.push(await SafetensorsFile.open(p));
+      } catch (e) {
+        if (index && e instanceof PaliGemmaError && e.code === 'not_found') {
+          throw new PaliGemmaError(`${index.path} lists shard ${p}, which is not found`, 'not_found');
+        }
+        throw e;
+      }
+    }
+    if (index) checkShardContents(index, files);
 
     // Canonical name → where it lives; the same tensor twice (two shards, or both schemes) is an error.
     const found = new Map<string, Located>();
