@@ -123,6 +123,11 @@ export class HfTokenizer implements Tokenizer {
     if (!model || typeof model !== 'object' || typeof model.type !== 'string' || !model.vocab) {
       throw new PaliGemmaError(`${source} has no usable "model" section (type and vocab)`);
     }
+    // Gemma's tokenizer is a byte-fallback BPE; another model type (WordPiece, Unigram, ...) is
+    // another model family's tokenizer, which would encode prompts into the wrong ids.
+    if (model.type !== 'BPE') {
+      throw new PaliGemmaError(`${source}: model.type is ${JSON.stringify(model.type)}, but PaliGemma's (Gemma) tokenizer is "BPE"; is this another model's tokenizer.json?`, 'model_mismatch');
+    }
     if (j.added_tokens !== undefined && !Array.isArray(j.added_tokens)) {
       throw new PaliGemmaError(`${source}: "added_tokens" must be a list`);
     }

@@ -94,6 +94,18 @@ export class SiglipImageProcessor implements ImageProcessor {
     this.doRescale = options.doRescale ?? true;
     this.doNormalize = options.doNormalize ?? true;
     this.filter = resolveFilter(options.resample, source);
+    // Every pixel value (0…255, rescaled, normalised) must stay a finite float32: a tiny
+    // image_std (or a huge rescale_factor) would turn the whole image into Inf.
+    const top = this.doRescale ? 255 * this.rescaleFactor : 255;
+    for (let c = 0; c < 3; c++) {
+      for (const x of [0, top]) {
+        const v = this.doNormalize ? (Math.fround(x) - this.mean[c]) / this.std[c] : x;
+        if (!Number.isFinite(Math.fround(v))) {
+          throw new PaliGemmaError(`${source}: image_std ${this.std[c]} (channel ${c}) with image_mean ${this.mean[c]} and rescale_factor ${this.rescaleFactor} `
+            + `makes pixel values overflow float32 (${x} → ${v}); use the image_std the model was trained with (0.5 for PaliGemma)`, 'invalid_config');
+        }
+      }
+    }
   }
 
   /**

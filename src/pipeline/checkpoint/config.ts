@@ -26,6 +26,7 @@
 import { PaliGemmaError } from '../../interfaces/errors.js';
 import type { DType } from '../../interfaces/tensor-backend.js';
 import type { PaliGemmaConfig, TextConfig, VisionConfig } from '../config-types.js';
+import { checkArchitecture } from './architecture-check.js';
 
 type Json = Record<string, unknown>;
 
@@ -128,6 +129,7 @@ export function parseConfig(json: unknown, path: string): PaliGemmaConfig {
     throw new PaliGemmaError(`${path}: must hold a JSON object, got ${Array.isArray(json) ? 'an array' : typeof json}`, 'invalid_config');
   }
   const top = new Fields(path, json, '');
+  checkArchitecture(json, path);
   const modelType = json.model_type;
   if (modelType !== undefined && modelType !== 'paligemma') {
     top.fail(`model_type is ${JSON.stringify(modelType)}, expected "paligemma"`);

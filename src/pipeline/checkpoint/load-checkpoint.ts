@@ -24,7 +24,9 @@ import type { PaliGemmaConfig } from '../config-types.js';
 import { parseConfig } from './config.js';
 import { SafetensorsFile, isFloatDtype, type SafetensorsEntry, type SafetensorsFloatDtype } from './safetensors.js';
 import { checkShardContents, parseShardIndex, type ShardIndex } from './shard-index.js';
-import { EMBED_TOKENS, LM_HEAD, canonicalName, expectedShapes, newerName, optionalShapes } from './weight-names.js';
+import { firstNonFiniteStored, nonFiniteWeightError } from '../finite-check.js';
+import { unusedTensorError } from './unused-tensors.js';
+import { EMBED_TOKENS, LM_HEAD, canonicalName, declaredWeights, expectedShapes, newerName, optionalShapes } from './weight-names.js';
 
 export const CONFIG_FILE = 'config.json';
 export const SINGLE_WEIGHTS_FILE = 'model.safetensors';
@@ -41,6 +43,8 @@ export interface LoadProgress {
 
 export interface LoadCheckpointOptions {
   onProgress?: (p: LoadProgress) => void;
+  /** Scan every weight for NaN/Inf as it loads and refuse the checkpoint naming the first one (default true). */
+  checkFinite?: boolean;
 }
 
 export interface LoadedCheckpoint {
@@ -176,10 +180,15 @@ export async function loadCheckpoint(
 
     // Canonical name → where it lives; the same tensor twice (two shards, or both schemes) is an error.
     const found = new Map<string, Located>();
+    const declared = declaredWeights(config);
+    const unused: { name: string; file: string }[] = [];
     files.forEach((file, fileIndex) => {
       for (const entry of file.entries.values()) {
         const canonical = canonicalName(entry.name);
-        if (canonical === undefined) continue;
+        if (canonical === undefined || !declared.has(canonical)) {
+          unused.push({ name: entry.name, file: file.path });
+          continue;
+        }
         const prev = found.get(canonical);
         if (prev) {
           throw new PaliGemmaError(
@@ -189,6 +198,8 @@ export async function loadCheckpoint(
         found.set(canonical, { canonical, file, fileIndex, entry });
       }
     });
+
+    if (unused.length > 0) throw unusedTensorError(unused, config);
 
     const check = (loc: Located, shape: readonly number[]): Located => {
       if (!sameShape(loc.entry.shape, shape)) {
@@ -234,11 +245,18 @@ export async function loadCheckpoint(
       };
       const stored = DTYPE_OF[loc.entry.dtype as SafetensorsFloatDtype];
       let tensor: Tensor;
+      const scan = (data: Float32Array | Uint16Array, dtype: 'f32' | 'f16' | 'bf16') => {
+        if (opts.checkFinite === false) return;
+        const at = firstNonFiniteStored(data, dtype);
+        if (at >= 0) throw nonFiniteWeightError(loc.entry.name, loc.file.path, at, loc.entry.shape);
+      };
       if (stored !== 'f32' && backend.supports('upload', stored)) {
         const bits = await loc.file.readStored(loc.entry.name, onBytes);
+        scan(bits, stored);
         tensor = backend.upload(bits, loc.entry.shape, stored);
       } else {
         const values = await loc.file.readF32(loc.entry.name, onBytes);
+        scan(values, 'f32');
         tensor = backend.upload(values, loc.entry.shape, 'f32');
       }
       weights.set(loc.canonical, tensor);

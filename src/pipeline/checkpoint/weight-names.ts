@@ -85,21 +85,27 @@ export function expectedShapes(config: PaliGemmaConfig): Map<string, number[]> {
     m.set(`${L}.mlp.gate_proj.weight`, [t.intermediateSize, H]);
     m.set(`${L}.mlp.up_proj.weight`, [t.intermediateSize, H]);
     m.set(`${L}.mlp.down_proj.weight`, [H, t.intermediateSize]);
+    // Gemma 2 (PaliGemma 2) norms the feed-forward block on both sides as well.
+    if (t.modelType === 'gemma2') {
+      m.set(`${L}.pre_feedforward_layernorm.weight`, [H]);
+      m.set(`${L}.post_feedforward_layernorm.weight`, [H]);
+    }
   }
   m.set(`${TEXT_PREFIX}.norm.weight`, [H]);
   return m;
 }
 
-/**
- * Tensors loaded when the checkpoint has them, canonical name → shape: the untied lm_head, and
- * Gemma 2's extra per-layer norms (PaliGemma 2 checkpoints carry them).
- */
+/** Tensors loaded when the checkpoint has them, canonical name → shape: the untied lm_head. */
 export function optionalShapes(config: PaliGemmaConfig): Map<string, number[]> {
   const t = config.text;
-  const m = new Map<string, number[]>([[LM_HEAD, [t.vocabSize, t.hiddenSize]]]);
-  for (let i = 0; i < t.numLayers; i++) {
-    m.set(`${TEXT_PREFIX}.layers.${i}.pre_feedforward_layernorm.weight`, [t.hiddenSize]);
-    m.set(`${TEXT_PREFIX}.layers.${i}.post_feedforward_layernorm.weight`, [t.hiddenSize]);
-  }
-  return m;
+  return new Map<string, number[]>([[LM_HEAD, [t.vocabSize, t.hiddenSize]]]);
+}
+
+/**
+ * The architecture's declared weight list: every canonical name its config can use (needed or
+ * optional). A stored tensor outside it is refused by name: it means the files describe another
+ * model than the config (e.g. Gemma 2's extra norms under a Gemma config).
+ */
+export function declaredWeights(config: PaliGemmaConfig): Set<string> {
+  return new Set([...expectedShapes(config).keys(), ...optionalShapes(config).keys()]);
 }
