@@ -45,28 +45,34 @@ export function assertFiniteLogits(logits: Float32Array, vocab: number, where: s
  */
 export function firstNonFiniteStored(data: Float32Array | Uint16Array, dtype: 'f32' | 'f16' | 'bf16'): number {
   if (data instanceof Float32Array) {
-    const words = new Uint32Array(data.buffer, data.byteOffset, data.length);
-    if (orCarry(words, 0x7f800000, 0x00800000, 0x80000000) === 0) return -1;
+    const words = new Int32Array(data.buffer, data.byteOffset, data.length);
+    if (orCarry(words, 0x7f800000, 0x00800000) === 0) return -1;
     return firstNonFinite(data);
   }
   const mask = dtype === 'f16' ? 0x7c00 : 0x7f80;
   const unit = dtype === 'f16' ? 0x0400 : 0x0080;
   const pairs = data.length >>> 1;
-  // A Uint32Array view needs 4-byte alignment; an odd offset falls back to the plain loop.
+  // A 32-bit view needs 4-byte alignment; an odd offset falls back to the plain loop.
   const aligned = data.byteOffset % 4 === 0;
   const clean = aligned
-    && orCarry(new Uint32Array(data.buffer, data.byteOffset, pairs), mask * 0x10001, unit * 0x10001, 0x80008000) === 0
+    && orCarry(new Int32Array(data.buffer, data.byteOffset, pairs), mask * 0x10001, unit * 0x10001) === 0
     && (data.length % 2 === 0 || (data[data.length - 1] & mask) !== mask);
   if (clean) return -1;
   for (let i = 0; i < data.length; i++) if ((data[i] & mask) === mask) return i;
   return -1;
 }
 
-/** OR over words of ((w & mask) + unit), masked to the carry bits: 0 when no word has an all-ones field. */
-function orCarry(words: Uint32Array, mask: number, unit: number, carry: number): number {
+/**
+ * OR over words of ((w & mask) + unit), masked to the carry bits: 0 when no word has an all-ones
+ * field. Everything is shifted right by one first so that the sum stays below 2³¹: the loop
+ * then runs on int32 only (an overflow to a double would make it several times slower). The
+ * bits shifted in or out (the sign bits) lie outside the masks.
+ */
+function orCarry(words: Int32Array, mask: number, unit: number): number {
+  const m = mask >>> 1, u = unit >>> 1, carry = (mask + unit) >>> 1 & ~m;
   let acc = 0;
-  for (let i = 0; i < words.length; i++) acc |= ((words[i] & mask) + unit);
-  return (acc & carry) >>> 0;
+  for (let i = 0; i < words.length; i++) acc |= ((words[i] >> 1) & m) + u;
+  return acc & carry;
 }
 
 /** The load-time error for a stored NaN/Inf weight. */

@@ -4,10 +4,11 @@
  * Canonical names are the classic Hugging Face ones (transformers < 4.52):
  *   vision_tower.vision_model.*, multi_modal_projector.*, language_model.model.*,
  *   language_model.lm_head.weight
- * Files saved by newer transformers use
+ * Files saved by transformers 4.52–4.x use
  *   model.vision_tower.vision_model.*, model.multi_modal_projector.*, model.language_model.*
  *   (no inner `.model`), lm_head.weight
- * and both map onto the canonical names.
+ * and transformers 5 writes the classic text names with vision_tower.* (no inner
+ * `.vision_model`); all of them map onto the canonical names.
  *
  * ```ts
  * canonicalName('model.language_model.layers.0.mlp.up_proj.weight');
@@ -24,6 +25,9 @@ export const LM_HEAD = 'language_model.lm_head.weight';
 
 /** File name (either scheme) → canonical name; undefined for tensors PaliGemma does not know. */
 export function canonicalName(fileName: string): string | undefined {
+  // transformers 5 saves the SigLIP tower without its inner `vision_model.`.
+  const v5 = /^(model\.)?vision_tower\.(?!vision_model\.)/.exec(fileName);
+  if (v5) return `${VISION_PREFIX}.${fileName.slice(v5[0].length)}`;
   if (fileName.startsWith('vision_tower.') || fileName.startsWith('multi_modal_projector.')
     || fileName.startsWith('language_model.')) return fileName;
   if (fileName.startsWith('model.vision_tower.') || fileName.startsWith('model.multi_modal_projector.')) {
@@ -107,5 +111,21 @@ export function optionalShapes(config: PaliGemmaConfig): Map<string, number[]> {
  * model than the config (e.g. Gemma 2's extra norms under a Gemma config).
  */
 export function declaredWeights(config: PaliGemmaConfig): Set<string> {
-  return new Set([...expectedShapes(config).keys(), ...optionalShapes(config).keys()]);
+  return new Set([...expectedShapes(config).keys(), ...optionalShapes(config).keys(), ...ignoredWeights(config)]);
+}
+
+/**
+ * Tensors the files may hold that the architecture computes but PaliGemma never reads: the
+ * SigLIP pooling head when vision_use_head is not false (Hugging Face builds it, then uses the
+ * tower's last hidden state). They are accepted and not loaded.
+ */
+export function ignoredWeights(config: PaliGemmaConfig): string[] {
+  if (!config.vision.useHead) return [];
+  const H = `${VISION_PREFIX}.head`;
+  return [
+    `${H}.probe`, `${H}.attention.in_proj_weight`, `${H}.attention.in_proj_bias`,
+    `${H}.attention.out_proj.weight`, `${H}.attention.out_proj.bias`,
+    `${H}.layernorm.weight`, `${H}.layernorm.bias`,
+    `${H}.mlp.fc1.weight`, `${H}.mlp.fc1.bias`, `${H}.mlp.fc2.weight`, `${H}.mlp.fc2.bias`,
+  ];
 }
