@@ -14,10 +14,26 @@ export interface SpecialTokenIds {
   eos: number;
   pad: number;
   image: number;
-  /** `<locNNNN>` ids in order (1024 of them in PaliGemma), empty when absent. */
+  /** `<locNNNN>` ids in order (1024 of them in PaliGemma); empty unless all are present (see `families`). */
   loc: readonly number[];
-  /** `<segNNN>` ids in order (128 in PaliGemma), empty when absent. */
+  /** `<segNNN>` ids in order (128 in PaliGemma); empty unless all are present (see `families`). */
   seg: readonly number[];
+  /** Which members of each numbered family exist, for tokenizers with part of one (or none). */
+  families?: { readonly loc: TokenFamily; readonly seg: TokenFamily };
+}
+
+/** A numbered special-token family (`<loc0000>`…`<loc1023>`), possibly incomplete. */
+export interface TokenFamily {
+  /** How the family is written, e.g. '<locNNNN>'. */
+  readonly pattern: string;
+  /** Members a PaliGemma tokenizer has (1024 loc, 128 seg). */
+  readonly expected: number;
+  /** Members this tokenizer has. */
+  readonly present: number;
+  /** The id of member i (`<loc0042>` for i = 42), undefined when the tokenizer lacks it. */
+  id(i: number): number | undefined;
+  /** Indices of the missing members, ascending. */
+  missing(): number[];
 }
 
 export interface Tokenizer {

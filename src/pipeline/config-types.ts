@@ -10,6 +10,8 @@ export interface VisionConfig {
   imageSize: number;           // 224
   numChannels: number;         // 3
   layerNormEps: number;        // 1e-6
+  /** vision_use_head is not false: the files may hold a SigLIP pooling head, which PaliGemma ignores. */
+  useHead?: boolean;
 }
 
 export interface TextConfig {

@@ -10,7 +10,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tokenizers } from '@lenml/tokenizers';
 import { PaliGemmaError } from '../interfaces/errors.js';
-import type { SpecialTokenIds, Tokenizer } from '../interfaces/tokenizer.js';
+import type { SpecialTokenIds, TokenFamily, Tokenizer } from '../interfaces/tokenizer.js';
+import { completeIds, tokenFamily } from './token-families.js';
 
 /** The part of @lenml/tokenizers' PreTrainedTokenizer this class talks to. */
 interface LenmlTokenizer {
@@ -86,24 +87,24 @@ export class HfTokenizer implements Tokenizer {
     const image = need(IMAGE_TOKEN, 'image placeholder');
     const configPad = typeof config.pad_token === 'string' ? ids.get(config.pad_token) : undefined;
     const pad = ids.get('<pad>') ?? configPad ?? eos;
-    this.special = {
-      bos, eos, pad, image,
-      loc: HfTokenizer.series(ids, locToken, LOC_COUNT, '<locNNNN>', source),
-      seg: HfTokenizer.series(ids, segToken, SEG_COUNT, '<segNNN>', source),
-    };
+    const loc = tokenFamily(ids, locToken, LOC_COUNT, '<locNNNN>');
+    const seg = tokenFamily(ids, segToken, SEG_COUNT, '<segNNN>');
+    // A tokenizer with part of a family (or none) loads: only the tasks that need one refuse it.
+    this.special = { bos, eos, pad, image, loc: completeIds(loc), seg: completeIds(seg), families: { loc, seg } };
+    this.specialFamilies = { loc, seg };
   }
 
-  /** All `count` ids of a numbered token family, none when absent; a partial family is an error. */
-  private static series(ids: Map<string, number>, name: (i: number) => string, count: number, family: string, source: string): number[] {
-    const found: number[] = [];
-    for (let i = 0; i < count; i++) {
-      const id = ids.get(name(i));
-      if (id !== undefined) found.push(id);
-    }
-    if (found.length !== 0 && found.length !== count) {
-      throw new PaliGemmaError(`${source} has ${found.length} of the ${count} ${family} tokens; expected all or none`);
-    }
-    return found;
+  /** Which `<locNNNN>` / `<segNNN>` tokens exist (a partial family loads). */
+  readonly specialFamilies: { readonly loc: TokenFamily; readonly seg: TokenFamily };
+
+  /** Id of `<locNNNN>` for i, undefined when this tokenizer lacks it. */
+  locTokenId(i: number): number | undefined {
+    return this.specialFamilies.loc.id(i);
+  }
+
+  /** Id of `<segNNN>` for i, undefined when this tokenizer lacks it. */
+  segTokenId(i: number): number | undefined {
+    return this.specialFamilies.seg.id(i);
   }
 
   /** Loads `tokenizer.json` (required) and `tokenizer_config.json` (optional) from a model folder. */
@@ -122,6 +123,11 @@ export class HfTokenizer implements Tokenizer {
     const model = j.model as Json | undefined;
     if (!model || typeof model !== 'object' || typeof model.type !== 'string' || !model.vocab) {
       throw new PaliGemmaError(`${source} has no usable "model" section (type and vocab)`);
+    }
+    // Gemma's tokenizer is a byte-fallback BPE; another model type (WordPiece, Unigram, ...) is
+    // another model family's tokenizer, which would encode prompts into the wrong ids.
+    if (model.type !== 'BPE') {
+      throw new PaliGemmaError(`${source}: model.type is ${JSON.stringify(model.type)}, but PaliGemma's (Gemma) tokenizer is "BPE"; is this another model's tokenizer.json?`, 'model_mismatch');
     }
     if (j.added_tokens !== undefined && !Array.isArray(j.added_tokens)) {
       throw new PaliGemmaError(`${source}: "added_tokens" must be a list`);

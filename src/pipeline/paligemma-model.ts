@@ -17,6 +17,7 @@ import type { PaliGemmaConfig } from './config-types.js';
 import { GemmaDecoder } from './gemma.js';
 import { PaliGemmaError } from '../interfaces/errors.js';
 import { ModelWeights } from './model-weights.js';
+import { assertFiniteLogits } from './finite-check.js';
 import { roundToDtype } from './round-to-dtype.js';
 import { SiglipVisionTower, projectImageFeatures } from './siglip.js';
 
@@ -170,6 +171,10 @@ export class ModelSession {
     const logits = this.decoder.logits(rows);                                     // [R, V]
     const out = await b.read(logits);
     b.dispose(rows === hidden ? [hidden, logits] : [hidden, rows, logits]);
+    const start = this.cache.length - x.shape[0];
+    assertFiniteLogits(out, this.model.config.text.vocabSize,
+      x.shape[0] > 1 ? `prefill of positions ${start}…${this.cache.length - 1}` : `decode step at position ${start}`,
+      b.engine ?? b.name);
     return out;
   }
 }

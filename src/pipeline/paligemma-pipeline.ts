@@ -16,6 +16,7 @@ import { seededRng } from '../samplers/rng.js';
 import type {
   GenerateOptions, GeneratedToken, GenerationResult, ScoreResult, TokenLogprob,
 } from './generation-types.js';
+import { checkTokenizerMatchesConfig } from './model-consistency.js';
 import { PaliGemmaModel, type ModelCheckpoint } from './paligemma-model.js';
 import { promptIds, suffixIds } from './prompt-format.js';
 
@@ -38,6 +39,7 @@ export class PaliGemmaPipeline {
     @inject(ImageProcessor) readonly imageProcessor: ImageProcessor,
     @inject(ModelCheckpointToken) private readonly checkpoint: LoadedModel,
   ) {
+    checkTokenizerMatchesConfig(tokenizer, checkpoint.config);
     this.model = new PaliGemmaModel({ backend, attention, kvCacheStore }, checkpoint);
   }
 

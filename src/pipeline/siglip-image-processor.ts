@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { PaliGemmaError } from '../interfaces/errors.js';
+import { readImageProcessorConfig } from './processor-config.js';
 import type { ImageInput, ImageProcessor, PixelValues } from '../interfaces/image-processor.js';
 import { blobBytes, displayUrl, fetchImage, isImageUrl } from '../image/image-source.js';
 import { PIL_RESAMPLE_CODES, pilResize, type PilFilter } from './pil-bicubic.js';
@@ -94,30 +95,28 @@ export class SiglipImageProcessor implements ImageProcessor {
     this.doRescale = options.doRescale ?? true;
     this.doNormalize = options.doNormalize ?? true;
     this.filter = resolveFilter(options.resample, source);
+    // Every pixel value (0…255, rescaled, normalised) must stay a finite float32: a tiny
+    // image_std (or a huge rescale_factor) would turn the whole image into Inf.
+    const top = this.doRescale ? 255 * this.rescaleFactor : 255;
+    for (let c = 0; c < 3; c++) {
+      for (const x of [0, top]) {
+        const v = this.doNormalize ? (Math.fround(x) - this.mean[c]) / this.std[c] : x;
+        if (!Number.isFinite(Math.fround(v))) {
+          throw new PaliGemmaError(`${source}: image_std ${this.std[c]} (channel ${c}) with image_mean ${this.mean[c]} and rescale_factor ${this.rescaleFactor} `
+            + `makes pixel values overflow float32 (${x} → ${v}); use the image_std the model was trained with (0.5 for PaliGemma)`, 'invalid_config');
+        }
+      }
+    }
   }
 
   /**
-   * Reads `preprocessor_config.json` from a model folder (defaults when it is absent).
+   * Reads `preprocessor_config.json` (or processor_config.json's image_processor) from a model folder (defaults when absent).
    * `imageSize` is the vision tower's input size; a config that asks for another size is an error.
    */
   static async fromDir(modelDir: string, imageSize: number): Promise<SiglipImageProcessor> {
-    const path = join(modelDir, CONFIG_FILE);
-    let text: string | undefined;
-    try {
-      text = await readFile(path, 'utf8');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
-        throw new PaliGemmaError(`cannot read ${CONFIG_FILE} (${path}): ${(e as Error).message}`);
-      }
-    }
-    if (text === undefined) return new SiglipImageProcessor({ size: imageSize }, path);
-    let cfg: Record<string, unknown>;
-    try {
-      cfg = JSON.parse(text);
-    } catch (e) {
-      throw new PaliGemmaError(`${CONFIG_FILE} is not valid JSON (${path}): ${(e as Error).message}`);
-    }
-    if (cfg === null || typeof cfg !== 'object' || Array.isArray(cfg)) throw new PaliGemmaError(`${CONFIG_FILE} must hold a JSON object (${path})`);
+    const found = await readImageProcessorConfig(modelDir);
+    if (found === undefined) return new SiglipImageProcessor({ size: imageSize }, join(modelDir, CONFIG_FILE));
+    const { cfg, source: path } = found;
     return new SiglipImageProcessor(SiglipImageProcessor.optionsFromConfig(cfg, imageSize, path), path);
   }
 

@@ -26,6 +26,7 @@
 import { PaliGemmaError } from '../../interfaces/errors.js';
 import type { DType } from '../../interfaces/tensor-backend.js';
 import type { PaliGemmaConfig, TextConfig, VisionConfig } from '../config-types.js';
+import { checkArchitecture, ropeThetaOf } from './architecture-check.js';
 
 type Json = Record<string, unknown>;
 
@@ -128,6 +129,7 @@ export function parseConfig(json: unknown, path: string): PaliGemmaConfig {
     throw new PaliGemmaError(`${path}: must hold a JSON object, got ${Array.isArray(json) ? 'an array' : typeof json}`, 'invalid_config');
   }
   const top = new Fields(path, json, '');
+  checkArchitecture(json, path);
   const modelType = json.model_type;
   if (modelType !== undefined && modelType !== 'paligemma') {
     top.fail(`model_type is ${JSON.stringify(modelType)}, expected "paligemma"`);
@@ -147,7 +149,7 @@ export function parseConfig(json: unknown, path: string): PaliGemmaConfig {
     headDim: tc.size('head_dim', 256),
     vocabSize: tc.size('vocab_size'),
     rmsNormEps: tc.positive('rms_norm_eps', 1e-6),
-    ropeTheta: tc.positive('rope_theta', 10000),
+    ropeTheta: tc.positive('rope_theta', ropeThetaOf(json, path) ?? 10000),
     maxPositionEmbeddings: tc.size('max_position_embeddings', 8192),
   };
   const g2 = (field: keyof typeof GEMMA2_DEFAULTS) => tc.optionalPositive(field, gemma2 ? GEMMA2_DEFAULTS[field] : undefined);
@@ -177,6 +179,8 @@ export function parseConfig(json: unknown, path: string): PaliGemmaConfig {
     numChannels: vc.size('num_channels', 3),
     layerNormEps: vc.positive('layer_norm_eps', 1e-6),
   };
+  // SiglipVisionConfig builds a pooling head unless told not to; PaliGemma never uses its output.
+  if ((json.vision_config as Json).vision_use_head !== false) vision.useHead = true;
   if (vision.hiddenSize % vision.numHeads !== 0) {
     vc.fail(`vision_config.hidden_size (${vision.hiddenSize}) is not a multiple of num_attention_heads (${vision.numHeads})`);
   }

@@ -17,7 +17,7 @@
  * ```
  */
 import { readFile, stat } from 'node:fs/promises';
-import { isAbsolute, join, relative, resolve, sep, win32 } from 'node:path';
+import { join, resolve } from 'node:path';
 import { PaliGemmaError } from '../../interfaces/errors.js';
 import type { DType, Tensor, TensorBackend } from '../../interfaces/tensor-backend.js';
 import type { PaliGemmaConfig } from '../config-types.js';
@@ -25,7 +25,10 @@ import type { WeightStorage } from '../model-dtype.js';
 import { parseConfig } from './config.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './dtype.js';
 import { SafetensorsFile, isFloatDtype, type SafetensorsEntry, type SafetensorsFloatDtype } from './safetensors.js';
-import { EMBED_TOKENS, LM_HEAD, canonicalName, expectedShapes, newerName, optionalShapes } from './weight-names.js';
+import { checkShardContents, parseShardIndex, type ShardIndex } from './shard-index.js';
+import { firstNonFiniteStored, nonFiniteWeightError } from '../finite-check.js';
+import { unusedTensorError } from './unused-tensors.js';
+import { EMBED_TOKENS, LM_HEAD, canonicalName, declaredWeights, expectedShapes, newerName, optionalShapes } from './weight-names.js';
 
 export const CONFIG_FILE = 'config.json';
 export const SINGLE_WEIGHTS_FILE = 'model.safetensors';
@@ -44,6 +47,8 @@ export interface LoadCheckpointOptions {
   onProgress?: (p: LoadProgress) => void;
   /** How weights are held: as stored (default), or converted to one float type (see model-dtype.ts). */
   weights?: WeightStorage;
+  /** Scan every weight for NaN/Inf as it loads and refuse the checkpoint naming the first one (default true). */
+  checkFinite?: boolean;
 }
 
 export interface LoadedCheckpoint {
@@ -120,35 +125,25 @@ export async function readCheckpointConfig(dir: string): Promise<PaliGemmaConfig
  * shards named by model.safetensors.index.json (each must stay inside the folder).
  */
 export async function weightFiles(dir: string): Promise<string[]> {
+  return (await weightLayout(dir)).paths;
+}
+
+async function weightLayout(dir: string): Promise<{ paths: string[]; index?: ShardIndex }> {
   const root = await requireFolder(dir);
   const single = join(root, SINGLE_WEIGHTS_FILE);
-  if (await exists(single)) return [single];
+  if (await exists(single)) return { paths: [single] };
   const indexPath = join(root, WEIGHTS_INDEX_FILE);
   if (!(await exists(indexPath))) {
     throw new PaliGemmaError(`no weights in ${dir}: neither ${SINGLE_WEIGHTS_FILE} nor ${WEIGHTS_INDEX_FILE} exists`, 'not_found');
   }
-  const index = await readJsonFile(indexPath, WEIGHTS_INDEX_FILE);
-  const map = (index as { weight_map?: unknown } | null)?.weight_map;
-  if (typeof map !== 'object' || map === null || Array.isArray(map)) {
-    throw new PaliGemmaError(`${indexPath}: weight_map is missing or not an object`, 'corrupt_checkpoint');
+  let text: string;
+  try {
+    text = await readFile(indexPath, 'utf8');
+  } catch (e) {
+    throw new PaliGemmaError(`${indexPath}: cannot read (${oneLine((e as Error).message)})`);
   }
-  const shards: string[] = [];
-  for (const [tensor, shard] of Object.entries(map as Record<string, unknown>)) {
-    if (typeof shard !== 'string' || shard.length === 0) {
-      throw new PaliGemmaError(`${indexPath}: weight_map entry for ${tensor} is not a file name`, 'corrupt_checkpoint');
-    }
-    if (isAbsolute(shard) || win32.isAbsolute(shard)) {
-      throw new PaliGemmaError(`${indexPath}: refusing absolute shard path ${JSON.stringify(shard)} (shards must be inside the model folder)`, 'unsafe_path');
-    }
-    const abs = resolve(root, shard);
-    const rel = relative(root, abs);
-    if (rel === '' || rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel)) {
-      throw new PaliGemmaError(`${indexPath}: refusing shard path ${JSON.stringify(shard)}, which resolves outside the model folder`, 'unsafe_path');
-    }
-    if (!shards.includes(abs)) shards.push(abs);
-  }
-  if (shards.length === 0) throw new PaliGemmaError(`${indexPath}: weight_map lists no shards`, 'corrupt_checkpoint');
-  return shards;
+  const index = parseShardIndex(text, indexPath, root);
+  return { paths: index.shards, index };
 }
 
 interface Located {
@@ -168,13 +163,19 @@ const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
  * Reads one tensor and uploads it held as `storage` asks: 16-bit bits go up as they are when the
  * backend stores that dtype, otherwise as float32 (holding values rounded to 16 bits if asked).
  */
-async function uploadWeight(backend: TensorBackend, loc: Located, storage: WeightStorage, onBytes: (n: number) => void): Promise<Tensor> {
+async function uploadWeight(
+  backend: TensorBackend, loc: Located, storage: WeightStorage, onBytes: (n: number) => void,
+  scan: (data: Float32Array | Uint16Array, dtype: 'f32' | 'f16' | 'bf16') => void,
+): Promise<Tensor> {
   const stored = DTYPE_OF[loc.entry.dtype as SafetensorsFloatDtype];
   const target: DType = storage === 'auto' ? stored : storage;
   if (target === stored && stored !== 'f32' && backend.supports('upload', stored)) {
-    return backend.upload(await loc.file.readStored(loc.entry.name, onBytes), loc.entry.shape, stored);
+    const bits = await loc.file.readStored(loc.entry.name, onBytes);
+    scan(bits, stored as 'f16' | 'bf16');
+    return backend.upload(bits, loc.entry.shape, stored);
   }
   const values = await loc.file.readF32(loc.entry.name, onBytes);
+  scan(values, 'f32');
   if (target === 'f32' || target === stored) return backend.upload(values, loc.entry.shape, 'f32');
   const bits = target === 'f16' ? f32ToF16(values) : f32ToBf16(values);   // round to nearest even
   if (backend.supports('upload', target)) return backend.upload(bits, loc.entry.shape, target);
@@ -187,19 +188,34 @@ export async function loadCheckpoint(
 ): Promise<LoadedCheckpoint> {
   const root = await requireFolder(dir);
   const config = await readCheckpointConfig(root);
-  const paths = await weightFiles(root);
+  const { paths, index } = await weightLayout(root);
 
   const files: SafetensorsFile[] = [];
   const weights = new Map<string, Tensor>();
   try {
-    for (const p of paths) files.push(await SafetensorsFile.open(p));
+    for (const p of paths) {
+      try {
+        files.push(await SafetensorsFile.open(p));
+      } catch (e) {
+        if (index && e instanceof PaliGemmaError && e.code === 'not_found') {
+          throw new PaliGemmaError(`${index.path} lists shard ${p}, which is not found`, 'not_found');
+        }
+        throw e;
+      }
+    }
+    if (index) checkShardContents(index, files);
 
     // Canonical name → where it lives; the same tensor twice (two shards, or both schemes) is an error.
     const found = new Map<string, Located>();
+    const declared = declaredWeights(config);
+    const unused: { name: string; file: string }[] = [];
     files.forEach((file, fileIndex) => {
       for (const entry of file.entries.values()) {
         const canonical = canonicalName(entry.name);
-        if (canonical === undefined) continue;
+        if (canonical === undefined || !declared.has(canonical)) {
+          unused.push({ name: entry.name, file: file.path });
+          continue;
+        }
         const prev = found.get(canonical);
         if (prev) {
           throw new PaliGemmaError(
@@ -209,6 +225,8 @@ export async function loadCheckpoint(
         found.set(canonical, { canonical, file, fileIndex, entry });
       }
     });
+
+    if (unused.length > 0) throw unusedTensorError(unused, config);
 
     const check = (loc: Located, shape: readonly number[]): Located => {
       if (!sameShape(loc.entry.shape, shape)) {
@@ -252,7 +270,12 @@ export async function loadCheckpoint(
         loadedBytes += n;
         opts.onProgress?.({ loadedBytes, totalBytes, tensor: loc.canonical });
       };
-      weights.set(loc.canonical, await uploadWeight(backend, loc, opts.weights ?? 'auto', onBytes));
+      const scan = (data: Float32Array | Uint16Array, dtype: 'f32' | 'f16' | 'bf16') => {
+        if (opts.checkFinite === false) return;
+        const at = firstNonFiniteStored(data, dtype);
+        if (at >= 0) throw nonFiniteWeightError(loc.entry.name, loc.file.path, at, loc.entry.shape);
+      };
+      weights.set(loc.canonical, await uploadWeight(backend, loc, opts.weights ?? 'auto', onBytes, scan));
     }
 
     const weightDtype = (opts.weights ?? 'auto') === 'auto' ? DTYPE_OF[embed.entry.dtype as SafetensorsFloatDtype] : opts.weights as DType;

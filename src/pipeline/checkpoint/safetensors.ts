@@ -19,17 +19,22 @@ import { basename } from 'node:path';
 import { endianness } from 'node:os';
 import { PaliGemmaError } from '../../interfaces/errors.js';
 import { bf16ToF32, f16ToF32 } from './dtype.js';
+import { findDuplicateKey } from './duplicate-keys.js';
 
 /** The float dtypes this SDK reads. */
 export type SafetensorsFloatDtype = 'F32' | 'F16' | 'BF16';
 
-/** Bytes per element of every dtype the safetensors format defines (with a whole byte size). */
-export const SAFETENSORS_DTYPE_BYTES: Readonly<Record<string, number>> = {
-  BOOL: 1, U8: 1, I8: 1, F8_E5M2: 1, F8_E4M3: 1, F8_E8M0: 1,
-  I16: 2, U16: 2, F16: 2, BF16: 2,
-  I32: 4, U32: 4, F32: 4,
-  I64: 8, U64: 8, F64: 8,
+/** Bits per element of every dtype the safetensors format defines (F4 and F6 pack below a byte). */
+export const SAFETENSORS_DTYPE_BITS: Readonly<Record<string, number>> = {
+  BOOL: 8, F4: 4, F6_E2M3: 6, F6_E3M2: 6, U8: 8, I8: 8, F8_E5M2: 8, F8_E4M3: 8, F8_E8M0: 8,
+  I16: 16, U16: 16, F16: 16, BF16: 16,
+  I32: 32, U32: 32, F32: 32,
+  C64: 64, I64: 64, U64: 64, F64: 64,
 };
+
+/** Bytes per element of the dtypes with a whole byte size. */
+export const SAFETENSORS_DTYPE_BYTES: Readonly<Record<string, number>> = Object.fromEntries(
+  Object.entries(SAFETENSORS_DTYPE_BITS).filter(([, bits]) => bits % 8 === 0).map(([d, bits]) => [d, bits / 8]));
 
 export interface SafetensorsEntry {
   readonly name: string;
@@ -63,26 +68,46 @@ export function elementCount(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
-/** Parses and validates a header; `fileSize` is the whole file's size in bytes. */
+/**
+ * Parses and validates a header as strictly as the format's own reader: the header is one JSON
+ * object with no key written twice; each entry has a known dtype, a shape of non-negative
+ * integers and data_offsets [begin, end] whose span is exactly elements × dtype size; the
+ * entries, sorted by offset, tile the data section from 0 to the end of the file with no
+ * overlap, hole or trailing byte; `__metadata__` maps strings to strings. `fileSize` is the
+ * whole file's size in bytes.
+ */
 export function parseSafetensorsHeader(
   file: string, headerBytes: Uint8Array, fileSize: number,
 ): { entries: Map<string, SafetensorsEntry>; metadata: Record<string, string> } {
   const dataStart = 8 + headerBytes.length;
+  let text: string;
   let json: unknown;
   try {
-    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(headerBytes);
+    json = JSON.parse(text);
   } catch (e) {
     fail(file, `header is not valid JSON (${(e as Error).message})`);
   }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) fail(file, 'header is not a JSON object');
+  if (typeof json !== 'object' || json === null || Array.isArray(json) || !text.startsWith('{')) {
+    fail(file, 'header is not a JSON object (it must begin with "{")');
+  }
+  const dup = findDuplicateKey(text);
+  if (dup) {
+    const where = dup.path.length === 0 ? 'the header' : dup.path[0] === '__metadata__' ? '__metadata__' : `tensor ${dup.path[0]}`;
+    fail(file, `${where} writes the key ${JSON.stringify(dup.key)} twice (a reader would silently keep one)`);
+  }
   const entries = new Map<string, SafetensorsEntry>();
   const metadata: Record<string, string> = {};
   const dataBytes = fileSize - dataStart;
+  // [name, begin, end] relative to the data section, for the tiling check.
+  const spans: [string, number, number][] = [];
   for (const [name, raw] of Object.entries(json as Record<string, unknown>)) {
     if (name === '__metadata__') {
-      if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(file, '__metadata__ is not an object');
+      if (raw === null) continue;                                     // the format's reader takes null as "none"
+      if (typeof raw !== 'object' || Array.isArray(raw)) fail(file, '__metadata__ is not an object of strings');
       for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
-        if (typeof v === 'string') metadata[k] = v;
+        if (typeof v !== 'string') fail(file, `__metadata__.${k} is ${JSON.stringify(v)}, not a string (metadata maps strings to strings)`);
+        metadata[k] = v;
       }
       continue;
     }
@@ -90,6 +115,10 @@ export function parseSafetensorsHeader(
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(file, `${where}: entry is not an object`);
     const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
     if (typeof dtype !== 'string' || dtype.length === 0) fail(file, `${where}: dtype is missing or not a string`);
+    const bits = SAFETENSORS_DTYPE_BITS[dtype];
+    if (!Object.hasOwn(SAFETENSORS_DTYPE_BITS, dtype) || bits === undefined) {
+      fail(file, `${where}: dtype ${JSON.stringify(dtype)} is not a safetensors dtype`);
+    }
     if (!Array.isArray(shape) || !shape.every(isNonNegativeInt)) {
       fail(file, `${where}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
     }
@@ -101,17 +130,44 @@ export function parseSafetensorsHeader(
     if (end > dataBytes) {
       fail(file, `${where}: data_offsets [${begin}, ${end}] run past the end of the file (${dataBytes} data bytes; file truncated?)`);
     }
-    const size = SAFETENSORS_DTYPE_BYTES[dtype];
-    if (size !== undefined) {
-      const want = elementCount(shape) * size;
-      if (end - begin !== want) {
-        fail(file, `${where}: holds ${end - begin} bytes, but shape [${shape.join(', ')}] of ${dtype} needs ${want}`);
-      }
+    const count = elementCount(shape);
+    const totalBits = count * bits;
+    if (!Number.isSafeInteger(totalBits)) fail(file, `${where}: shape [${shape.join(', ')}] has too many elements`);
+    if (totalBits % 8 !== 0) {
+      fail(file, `${where}: shape [${shape.join(', ')}] of ${dtype} is ${totalBits} bits, not a whole number of bytes`);
     }
-    // Unknown dtype names pass here; reading such a tensor fails with its name and dtype.
+    if (end - begin !== totalBits / 8) {
+      fail(file, `${where}: holds ${end - begin} bytes, but shape [${shape.join(', ')}] of ${dtype} needs ${totalBits / 8}`);
+    }
+    spans.push([name, begin, end]);
+    // Non-float dtypes pass here; reading such a tensor fails with its name and dtype.
     entries.set(name, { name, dtype, shape: [...shape], begin: dataStart + begin, end: dataStart + end });
   }
+  checkTiling(file, spans, dataBytes);
   return { entries, metadata };
+}
+
+/** The spans, sorted by (begin, end), must cover [0, dataBytes) exactly once, like the format's reader demands. */
+function checkTiling(file: string, spans: [string, number, number][], dataBytes: number): void {
+  spans.sort((a, b) => a[1] - b[1] || a[2] - b[2]);
+  let cursor = 0;
+  let previous: [string, number, number] | undefined;
+  for (const span of spans) {
+    const [name, begin, end] = span;
+    if (begin < cursor) {
+      fail(file, `tensor ${name}: data_offsets [${begin}, ${end}] overlap tensor ${previous![0]} [${previous![1]}, ${previous![2]}] (tensors must not share bytes)`);
+    }
+    if (begin > cursor) {
+      const after = previous ? `after tensor ${previous[0]}` : 'at the start of the data section';
+      fail(file, `tensor ${name}: data_offsets [${begin}, ${end}] leave bytes [${cursor}, ${begin}) ${after} unused (a hole)`);
+    }
+    cursor = end;
+    previous = span;
+  }
+  if (cursor !== dataBytes) {
+    const after = previous ? `after tensor ${previous[0]}` : 'in a file with no tensors';
+    fail(file, `${dataBytes - cursor} trailing bytes [${cursor}, ${dataBytes}) of the data section ${after} belong to no tensor`);
+  }
 }
 
 /** An open safetensors file. Close it when done. */

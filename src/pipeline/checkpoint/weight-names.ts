@@ -4,10 +4,11 @@
  * Canonical names are the classic Hugging Face ones (transformers < 4.52):
  *   vision_tower.vision_model.*, multi_modal_projector.*, language_model.model.*,
  *   language_model.lm_head.weight
- * Files saved by newer transformers use
+ * Files saved by transformers 4.52–4.x use
  *   model.vision_tower.vision_model.*, model.multi_modal_projector.*, model.language_model.*
  *   (no inner `.model`), lm_head.weight
- * and both map onto the canonical names.
+ * and transformers 5 writes the classic text names with vision_tower.* (no inner
+ * `.vision_model`); all of them map onto the canonical names.
  *
  * ```ts
  * canonicalName('model.language_model.layers.0.mlp.up_proj.weight');
@@ -24,6 +25,9 @@ export const LM_HEAD = 'language_model.lm_head.weight';
 
 /** File name (either scheme) → canonical name; undefined for tensors PaliGemma does not know. */
 export function canonicalName(fileName: string): string | undefined {
+  // transformers 5 saves the SigLIP tower without its inner `vision_model.`.
+  const v5 = /^(model\.)?vision_tower\.(?!vision_model\.)/.exec(fileName);
+  if (v5) return `${VISION_PREFIX}.${fileName.slice(v5[0].length)}`;
   if (fileName.startsWith('vision_tower.') || fileName.startsWith('multi_modal_projector.')
     || fileName.startsWith('language_model.')) return fileName;
   if (fileName.startsWith('model.vision_tower.') || fileName.startsWith('model.multi_modal_projector.')) {
@@ -85,21 +89,43 @@ export function expectedShapes(config: PaliGemmaConfig): Map<string, number[]> {
     m.set(`${L}.mlp.gate_proj.weight`, [t.intermediateSize, H]);
     m.set(`${L}.mlp.up_proj.weight`, [t.intermediateSize, H]);
     m.set(`${L}.mlp.down_proj.weight`, [H, t.intermediateSize]);
+    // Gemma 2 (PaliGemma 2) norms the feed-forward block on both sides as well.
+    if (t.modelType === 'gemma2') {
+      m.set(`${L}.pre_feedforward_layernorm.weight`, [H]);
+      m.set(`${L}.post_feedforward_layernorm.weight`, [H]);
+    }
   }
   m.set(`${TEXT_PREFIX}.norm.weight`, [H]);
   return m;
 }
 
-/**
- * Tensors loaded when the checkpoint has them, canonical name → shape: the untied lm_head, and
- * Gemma 2's extra per-layer norms (PaliGemma 2 checkpoints carry them).
- */
+/** Tensors loaded when the checkpoint has them, canonical name → shape: the untied lm_head. */
 export function optionalShapes(config: PaliGemmaConfig): Map<string, number[]> {
   const t = config.text;
-  const m = new Map<string, number[]>([[LM_HEAD, [t.vocabSize, t.hiddenSize]]]);
-  for (let i = 0; i < t.numLayers; i++) {
-    m.set(`${TEXT_PREFIX}.layers.${i}.pre_feedforward_layernorm.weight`, [t.hiddenSize]);
-    m.set(`${TEXT_PREFIX}.layers.${i}.post_feedforward_layernorm.weight`, [t.hiddenSize]);
-  }
-  return m;
+  return new Map<string, number[]>([[LM_HEAD, [t.vocabSize, t.hiddenSize]]]);
+}
+
+/**
+ * The architecture's declared weight list: every canonical name its config can use (needed or
+ * optional). A stored tensor outside it is refused by name: it means the files describe another
+ * model than the config (e.g. Gemma 2's extra norms under a Gemma config).
+ */
+export function declaredWeights(config: PaliGemmaConfig): Set<string> {
+  return new Set([...expectedShapes(config).keys(), ...optionalShapes(config).keys(), ...ignoredWeights(config)]);
+}
+
+/**
+ * Tensors the files may hold that the architecture computes but PaliGemma never reads: the
+ * SigLIP pooling head when vision_use_head is not false (Hugging Face builds it, then uses the
+ * tower's last hidden state). They are accepted and not loaded.
+ */
+export function ignoredWeights(config: PaliGemmaConfig): string[] {
+  if (!config.vision.useHead) return [];
+  const H = `${VISION_PREFIX}.head`;
+  return [
+    `${H}.probe`, `${H}.attention.in_proj_weight`, `${H}.attention.in_proj_bias`,
+    `${H}.attention.out_proj.weight`, `${H}.attention.out_proj.bias`,
+    `${H}.layernorm.weight`, `${H}.layernorm.bias`,
+    `${H}.mlp.fc1.weight`, `${H}.mlp.fc1.bias`, `${H}.mlp.fc2.weight`, `${H}.mlp.fc2.bias`,
+  ];
 }
