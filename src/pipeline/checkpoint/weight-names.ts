@@ -85,6 +85,11 @@ export function expectedShapes(config: PaliGemmaConfig): Map<string, number[]> {
     m.set(`${L}.mlp.gate_proj.weight`, [t.intermediateSize, H]);
     m.set(`${L}.mlp.up_proj.weight`, [t.intermediateSize, H]);
     m.set(`${L}.mlp.down_proj.weight`, [H, t.intermediateSize]);
+    if (t.modelType === 'gemma2') {
+      // Gemma 2's four norms per layer: input, post-attention, pre- and post-feedforward.
+      m.set(`${L}.pre_feedforward_layernorm.weight`, [H]);
+      m.set(`${L}.post_feedforward_layernorm.weight`, [H]);
+    }
   }
   m.set(`${TEXT_PREFIX}.norm.weight`, [H]);
   return m;
@@ -92,12 +97,12 @@ export function expectedShapes(config: PaliGemmaConfig): Map<string, number[]> {
 
 /**
  * Tensors loaded when the checkpoint has them, canonical name → shape: the untied lm_head, and
- * Gemma 2's extra per-layer norms (PaliGemma 2 checkpoints carry them).
+ * the feed-forward norms outside Gemma 2 (where expectedShapes requires them).
  */
 export function optionalShapes(config: PaliGemmaConfig): Map<string, number[]> {
   const t = config.text;
   const m = new Map<string, number[]>([[LM_HEAD, [t.vocabSize, t.hiddenSize]]]);
-  for (let i = 0; i < t.numLayers; i++) {
+  for (let i = 0; i < t.numLayers && t.modelType !== 'gemma2'; i++) {
     m.set(`${TEXT_PREFIX}.layers.${i}.pre_feedforward_layernorm.weight`, [t.hiddenSize]);
     m.set(`${TEXT_PREFIX}.layers.${i}.post_feedforward_layernorm.weight`, [t.hiddenSize]);
   }
