@@ -5,6 +5,8 @@
  * and refusals.
  */
 import { expect } from 'chai';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createPipeline, type CreatePipelineOptions } from '../src/create-pipeline.js';
@@ -89,6 +91,10 @@ const BACKENDS: Array<{ label: string; options: CreatePipelineOptions; tol: numb
 
 /** Worst errors per backend, printed at the end (the numbers the report quotes). */
 const worst: Record<string, { rel: number; abs: number }> = {};
+after(() => {
+  const lines = Object.entries(worst).map(([k, w]) => `      ${k.padEnd(34)} max|Δlogit| ${w.abs.toExponential(2)}${Number.isNaN(w.rel) ? '' : `  rel ${w.rel.toExponential(2)}`}`);
+  if (lines.length) console.log(`    worst logit error, tiny PaliGemma 2 (all rows + decode; vs float64 unless named):\n${lines.join('\n')}`);
+});
 
 describe('PaliGemma 2 (Gemma 2 decoder) vs float64 oracle', function () {
   this.timeout(120_000);
@@ -98,11 +104,6 @@ describe('PaliGemma 2 (Gemma 2 decoder) vs float64 oracle', function () {
   before(async function () {
     dir = await makeTempDir('pg-gemma2-');
     ckpt = await buildTinyCheckpoint(dir, gemma2Spec());
-  });
-
-  after(() => {
-    const lines = Object.entries(worst).map(([k, w]) => `      ${k.padEnd(24)} max|Δ| ${w.abs.toExponential(2)}  rel ${w.rel.toExponential(2)}`);
-    if (lines.length) console.log(`    worst logit error vs float64 (tiny PaliGemma 2, all rows + decode):\n${lines.join('\n')}`);
   });
 
   for (const be of BACKENDS) {
@@ -135,7 +136,7 @@ describe('PaliGemma 2 (Gemma 2 decoder) vs float64 oracle', function () {
   describe('explicit options (reference and onnx)', function () {
     const cases: Array<{ label: string; gemma2: CreatePipelineOptions['gemma2']; ref: Gemma2ReferenceOptions }> = [
       { label: "default = finalLogitSoftcap 'off', slidingWindow 'auto' (transformers 5)", gemma2: undefined, ref: {} },
-      { label: "finalLogitSoftcap 'auto' = config's 3", gemma2: { finalLogitSoftcap: 'auto' }, ref: { finalSoftcap: 3 } },
+      { label: "finalLogitSoftcap 'auto' = config's 3.5", gemma2: { finalLogitSoftcap: 'auto' }, ref: { finalSoftcap: 3.5 } },
       { label: 'finalLogitSoftcap 2.5', gemma2: { finalLogitSoftcap: 2.5 }, ref: { finalSoftcap: 2.5 } },
       { label: "slidingWindow 'off' (big_vision)", gemma2: { slidingWindow: 'off' }, ref: { window: false } },
     ];
@@ -171,7 +172,7 @@ describe('PaliGemma 2 (Gemma 2 decoder) vs float64 oracle', function () {
         const prompt = promptIds(on.tokenizer, PROMPT, on.model.config.numImageTokens);
         const seq = [...prompt, ...b.tokens];
         const pixels = await on.imageProcessor.process(image);
-        const ref = referenceGemma2Forward(ckpt.weights, ckpt.configJson, pixels.data, seq, prompt.length, { finalSoftcap: 3 });
+        const ref = referenceGemma2Forward(ckpt.weights, ckpt.configJson, pixels.data, seq, prompt.length, { finalSoftcap: 3.5 });
         const v = ref.length / seq.length;
         b.tokens.forEach((tok, i) => {
           const row = prompt.length - 1 + i;
@@ -273,4 +274,113 @@ describe('PaliGemma 2 (Gemma 2 decoder) vs float64 oracle', function () {
       }
     });
   });
+});
+
+/** test/fixtures/gemma2-reference.json, written by make-gemma2-reference.py with transformers. */
+interface HfRows { slice: string; logsumexp: number[]; argmax: number[] }
+interface HfFixture {
+  versions: Record<string, string>;
+  safetensorsSha256: string;
+  pixelValues: number[];
+  prompt: number[];
+  suffix: number[];
+  vocabSlice: number;
+  full: HfRows;
+  decode: HfRows;
+}
+
+describe('PaliGemma 2 vs transformers (committed fixture)', function () {
+  this.timeout(120_000);
+  const fx = JSON.parse(readFileSync(new URL('./fixtures/gemma2-reference.json', import.meta.url), 'utf8')) as HfFixture;
+  const slice = (r: HfRows) => {
+    const b = Buffer.from(r.slice, 'base64');
+    return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+  };
+  let dir: string;
+  let ckpt: TinyCheckpoint;
+  const seq = [...fx.prompt, ...fx.suffix];
+  const pixels = (): PixelValues => {
+    const size = Math.round(Math.sqrt(fx.pixelValues.length / 3));
+    return { data: Float32Array.from(fx.pixelValues), shape: [3, size, size] };
+  };
+
+  /** Compares [R, V] logits with the fixture rows: the stored vocabulary slice, log-sum-exp, argmax. */
+  function check(logits: ArrayLike<number>, rows: HfRows, what: string): number {
+    const want = slice(rows), vs = fx.vocabSlice, r = rows.argmax.length, v = logits.length / r;
+    expect(Number.isInteger(v), `${what}: row count`).to.equal(true);
+    let worstAbs = 0;
+    for (let i = 0; i < r; i++) {
+      const row = Array.from({ length: v }, (_, j) => logits[i * v + j]);
+      for (let j = 0; j < vs; j++) worstAbs = Math.max(worstAbs, Math.abs(row[j] - want[i * vs + j]));
+      const max = Math.max(...row);
+      const lse = max + Math.log(row.reduce((a, x) => a + Math.exp(x - max), 0));
+      worstAbs = Math.max(worstAbs, Math.abs(lse - rows.logsumexp[i]));
+      expect(row.indexOf(max), `${what}: argmax of row ${i}`).to.equal(rows.argmax[i]);
+    }
+    return worstAbs;
+  }
+
+  before(async function () {
+    dir = await makeTempDir('pg-gemma2-hf-');
+    ckpt = await buildTinyCheckpoint(dir, { ...gemma2Spec(), nameScheme: 'newer' });
+    const sha = createHash('sha256').update(readFileSync(join(dir, 'model.safetensors'))).digest('hex');
+    expect(sha, 'the tiny checkpoint builder still writes the bytes the fixture was made from').to.equal(fx.safetensorsSha256);
+  });
+
+  it(`the float64 oracle agrees with transformers ${fx.versions.transformers} (full and decode rows)`, function () {
+    const px = pixels();
+    const ref = referenceGemma2Forward(ckpt.weights, ckpt.configJson, px.data, seq, fx.prompt.length);
+    const v = ref.length / seq.length;
+    expect(check(ref, fx.full, 'full')).to.be.below(1e-4);
+    expect(check(ref.subarray((fx.prompt.length - 1) * v), fx.decode, 'decode')).to.be.below(1e-4);
+    worst['oracle vs transformers'] = { abs: check(ref, fx.full, 'full'), rel: NaN };
+  });
+
+  it('transformers runs the window with the prefix rule and no final soft-cap (the other readings disagree)', function () {
+    const px = pixels();
+    const far = (opts: Gemma2ReferenceOptions) => {
+      const ref = referenceGemma2Forward(ckpt.weights, ckpt.configJson, px.data, seq, fx.prompt.length, opts);
+      const want = slice(fx.full), vs = fx.vocabSlice, v = ref.length / seq.length;
+      let m = 0;
+      for (let i = 0; i < seq.length; i++) for (let j = 0; j < vs; j++) m = Math.max(m, Math.abs(ref[i * v + j] - want[i * vs + j]));
+      return m;
+    };
+    for (const opts of [{ window: false }, { finalSoftcap: 3.5 }, { broken: 'window-before-prefix' as const }, { broken: 'softcap-after-mask' as const }]) {
+      expect(far(opts), JSON.stringify(opts)).to.be.above(1e-2);
+    }
+  });
+
+  for (const be of BACKENDS.filter((b) => !b.label.includes('plain'))) {
+    it(`${be.label} agrees with transformers (full and decode rows)`, async function () {
+      let pipe: PaliGemmaPipeline;
+      try {
+        pipe = await createPipeline({ model: dir, ...be.options });
+      } catch (e) {
+        if (be.label.startsWith('webgpu') && e instanceof PaliGemmaError) this.skip();
+        throw e;
+      }
+      try {
+        const m = pipe.model, b = pipe.backend;
+        const rows = m.imageRows(pixels());
+        const embeds = m.embedPrompt(Int32Array.from(seq), rows);
+        const s1 = m.session(seq.length);
+        const all = await s1.prefill(embeds, fx.prompt.length, 0);
+        s1.dispose();
+        const pe = m.embedPrompt(Int32Array.from(fx.prompt), rows);
+        b.dispose([embeds, rows]);
+        const s2 = m.session(seq.length);
+        const steps = [await s2.prefill(pe, fx.prompt.length)];
+        b.dispose(pe);
+        for (const tok of fx.suffix) steps.push(await s2.step(tok));
+        s2.dispose();
+        const decoded = new Float32Array(steps.length * steps[0].length);
+        steps.forEach((l, i) => decoded.set(l, i * l.length));
+        const abs = Math.max(check(all, fx.full, 'full'), check(decoded, fx.decode, 'decode'));
+        worst[`${be.label} vs transformers`] = { abs, rel: NaN };
+        expect(abs, 'max |Δlogit| vs transformers').to.be.below(1e-4);
+      } finally {
+        await pipe.close();
+      }
+    });
+  }
 });

@@ -60,7 +60,7 @@ export interface TinyGemma2Spec {
 
 /** Gemma 2 fields of a tiny PaliGemma 2: a window shorter than the prompt, caps small enough to bite. */
 export function tinyGemma2Fields(): TinyGemma2Spec {
-  return { slidingWindow: 5, attnLogitSoftcapping: 1.5, finalLogitSoftcapping: 3, queryPreAttnScalar: 24 };
+  return { slidingWindow: 5, attnLogitSoftcapping: 1.5, finalLogitSoftcapping: 3.5, queryPreAttnScalar: 24 };
 }
 
 /** A tiny PaliGemma 2 (Gemma 2 decoder, grouped-query attention, 3 layers: sliding, full, sliding). */
