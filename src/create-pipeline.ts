@@ -22,6 +22,7 @@ import { TensorBackend } from './interfaces/tensor-backend.js';
 import { Tokenizer } from './interfaces/tokenizer.js';
 import { loadCheckpoint, type LoadedCheckpoint, type LoadProgress } from './pipeline/checkpoint/load-checkpoint.js';
 import { ModelCheckpointToken, PaliGemmaPipeline } from './pipeline/paligemma-pipeline.js';
+import type { Gemma2Options } from './pipeline/gemma2-options.js';
 import type { PaliGemmaPlugin } from './plugin/define-plugin.js';
 import { loadPluginModule } from './plugin/load-plugin.js';
 import { PartRegistry } from './plugin/part-registry.js';
@@ -52,6 +53,8 @@ export interface CreatePipelineOptions {
   imageProcessor?: string | ImageProcessor;
   /** Plugin objects, file paths or package names, loaded after the built-in ones. */
   plugins?: ReadonlyArray<PaliGemmaPlugin | string>;
+  /** PaliGemma 2 only: final logit soft-cap and sliding window conventions (see Gemma2Options). */
+  gemma2?: Gemma2Options;
   /** Called as checkpoint bytes load. */
   onProgress?: (p: LoadProgress) => void;
   /** Last word on the container: rebind any part before the pipeline is resolved. */
@@ -130,7 +133,7 @@ export async function createPipeline(options: CreatePipelineOptions = {}): Promi
     c.bind(Sampler).toConstantValue(sampler);
     c.bind(Tokenizer).toConstantValue(tokenizer);
     c.bind(ImageProcessor).toConstantValue(imageProcessor);
-    c.bind(ModelCheckpointToken).toConstantValue(checkpoint);
+    c.bind(ModelCheckpointToken).toConstantValue(options.gemma2 ? Object.assign(checkpoint, { gemma2: options.gemma2 }) : checkpoint);
     c.bind(PaliGemmaPipeline).toSelf().inSingletonScope();
     options.configure?.(c);
     return c.get(PaliGemmaPipeline);

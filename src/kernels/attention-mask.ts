@@ -3,8 +3,14 @@ import type { AttentionMask, AttentionOptions } from '../interfaces/attention-ke
 /**
  * Whether query at absolute index q may see key j (both 0-based indices into the key rows).
  * The single definition every kernel and the conformance kit share.
+ *
+ * With a sliding window w this is Hugging Face's rule for PaliGemma 2:
+ *   visible(q, j) = (mask(q, j) ∧ q − w < j) ∨ (q and j both in the bidirectional prefix),
+ * so prefix rows see the whole prefix even in sliding layers, and every other row sees
+ * mask ∩ window. The prefix rule is checked before the window for that reason.
  */
 export function keyVisible(mask: AttentionMask, q: number, j: number, slidingWindow?: number): boolean {
+  if (mask.kind === 'prefixLm' && q < mask.prefixLength && j < mask.prefixLength) return true;
   if (slidingWindow !== undefined && q - j >= slidingWindow) return false;
   switch (mask.kind) {
     case 'bidirectional': return true;

@@ -1,19 +1,17 @@
 /**
  * Attention built only from TensorBackend ops, head by head. Any backend gets a correct kernel
- * from this; backends with a fused kernel register their own.
+ * from this; backends with a fused kernel register their own. Soft-capping goes through
+ * genericTanh (softmax-based) and the sliding window through the shared additive mask.
  */
 import type { AttentionKernel, AttentionOptions } from '../interfaces/attention-kernel.js';
 import type { Tensor, TensorBackend } from '../interfaces/tensor-backend.js';
-import { PaliGemmaError } from '../interfaces/errors.js';
 import { additiveMask, kvHeadFor } from './attention-mask.js';
+import { softCap } from './generic-tanh.js';
 
 export class PlainAttentionKernel implements AttentionKernel {
   readonly name = 'plain';
 
   attend(backend: TensorBackend, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
-    if (opts.softCap !== undefined) {
-      throw new PaliGemmaError('logit soft-capping is not supported by the plain attention kernel; use a fused kernel', 'unsupported');
-    }
     const [tq, hq, d] = q.shape;
     const hkv = k.shape[1];
     const kvLength = opts.kvLength ?? k.shape[0];
@@ -33,7 +31,9 @@ export class PlainAttentionKernel implements AttentionKernel {
       const qi = keep(backend.reshape(keep(backend.slice(qh, 0, h, h + 1)), [tq, d]));       // [Tq, D]
       const ki = keep(backend.reshape(keep(backend.slice(kh, 0, g, g + 1)), [kvLength, d])); // [Tk, D]
       const vi = keep(backend.reshape(keep(backend.slice(vh, 0, g, g + 1)), [kvLength, d])); // [Tk, D]
-      const scores = keep(backend.scale(keep(backend.matmul(qi, ki, { transposeB: true })), opts.scale)); // [Tq, Tk]
+      let scores = keep(backend.scale(keep(backend.matmul(qi, ki, { transposeB: true })), opts.scale)); // [Tq, Tk]
+      // Gemma 2 soft-caps the scaled scores before the mask is added.
+      if (opts.softCap !== undefined) scores = keep(softCap(backend, scores, opts.softCap));
       const probs = keep(backend.softmax(keep(backend.add(scores, mask))));                 // [Tq, Tk]
       heads.push(keep(backend.reshape(keep(backend.matmul(probs, vi)), [tq, 1, d])));       // [Tq, 1, D]
     }

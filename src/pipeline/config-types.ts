@@ -32,6 +32,8 @@ export interface TextConfig {
   finalLogitSoftcapping?: number;
   slidingWindow?: number;
   queryPreAttnScalar?: number;
+  /** Gemma 2: per-layer attention kind (text_config.layer_types; default sliding on even layers). */
+  layerTypes?: Array<'sliding_attention' | 'full_attention'>;
 }
 
 export interface PaliGemmaConfig {

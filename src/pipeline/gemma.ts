@@ -15,11 +15,14 @@ import { TensorScope } from './tensor-scope.js';
 const P = 'language_model.model';
 
 export class GemmaDecoder {
+  /** Final logit soft-cap applied to the logits read back (Gemma 2 option); none for Gemma. */
+  readonly finalLogitSoftcap: number | undefined = undefined;
+
   constructor(
-    private readonly backend: TensorBackend,
-    private readonly attention: AttentionKernel,
-    private readonly weights: ModelWeights,
-    private readonly cfg: TextConfig,
+    protected readonly backend: TensorBackend,
+    protected readonly attention: AttentionKernel,
+    protected readonly weights: ModelWeights,
+    protected readonly cfg: TextConfig,
   ) {}
 
   /** ids [T] → token embeddings [T, H] (not yet scaled). */
@@ -58,7 +61,8 @@ export class GemmaDecoder {
     return this.backend.matmul(hidden, head, { transposeB: true });
   }
 
-  private layer(x: Tensor, i: number, cache: KVCache, positions: Int32Array, mask: AttentionMask): Tensor {
+  /** One decoder layer; Gemma2Decoder overrides it. */
+  protected layer(x: Tensor, i: number, cache: KVCache, positions: Int32Array, mask: AttentionMask): Tensor {
     const b = this.backend, s = new TensorScope(b), c = this.cfg;
     const w = (n: string) => this.weights.get(`${P}.layers.${i}.${n}`);
     const proj = (h: Tensor, name: string) => s.track(b.matmul(h, w(`${name}.weight`), { transposeB: true }));

@@ -1,5 +1,6 @@
 /**
- * PaliGemma 1 (Beyer et al., "PaliGemma: A versatile 3B VLM for transfer"): SigLIP image rows
+ * PaliGemma 1 and 2 (Beyer et al., "PaliGemma: A versatile 3B VLM for transfer"; Steiner et al.,
+ * "PaliGemma 2"): SigLIP image rows
  * projected into Gemma's embedding space, followed by the prompt, decoded with a prefix-LM mask.
  *
  * Lifecycle (explicit, no hidden state):
@@ -15,6 +16,8 @@ import type { KVCache, KVCacheStore } from '../interfaces/kv-cache-store.js';
 import type { DType, Tensor, TensorBackend } from '../interfaces/tensor-backend.js';
 import type { PaliGemmaConfig } from './config-types.js';
 import { GemmaDecoder } from './gemma.js';
+import { Gemma2Decoder, applyFinalSoftcap } from './gemma2.js';
+import type { Gemma2Options } from './gemma2-options.js';
 import { PaliGemmaError } from '../interfaces/errors.js';
 import { ModelWeights } from './model-weights.js';
 import { assertFiniteLogits } from './finite-check.js';
@@ -22,18 +25,19 @@ import { roundToDtype } from './round-to-dtype.js';
 import { SiglipVisionTower, projectImageFeatures } from './siglip.js';
 
 /**
- * The decoder for text_config.model_type. Only Gemma (PaliGemma 1) runs today; anything else,
- * Gemma 2 (PaliGemma 2) included, is refused by name: its sliding window, extra norms and final
- * soft-cap would otherwise be ignored and the answer silently wrong.
+ * The decoder for text_config.model_type: Gemma (PaliGemma 1) or Gemma 2 (PaliGemma 2, with
+ * `gemma2` options); any other type is refused by name rather than run as something it is not.
  */
-export function decoderFor(backend: TensorBackend, attention: AttentionKernel, weights: ModelWeights, text: PaliGemmaConfig['text']): GemmaDecoder {
+export function decoderFor(backend: TensorBackend, attention: AttentionKernel, weights: ModelWeights, text: PaliGemmaConfig['text'], gemma2?: Gemma2Options): GemmaDecoder {
   const type = text.modelType ?? 'gemma';
-  if (type === 'gemma') return new GemmaDecoder(backend, attention, weights, text);
-  if (type === 'gemma2') {
-    throw new PaliGemmaError('text_config.model_type "gemma2" (PaliGemma 2) is not supported yet: its Gemma 2 decoder '
-      + '(sliding window, four norms per layer, final soft-cap) is not implemented, so it is refused rather than run wrong', 'unsupported_model');
+  if (type === 'gemma') {
+    if (gemma2 && Object.values(gemma2).some((v) => v !== undefined)) {
+      throw new PaliGemmaError('the gemma2 options (finalLogitSoftcap, slidingWindow) apply to PaliGemma 2 only; this model\'s text_config.model_type is "gemma"', 'invalid_option');
+    }
+    return new GemmaDecoder(backend, attention, weights, text);
   }
-  throw new PaliGemmaError(`text_config.model_type ${JSON.stringify(type)} is not supported: expected "gemma" (PaliGemma 1)`, 'unsupported_model');
+  if (type === 'gemma2') return new Gemma2Decoder(backend, attention, weights, text, gemma2);
+  throw new PaliGemmaError(`text_config.model_type ${JSON.stringify(type)} is not supported: expected "gemma" (PaliGemma 1) or "gemma2" (PaliGemma 2)`, 'unsupported_model');
 }
 
 export interface ModelParts {
@@ -47,6 +51,8 @@ export interface ModelCheckpoint {
   weights: ReadonlyMap<string, Tensor>;
   /** Stored dtype of the embeddings; √H is rounded to it, as Hugging Face does. */
   weightDtype: DType;
+  /** PaliGemma 2 only: the conventions where references disagree (see gemma2-options.ts). */
+  gemma2?: Gemma2Options;
 }
 
 export class PaliGemmaModel {
@@ -63,7 +69,7 @@ export class PaliGemmaModel {
     this.backend = parts.backend;
     this.weights = new ModelWeights(checkpoint.weights);
     this.vision = new SiglipVisionTower(parts.backend, parts.attention, this.weights, this.config.vision);
-    this.decoder = decoderFor(parts.backend, parts.attention, this.weights, this.config.text);
+    this.decoder = decoderFor(parts.backend, parts.attention, this.weights, this.config.text, checkpoint.gemma2);
     this.embedScale = roundToDtype(Math.sqrt(this.config.text.hiddenSize), checkpoint.weightDtype);
   }
 
@@ -169,7 +175,7 @@ export class ModelSession {
     const hidden = this.decoder.forward(x, this.cache, this.mask);                // [T, H]
     const rows = logitsFrom === 0 ? hidden : b.slice(hidden, 0, logitsFrom, hidden.shape[0]);
     const logits = this.decoder.logits(rows);                                     // [R, V]
-    const out = await b.read(logits);
+    const out = applyFinalSoftcap(await b.read(logits), this.decoder.finalLogitSoftcap);
     b.dispose(rows === hidden ? [hidden, logits] : [hidden, rows, logits]);
     const start = this.cache.length - x.shape[0];
     assertFiniteLogits(out, this.model.config.text.vocabSize,

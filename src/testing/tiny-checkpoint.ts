@@ -47,8 +47,35 @@ export interface TinyVisionSpec {
   imageSize: number;
 }
 
+/** Gemma 2 text fields; present → text_config.model_type 'gemma2' and four norms per layer. */
+export interface TinyGemma2Spec {
+  slidingWindow: number;
+  /** null writes an explicit null (soft-capping off). */
+  attnLogitSoftcapping: number | null;
+  finalLogitSoftcapping: number | null;
+  queryPreAttnScalar: number;
+  /** Written as text_config.layer_types when given. */
+  layerTypes?: Array<'sliding_attention' | 'full_attention'>;
+}
+
+/** Gemma 2 fields of a tiny PaliGemma 2: a window shorter than the prompt, caps small enough to bite. */
+export function tinyGemma2Fields(): TinyGemma2Spec {
+  return { slidingWindow: 5, attnLogitSoftcapping: 1.5, finalLogitSoftcapping: 3.5, queryPreAttnScalar: 24 };
+}
+
+/** A tiny PaliGemma 2 (Gemma 2 decoder, grouped-query attention, 3 layers: sliding, full, sliding). */
+export function gemma2Spec(): TinySpec {
+  return {
+    text: { hiddenSize: 48, intermediateSize: 96, numLayers: 3, numHeads: 4, numKvHeads: 2, headDim: 16 },
+    vision: { ...TINY_VISION },
+    gemma2: tinyGemma2Fields(),
+  };
+}
+
 export interface TinySpec {
   text: TinyTextSpec;
+  /** Makes the checkpoint a PaliGemma 2 one. */
+  gemma2?: TinyGemma2Spec;
   vision: TinyVisionSpec;
   /** Stored dtype of every tensor (default F32). */
   dtype?: WriterDtype;
@@ -154,6 +181,10 @@ function weightPlan(spec: TinySpec): Map<string, number[]> {
     linear(`${L}.self_attn.v_proj`, t.numKvHeads * t.headDim, t.hiddenSize, false);
     linear(`${L}.self_attn.o_proj`, t.hiddenSize, t.numHeads * t.headDim, false);
     rmsNorm(`${L}.post_attention_layernorm`, t.hiddenSize);
+    if (spec.gemma2) {
+      rmsNorm(`${L}.pre_feedforward_layernorm`, t.hiddenSize);
+      rmsNorm(`${L}.post_feedforward_layernorm`, t.hiddenSize);
+    }
     linear(`${L}.mlp.gate_proj`, t.intermediateSize, t.hiddenSize, false);
     linear(`${L}.mlp.up_proj`, t.intermediateSize, t.hiddenSize, false);
     linear(`${L}.mlp.down_proj`, t.hiddenSize, t.intermediateSize, false);
@@ -177,6 +208,29 @@ export function tinyConfigJson(spec: TinySpec): Record<string, unknown> {
   const t = spec.text, v = spec.vision;
   const torchDtype = TORCH_DTYPE[spec.dtype ?? 'F32'];
   const numImageTokens = (v.imageSize / v.patchSize) ** 2;
+  const g2 = spec.gemma2;
+  const textConfig: Record<string, unknown> = {
+    head_dim: t.headDim,
+    hidden_size: t.hiddenSize,
+    intermediate_size: t.intermediateSize,
+    model_type: g2 ? 'gemma2' : 'gemma',
+    num_attention_heads: t.numHeads,
+    num_hidden_layers: t.numLayers,
+    num_image_tokens: numImageTokens,
+    num_key_value_heads: t.numKvHeads,
+    torch_dtype: torchDtype,
+    vocab_size: TINY_TOKENIZER.vocabSize,
+  };
+  if (g2) {
+    Object.assign(textConfig, {
+      attn_logit_softcapping: g2.attnLogitSoftcapping,
+      final_logit_softcapping: g2.finalLogitSoftcapping,
+      hidden_activation: 'gelu_pytorch_tanh',
+      query_pre_attn_scalar: g2.queryPreAttnScalar,
+      sliding_window: g2.slidingWindow,
+    });
+    if (g2.layerTypes) textConfig.layer_types = g2.layerTypes;
+  }
   return {
     architectures: ['PaliGemmaForConditionalGeneration'],
     bos_token_id: TINY_TOKENIZER.bos,
@@ -187,18 +241,7 @@ export function tinyConfigJson(spec: TinySpec): Record<string, unknown> {
     model_type: 'paligemma',
     pad_token_id: TINY_TOKENIZER.pad,
     projection_dim: t.hiddenSize,
-    text_config: {
-      head_dim: t.headDim,
-      hidden_size: t.hiddenSize,
-      intermediate_size: t.intermediateSize,
-      model_type: 'gemma',
-      num_attention_heads: t.numHeads,
-      num_hidden_layers: t.numLayers,
-      num_image_tokens: numImageTokens,
-      num_key_value_heads: t.numKvHeads,
-      torch_dtype: torchDtype,
-      vocab_size: TINY_TOKENIZER.vocabSize,
-    },
+    text_config: textConfig,
     torch_dtype: torchDtype,
     transformers_version: spec.nameScheme === 'newer' ? '4.52.4' : '4.41.0.dev0',
     vision_config: {

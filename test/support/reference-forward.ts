@@ -164,7 +164,7 @@ export function linear(x: Float64Array, w: RefTensor, b?: RefTensor): Float64Arr
 }
 
 /** Elementwise a + b (same shape). */
-function add(a: Float64Array, b: Float64Array): Float64Array {
+export function add(a: Float64Array, b: Float64Array): Float64Array {
   if (a.length !== b.length) throw new Error('reference: add shape mismatch');
   const y = new Float64Array(a.length);
   for (let i = 0; i < a.length; i++) y[i] = a[i] + b[i];
@@ -329,7 +329,7 @@ function num(obj: Json, key: string): number | undefined {
 }
 
 /** Fetches a weight and checks its shape. */
-function param(weights: RefWeights, name: string, shape: number[]): RefTensor {
+export function param(weights: RefWeights, name: string, shape: number[]): RefTensor {
   const w = weights[name];
   if (!w) throw new Error(`reference: missing weight ${name}`);
   const same = w.shape.length === shape.length && w.shape.every((d, i) => d === shape[i]);
@@ -478,7 +478,7 @@ function siglipLayer(x: Float64Array, weights: RefWeights, dims: ReferenceDims, 
 }
 
 /** SigLIP vision model without pooling head. pixels [C, S, S] → [N, Dv] (after post_layernorm). */
-function siglipVision(pixels: ArrayLike<number>, weights: RefWeights, dims: ReferenceDims): Float64Array {
+export function siglipVision(pixels: ArrayLike<number>, weights: RefWeights, dims: ReferenceDims): Float64Array {
   const { channels: c, patchSize: pz, visionHidden: dv, numPatches: n, visionEps: eps } = dims;
   const patchW = param(weights, `${V_PREFIX}embeddings.patch_embedding.weight`, [dv, c, pz, pz]);
   const patchB = param(weights, `${V_PREFIX}embeddings.patch_embedding.bias`, [dv]);
@@ -510,7 +510,7 @@ function siglipVision(pixels: ArrayLike<number>, weights: RefWeights, dims: Refe
  *
  * imageFeatures [N, H], embed [V, H] → [T, H].
  */
-function mergeEmbeddings(
+export function mergeEmbeddings(
   inputIds: readonly number[], imageFeatures: Float64Array, embed: RefTensor, dims: ReferenceDims, normalizer: number,
 ): Float64Array {
   const { hidden: h, vocab, imageTokenId, numPatches } = dims;

@@ -477,7 +477,9 @@ ${stableTanh}
 
 const NEG = -3.0e38;
 
+// Same rule as keyVisible (attention-mask.ts): the bidirectional prefix wins over the window.
 fn visible(qi: u32, j: u32) -> bool {
+  if (P.maskKind == 2u && qi < P.prefixLength && j < P.prefixLength) { return true; }
   if (P.window > 0u && qi >= j + P.window) { return false; }
   switch P.maskKind {
     case 0u: { return true; }
@@ -501,7 +503,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   if (P.maskKind == 1u) { hi = min(hi, qi + 1u); }
   if (P.maskKind == 2u) { hi = min(hi, max(qi + 1u, P.prefixLength)); }
   var lo = 0u;
-  if (P.window > 0u && qi + 1u > P.window) { lo = qi + 1u - P.window; }
+  let inPrefix = P.maskKind == 2u && qi < P.prefixLength;
+  if (P.window > 0u && qi + 1u > P.window && !inPrefix) { lo = qi + 1u - P.window; }
   workgroupBarrier();
 
   var m = NEG;

@@ -8,7 +8,7 @@
  * - text_config (GemmaConfig): head_dim 256, rms_norm_eps 1e-6, rope_theta 10000,
  *   max_position_embeddings 8192; for `model_type: 'gemma2'` also attn_logit_softcapping 50,
  *   final_logit_softcapping 30, sliding_window 4096, query_pre_attn_scalar 256 (an explicit
- *   `null` switches soft-capping off, as in Gemma2Config);
+ *   `null` switches soft-capping off, as in Gemma2Config), layer_types sliding on even layers;
  * - vision_config (SiglipVisionConfig): image_size 224, num_channels 3, layer_norm_eps 1e-6.
  *
  * num_key_value_heads: GemmaConfig's own default is 16 whatever the head count, which only makes
@@ -119,6 +119,18 @@ class Fields {
   }
 }
 
+/** Gemma 2's text_config.layer_types; absent → Gemma2Config's default, sliding on even layers. */
+function layerTypes(tc: Fields, obj: Json, numLayers: number): Array<'sliding_attention' | 'full_attention'> {
+  const v = obj.layer_types;
+  if (v === undefined || v === null) {
+    return Array.from({ length: numLayers }, (_, i) => (i % 2 === 0 ? 'sliding_attention' : 'full_attention'));
+  }
+  if (!Array.isArray(v) || v.length !== numLayers || !v.every((t) => t === 'sliding_attention' || t === 'full_attention')) {
+    tc.fail(`text_config.layer_types must list "sliding_attention" or "full_attention" for each of the ${numLayers} layers`);
+  }
+  return [...v] as Array<'sliding_attention' | 'full_attention'>;
+}
+
 /**
  * Validates config.json's parsed JSON and fills defaults. `path` names the file in errors.
  * Throws PaliGemmaError (one line) for a missing required field, a non-positive or
@@ -165,6 +177,7 @@ export function parseConfig(json: unknown, path: string): PaliGemmaConfig {
   }
   if (qScalar !== undefined) text.queryPreAttnScalar = qScalar;
   if (textType !== undefined) text.modelType = textType;
+  if (gemma2) text.layerTypes = layerTypes(tc, json.text_config as Json, text.numLayers);
   if (text.numHeads % text.numKvHeads !== 0) {
     tc.fail(`text_config.num_attention_heads (${text.numHeads}) is not a multiple of num_key_value_heads (${text.numKvHeads})`);
   }
