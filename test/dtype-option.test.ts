@@ -3,15 +3,15 @@ import { expect } from 'chai';
 import { join } from 'node:path';
 import { createPipeline } from '../src/create-pipeline.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
-import type { GenerateResult } from '../src/pipeline/generation-types.js';
-import { planDtype } from '../src/pipeline/model-dtype.js';
+import type { GenerationResult } from '../src/pipeline/generation-types.js';
+import { planDtype, type ModelDtype } from '../src/pipeline/model-dtype.js';
 import { expectUserError, runCli } from './support/run-cli.js';
 import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec } from './support/tiny-checkpoint.js';
 
 const PROMPT = 'caption en';
 const image = makeTestImage(24, 24, 3);
 
-async function run(model: string, dtype: Parameters<typeof createPipeline>[0]['dtype'], backend = 'reference'): Promise<GenerateResult & { engine: string }> {
+async function run(model: string, dtype: ModelDtype, backend = 'reference'): Promise<GenerationResult & { engine: string }> {
   const pipe = await createPipeline({ model, backend, dtype });
   try {
     const r = await pipe.generate(image, PROMPT, { maxNewTokens: 6, logprobs: 1 });
@@ -21,7 +21,7 @@ async function run(model: string, dtype: Parameters<typeof createPipeline>[0]['d
   }
 }
 
-const chosen = (r: GenerateResult) => r.logprobs!.map((s) => s.logprob);
+const chosen = (r: GenerationResult) => r.logprobs!.map((s) => s.logprob);
 
 describe('dtype option', function () {
   let f32: string;
