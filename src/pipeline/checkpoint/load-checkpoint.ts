@@ -245,6 +245,7 @@ export async function loadCheckpoint(
     }
     plan.sort((a, b) => a.fileIndex - b.fileIndex || a.entry.begin - b.entry.begin);
 
+    const storage = opts.weights ?? 'auto';
     const totalBytes = plan.reduce((s, l) => s + (l.entry.end - l.entry.begin), 0);
     let loadedBytes = 0;
     for (const loc of plan) {
@@ -252,10 +253,10 @@ export async function loadCheckpoint(
         loadedBytes += n;
         opts.onProgress?.({ loadedBytes, totalBytes, tensor: loc.canonical });
       };
-      weights.set(loc.canonical, await uploadWeight(backend, loc, opts.weights ?? 'auto', onBytes));
+      weights.set(loc.canonical, await uploadWeight(backend, loc, storage, onBytes));
     }
 
-    const weightDtype = (opts.weights ?? 'auto') === 'auto' ? DTYPE_OF[embed.entry.dtype as SafetensorsFloatDtype] : opts.weights as DType;
+    const weightDtype: DType = storage === 'auto' ? DTYPE_OF[embed.entry.dtype as SafetensorsFloatDtype] : storage;
     let disposed = false;
     return {
       dir: root,
