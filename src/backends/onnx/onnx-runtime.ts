@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { PaliGemmaError } from '../../interfaces/errors.js';
+import { PackageNotInstalledError, isPackageNotFound } from '../optional-package.js';
 
 /** The part of onnxruntime-node the backend uses. */
 export type OrtModule = typeof import('onnxruntime-node');
@@ -20,10 +21,8 @@ export function loadOrt(): Promise<OrtModule> {
     (m) => ((m as { default?: OrtModule }).default?.InferenceSession ? (m as { default: OrtModule }).default : m),
     (e: unknown) => {
       loading = undefined;
-      const code = (e as { code?: string }).code;
-      if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') {
-        throw new PaliGemmaError(
-          'the onnx backend needs the onnxruntime-node package: npm install onnxruntime-node', 'missing_dependency');
+      if (isPackageNotFound(e)) {
+        throw new PackageNotInstalledError('the onnx backend needs the onnxruntime-node package: npm install onnxruntime-node');
       }
       throw new PaliGemmaError(`onnxruntime-node failed to load: ${(e as Error).message.split('\n')[0]}`, 'missing_dependency');
     },

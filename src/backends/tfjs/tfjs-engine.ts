@@ -21,6 +21,7 @@
 import { createRequire } from 'node:module';
 import { dirname, sep } from 'node:path';
 import { PaliGemmaError } from '../../interfaces/errors.js';
+import { PackageNotInstalledError, isPackageNotFound } from '../optional-package.js';
 
 /** The @tensorflow/tfjs namespace (tfjs-node re-exports the same one). Types only. */
 export type TfModule = typeof import('@tensorflow/tfjs');
@@ -123,7 +124,7 @@ async function acquire(user: object, wanted: TfjsEngineKind | undefined, allowed
       const why = e instanceof PaliGemmaError ? e.message : firstLine(e);
       if (wanted) throw e instanceof PaliGemmaError ? e : new PaliGemmaError(`tfjs backend: engine '${kind}' failed to start: ${why}`, 'missing_dependency');
       failures.push(`${kind}: ${why}`);
-      if (!(e instanceof PaliGemmaError && e.message.includes('which is not installed'))) allAbsent = false;
+      if (!(e instanceof PackageNotInstalledError)) allAbsent = false;
       continue;
     }
     active = engine;
@@ -144,11 +145,6 @@ function firstLine(e: unknown): string {
   return String((e as Error)?.message ?? e).split('\n')[0];
 }
 
-function isNotFound(e: unknown): boolean {
-  const code = (e as { code?: string })?.code;
-  return code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND';
-}
-
 /**
  * Imports a package by a name TypeScript does not resolve (it may not be installed). CommonJS
  * packages arrive as a namespace whose `default` is module.exports: `probe` names an export
@@ -159,8 +155,8 @@ async function importPackage(name: string, kind: TfjsEngineKind, probe: string):
   try {
     ns = await import(name);
   } catch (e) {
-    if (isNotFound(e) && String((e as Error).message).includes(`'${name}'`)) {
-      throw new PaliGemmaError(`tfjs backend: engine '${kind}' needs the ${name} package, which is not installed: ${INSTALL[kind]}`, 'missing_dependency');
+    if (isPackageNotFound(e, name)) {
+      throw new PackageNotInstalledError(`tfjs backend: engine '${kind}' needs the ${name} package, which is not installed: ${INSTALL[kind]}`);
     }
     throw new PaliGemmaError(`tfjs backend: engine '${kind}': ${name} failed to load: ${firstLine(e)}`, 'missing_dependency');
   }

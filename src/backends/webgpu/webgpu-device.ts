@@ -15,6 +15,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { PaliGemmaError } from '../../interfaces/errors.js';
+import { PackageNotInstalledError, isPackageNotFound } from '../optional-package.js';
 
 export const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
 
@@ -67,10 +68,9 @@ async function loadModule(): Promise<WebGpuModule> {
   try {
     return (await import('webgpu')) as unknown as WebGpuModule;
   } catch (e) {
-    const code = (e as { code?: string }).code;
-    if ((code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') && String((e as Error).message).includes("'webgpu'")) {
+    if (isPackageNotFound(e, 'webgpu')) {
       // The lean install: webgpu is an optional peer dependency.
-      throw new PaliGemmaError('the webgpu backend needs the webgpu package, which is not installed: npm install webgpu', 'missing_dependency');
+      throw new PackageNotInstalledError('the webgpu backend needs the webgpu package, which is not installed: npm install webgpu');
     }
     throw new PaliGemmaError(
       `webgpu backend: the 'webgpu' package failed to load (npm install webgpu): ${(e as Error).message.split('\n')[0]}`,

@@ -263,6 +263,7 @@ export async function loadCheckpoint(
     }
     plan.sort((a, b) => a.fileIndex - b.fileIndex || a.entry.begin - b.entry.begin);
 
+    const storage = opts.weights ?? 'auto';
     const totalBytes = plan.reduce((s, l) => s + (l.entry.end - l.entry.begin), 0);
     let loadedBytes = 0;
     for (const loc of plan) {
@@ -275,10 +276,10 @@ export async function loadCheckpoint(
         const at = firstNonFiniteStored(data, dtype);
         if (at >= 0) throw nonFiniteWeightError(loc.entry.name, loc.file.path, at, loc.entry.shape);
       };
-      weights.set(loc.canonical, await uploadWeight(backend, loc, opts.weights ?? 'auto', onBytes, scan));
+      weights.set(loc.canonical, await uploadWeight(backend, loc, storage, onBytes, scan));
     }
 
-    const weightDtype = (opts.weights ?? 'auto') === 'auto' ? DTYPE_OF[embed.entry.dtype as SafetensorsFloatDtype] : opts.weights as DType;
+    const weightDtype: DType = storage === 'auto' ? DTYPE_OF[embed.entry.dtype as SafetensorsFloatDtype] : storage;
     let disposed = false;
     return {
       dir: root,
