@@ -26,6 +26,7 @@ import type { PaliGemmaPlugin } from './plugin/define-plugin.js';
 import { loadPluginModule } from './plugin/load-plugin.js';
 import { PartRegistry } from './plugin/part-registry.js';
 import { ensureDemoCheckpoint } from './testing/demo-checkpoint.js';
+import { checkBackendOptionKeys } from './pipeline/api-arguments.js';
 
 export interface CreatePipelineOptions {
   /** Hugging Face PaliGemma folder. Default: the built-in tiny demo checkpoint (random weights). */
@@ -64,6 +65,7 @@ export async function createRegistry(plugins: ReadonlyArray<PaliGemmaPlugin | st
 export async function startBackend(registry: PartRegistry, name: string, options: BackendOptions = {}): Promise<TensorBackend> {
   const contribution = registry.get('backend', name);
   const where = registry.list().find((p) => p.kind === 'backend' && p.name === name);
+  checkBackendOptionKeys(name, contribution.options, options);
   try {
     const backend = await contribution.create(options);
     await backend.init?.();

@@ -18,6 +18,7 @@ import type {
 } from './generation-types.js';
 import { PaliGemmaModel, type ModelCheckpoint } from './paligemma-model.js';
 import { promptIds, suffixIds } from './prompt-format.js';
+import { checkPromptFits, newTokenBudget } from './api-arguments.js';
 
 /** DI token of the loaded checkpoint the pipeline runs. */
 export const ModelCheckpointToken = Symbol('ModelCheckpoint');
@@ -60,24 +61,26 @@ export class PaliGemmaPipeline {
    * result. Prefill runs image + prompt at once (bidirectional); each step adds one causal token.
    */
   async *stream(image: ImageInput, prompt: string, opts: GenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerationResult> {
-    const maxNew = opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
-    if (!Number.isInteger(maxNew) || maxNew < 1) {
-      throw new PaliGemmaError(`invalid maxNewTokens ${maxNew}: expected an integer ≥ 1`);
+    const requested = opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
+    if (!Number.isInteger(requested) || requested < 1) {
+      throw new PaliGemmaError(`invalid maxNewTokens ${requested}: expected an integer ≥ 1`);
     }
     const sampler = opts.sampler ?? this.sampler;
     const rng = seededRng(opts.seed ?? 0);
     const topN = opts.logprobs ?? 0;
+    // The context is checked before any model work; a larger request is clamped to what fits.
+    const ids = Int32Array.from(promptIds(this.tokenizer, prompt, this.model.config.numImageTokens));
+    const maxNew = newTokenBudget(ids.length, requested, this.model.config.text.maxPositionEmbeddings);
     const t0 = performance.now();
 
     const pixels = await this.imageProcessor.process(image);
     const t1 = performance.now();
-    const ids = Int32Array.from(promptIds(this.tokenizer, prompt, this.model.config.numImageTokens));
     const rows = this.model.imageRows(pixels);                                   // [N, H]
     const embeds = this.model.embedPrompt(ids, rows);                            // [T, H]
     this.backend.dispose(rows);
     const t2 = performance.now();
 
-    const session = this.model.session(ids.length + maxNew);
+    const session = this.model.session(ids.length + maxNew - 1);                 // the last token is never fed
     const tokens: number[] = [];
     const logprobs: Array<TokenLogprob & { top: TokenLogprob[] }> = [];
     let finishReason: GenerationResult['finishReason'] = 'length';
@@ -138,10 +141,11 @@ export class PaliGemmaPipeline {
    * and prompt: the prompt attends bidirectionally, the suffix causally.
    */
   async score(image: ImageInput, prompt: string, suffix: string): Promise<ScoreResult> {
-    const pixels = await this.imageProcessor.process(image);
     const prefix = promptIds(this.tokenizer, prompt, this.model.config.numImageTokens);
     const target = suffixIds(this.tokenizer, suffix);
     const ids = Int32Array.from([...prefix, ...target]);
+    checkPromptFits(ids.length, this.model.config.text.maxPositionEmbeddings, 'prompt + suffix');
+    const pixels = await this.imageProcessor.process(image);
     const rows = this.model.imageRows(pixels);
     const embeds = this.model.embedPrompt(ids, rows);                            // [T, H]
     this.backend.dispose(rows);
