@@ -26,7 +26,7 @@ import type { PaliGemmaPlugin } from './plugin/define-plugin.js';
 import { loadPluginModule } from './plugin/load-plugin.js';
 import { PartRegistry } from './plugin/part-registry.js';
 import { ensureDemoCheckpoint } from './testing/demo-checkpoint.js';
-import { checkBackendOptionKeys } from './pipeline/api-arguments.js';
+import { checkBackendOptionKeys, checkCreateOptions, guarded } from './pipeline/api-arguments.js';
 
 export interface CreatePipelineOptions {
   /** Hugging Face PaliGemma folder. Default: the built-in tiny demo checkpoint (random weights). */
@@ -77,6 +77,7 @@ export async function startBackend(registry: PartRegistry, name: string, options
 }
 
 export async function createPipeline(options: CreatePipelineOptions = {}): Promise<PaliGemmaPipeline> {
+  checkCreateOptions(options);
   const registry = await createRegistry(options.plugins);
   if (options.model !== undefined && !statSync(options.model, { throwIfNoEntry: false })?.isDirectory()) {
     throw new PaliGemmaError(`model folder not found: ${options.model}`);
@@ -100,13 +101,13 @@ export async function createPipeline(options: CreatePipelineOptions = {}): Promi
 
     const attention = typeof options.attention === 'object'
       ? options.attention
-      : registry.get('attention', options.attention ?? defaults?.defaultAttention ?? 'plain').create();
+      : guarded('attention kernel create()', () => registry.get('attention', options.attention as string | undefined ?? defaults?.defaultAttention ?? 'plain').create());
     const kvCache = typeof options.kvCache === 'object'
       ? options.kvCache
-      : registry.get('kvCache', options.kvCache ?? defaults?.defaultKvCache ?? 'contiguous').create();
+      : guarded('KV cache store create()', () => registry.get('kvCache', options.kvCache as string | undefined ?? defaults?.defaultKvCache ?? 'contiguous').create());
     const sampler = typeof options.sampler === 'object'
       ? options.sampler
-      : registry.get('sampler', options.sampler ?? 'greedy').create(options.samplerOptions ?? {});
+      : guarded('sampler create()', () => registry.get('sampler', options.sampler as string | undefined ?? 'greedy').create(options.samplerOptions ?? {}));
 
     const tokenizer = typeof options.tokenizer === 'object' ? options.tokenizer : await tokenizerPart!.load(dir);
     checkpoint = await loadCheckpoint(dir, backend, { onProgress: options.onProgress });
@@ -123,8 +124,8 @@ export async function createPipeline(options: CreatePipelineOptions = {}): Promi
     c.bind(ImageProcessor).toConstantValue(imageProcessor);
     c.bind(ModelCheckpointToken).toConstantValue(checkpoint);
     c.bind(PaliGemmaPipeline).toSelf().inSingletonScope();
-    options.configure?.(c);
-    return c.get(PaliGemmaPipeline);
+    guarded('the configure(container) option', () => options.configure?.(c));
+    return guarded('resolving the pipeline', () => c.get(PaliGemmaPipeline));
   } catch (e) {
     checkpoint?.dispose();
     if (typeof options.backend !== 'object') await backend.close?.();
