@@ -28,6 +28,7 @@ import { loadPluginModule } from './plugin/load-plugin.js';
 import { PartRegistry } from './plugin/part-registry.js';
 import { parseModelDtype, planDtype, type ModelDtype } from './pipeline/model-dtype.js';
 import { ensureDemoCheckpoint } from './testing/demo-checkpoint.js';
+import { checkBackendOptionKeys, checkCreateOptions, guarded } from './pipeline/api-arguments.js';
 
 export interface CreatePipelineOptions {
   /** Hugging Face PaliGemma folder. Default: the built-in tiny demo checkpoint (random weights). */
@@ -73,6 +74,7 @@ export async function createRegistry(plugins: ReadonlyArray<PaliGemmaPlugin | st
 export async function startBackend(registry: PartRegistry, name: string, options: BackendOptions = {}): Promise<TensorBackend> {
   const contribution = registry.get('backend', name);
   const where = registry.list().find((p) => p.kind === 'backend' && p.name === name);
+  checkBackendOptionKeys(name, contribution.options, options);
   try {
     const backend = await contribution.create(options);
     await backend.init?.();
@@ -84,6 +86,7 @@ export async function startBackend(registry: PartRegistry, name: string, options
 }
 
 export async function createPipeline(options: CreatePipelineOptions = {}): Promise<PaliGemmaPipeline> {
+  checkCreateOptions(options);
   const registry = await createRegistry(options.plugins);
   if (options.model !== undefined && !statSync(options.model, { throwIfNoEntry: false })?.isDirectory()) {
     throw new PaliGemmaError(`model folder not found: ${options.model}`);
@@ -112,13 +115,13 @@ export async function createPipeline(options: CreatePipelineOptions = {}): Promi
 
     const attention = typeof options.attention === 'object'
       ? options.attention
-      : registry.get('attention', options.attention ?? defaults?.defaultAttention ?? 'plain').create();
+      : guarded('attention kernel create()', () => registry.get('attention', options.attention as string | undefined ?? defaults?.defaultAttention ?? 'plain').create());
     const kvCache = typeof options.kvCache === 'object'
       ? options.kvCache
-      : registry.get('kvCache', options.kvCache ?? defaults?.defaultKvCache ?? 'contiguous').create();
+      : guarded('KV cache store create()', () => registry.get('kvCache', options.kvCache as string | undefined ?? defaults?.defaultKvCache ?? 'contiguous').create());
     const sampler = typeof options.sampler === 'object'
       ? options.sampler
-      : registry.get('sampler', options.sampler ?? 'greedy').create(options.samplerOptions ?? {});
+      : guarded('sampler create()', () => registry.get('sampler', options.sampler as string | undefined ?? 'greedy').create(options.samplerOptions ?? {}));
 
     const tokenizer = typeof options.tokenizer === 'object' ? options.tokenizer : await tokenizerPart!.load(dir);
     checkpoint = await loadCheckpoint(dir, backend, { onProgress: options.onProgress, weights: plan.weights });
@@ -135,8 +138,8 @@ export async function createPipeline(options: CreatePipelineOptions = {}): Promi
     c.bind(ImageProcessor).toConstantValue(imageProcessor);
     c.bind(ModelCheckpointToken).toConstantValue(options.gemma2 ? Object.assign(checkpoint, { gemma2: options.gemma2 }) : checkpoint);
     c.bind(PaliGemmaPipeline).toSelf().inSingletonScope();
-    options.configure?.(c);
-    return c.get(PaliGemmaPipeline);
+    guarded('the configure(container) option', () => options.configure?.(c));
+    return guarded('resolving the pipeline', () => c.get(PaliGemmaPipeline));
   } catch (e) {
     checkpoint?.dispose();
     if (typeof options.backend !== 'object') await backend.close?.();

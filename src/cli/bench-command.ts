@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import { matmulEngineInfo } from '../backends/reference/matmul.js';
 import { formatBench, runBench } from '../bench/run-bench.js';
-import { parseNumber } from './cli-errors.js';
+import { parseInteger } from './cli-errors.js';
 import { collect } from './key-value-options.js';
 import { BACKEND_OPTION_HELP, backendOptionsOf } from './model-options.js';
 
@@ -23,8 +23,7 @@ interface BenchFlags {
   seed: string;
 }
 
-const int = (flag: string, value: string, min: number) =>
-  parseNumber(flag, value, (n) => Number.isInteger(n) && n >= min, `an integer ≥ ${min}`)!;
+const int = (flag: string, value: string, min: number) => parseInteger(flag, value, min)!;
 
 /**
  * `paligemma bench`: PaliGemma-3B-224 shapes at a chosen depth with random weights in memory,

@@ -33,12 +33,28 @@ export function reportAndExit(e: unknown, options: ReportOptions | boolean = {})
   process.exit(userError ? EXIT_USAGE : 1);
 }
 
-/** Parses a numeric option or fails with a message naming it. */
+/** Plain decimal notation: `12`, `-3`, `0.5`, `.5`, `1e-3`; never `0x10`, `0b1`, `Infinity` or blanks. */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+/** A decimal integer: digits with an optional sign, nothing else. */
+const DECIMAL_INTEGER = /^[+-]?\d+$/;
+
+/** Parses a numeric option (decimal notation only) or fails with a message naming it. */
 export function parseNumber(flag: string, value: string | undefined, check: (n: number) => boolean, expected: string): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n) || !check(n)) {
-    throw new PaliGemmaError(`invalid ${flag} ${value}: expected ${expected}`);
+  if (!DECIMAL.test(value) || !Number.isFinite(n) || !check(n)) {
+    throw new PaliGemmaError(`invalid ${flag} ${value}: expected ${expected}`, 'invalid_option');
+  }
+  return n;
+}
+
+/** Parses an integer option written as a decimal integer (`16`, not `0x10`, `1e3` or `16.0`), at least `min`. */
+export function parseInteger(flag: string, value: string | undefined, min?: number): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  const expected = min === undefined ? 'a decimal integer' : `a decimal integer ≥ ${min}`;
+  if (!DECIMAL_INTEGER.test(value) || !Number.isSafeInteger(n) || (min !== undefined && n < min)) {
+    throw new PaliGemmaError(`invalid ${flag} ${value}: expected ${expected}`, 'invalid_option');
   }
   return n;
 }

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { IMAGE_HELP, imageArg } from './image-arg.js';
 import { PaliGemmaError } from '../interfaces/errors.js';
-import { parseNumber } from './cli-errors.js';
+import { parseInteger, parseNumber } from './cli-errors.js';
 import { collect, parseKeyValueOptions } from './key-value-options.js';
 import { addModelOptions, pipelineFor, type ModelFlags } from './model-options.js';
 
@@ -34,11 +34,11 @@ export function generateCommand(): Command {
     .option('--logprobs <n>', 'report the top-n log-probabilities per step')
     .option('--json', 'print one JSON object instead of streaming text'))
     .action(async (flags: GenerateFlags) => {
-      const maxNewTokens = parseNumber('--max-new-tokens', flags.maxNewTokens, (n) => Number.isInteger(n) && n >= 1, 'an integer ≥ 1')!;
-      const seed = parseNumber('--seed', flags.seed, Number.isInteger, 'an integer')!;
-      const logprobs = parseNumber('--logprobs', flags.logprobs, (n) => Number.isInteger(n) && n >= 1, 'an integer ≥ 1');
+      const maxNewTokens = parseInteger('--max-new-tokens', flags.maxNewTokens, 1)!;
+      const seed = parseInteger('--seed', flags.seed)!;
+      const logprobs = parseInteger('--logprobs', flags.logprobs, 1);
       const temperature = parseNumber('--temperature', flags.temperature, (n) => n >= 0, 'a number ≥ 0');
-      const topK = parseNumber('--top-k', flags.topK, (n) => Number.isInteger(n) && n >= 1, 'an integer ≥ 1');
+      const topK = parseInteger('--top-k', flags.topK, 1);
       const topP = parseNumber('--top-p', flags.topP, (n) => n > 0 && n <= 1, 'a number in (0, 1]');
       // --temperature, --top-k and --top-p win over the same keys given as --sampler-option.
       const samplerOptions = {

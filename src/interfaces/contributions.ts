@@ -34,6 +34,11 @@ export interface BackendContribution {
   readonly name: string;
   readonly description: string;
   create(options: BackendOptions): TensorBackend | Promise<TensorBackend>;
+  /**
+   * The option keys this backend reads. When given, any other key is refused by name before
+   * the backend is created, so that a typo cannot pass unseen; omitted, options are not checked.
+   */
+  readonly options?: readonly string[];
   /** Name of the attention kernel to use by default on this backend ('plain' if omitted). */
   readonly defaultAttention?: string;
   /** Name of the KV cache store to use by default on this backend ('contiguous' if omitted). */

@@ -36,21 +36,51 @@ export class GemmaDecoder {
    * Prefill passes the whole prompt at once; decode passes one row per step.
    */
   forward(x: Tensor, cache: KVCache, mask: AttentionMask): Tensor {
+    const run = this.layers(x, cache, mask);
+    for (;;) {
+      const r = run.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  /**
+   * forward, awaiting `pause` between layers: the event loop runs there (timers, signals), and
+   * a pause that throws (an abort) stops the pass, releasing its tensors; the cache is then
+   * left unusable, as the caller discards it.
+   */
+  async forwardPausing(x: Tensor, cache: KVCache, mask: AttentionMask, pause: () => Promise<void>): Promise<Tensor> {
+    const run = this.layers(x, cache, mask);
+    try {
+      for (;;) {
+        const r = run.next();
+        if (r.done) return r.value;
+        await pause();
+      }
+    } finally {
+      run.return(undefined as never);
+    }
+  }
+
+  /** The layer loop; yields after each layer but the last. */
+  private *layers(x: Tensor, cache: KVCache, mask: AttentionMask): Generator<void, Tensor> {
     const b = this.backend;
     const t = x.shape[0];
     const start = cache.length;
     // RoPE positions are 1-based: cache row r holds position r + 1.
     const positions = Int32Array.from({ length: t }, (_, i) => start + i + 1);
     let h = x;
-    for (let i = 0; i < this.cfg.numLayers; i++) {
-      const next = this.layer(h, i, cache, positions, mask);
+    try {
+      for (let i = 0; i < this.cfg.numLayers; i++) {
+        if (i > 0) yield;
+        const next = this.layer(h, i, cache, positions, mask);
+        if (h !== x) b.dispose(h);
+        h = next;
+      }
+      cache.advance(t);
+      return b.rmsNorm(h, this.weights.get(`${P}.norm.weight`), this.cfg.rmsNormEps);  // [T, H]
+    } finally {
       if (h !== x) b.dispose(h);
-      h = next;
     }
-    cache.advance(t);
-    const out = b.rmsNorm(h, this.weights.get(`${P}.norm.weight`), this.cfg.rmsNormEps);  // [T, H]
-    if (h !== x) b.dispose(h);
-    return out;
   }
 
   /** hidden [R, H] → logits [R, V] through the (tied) head. */

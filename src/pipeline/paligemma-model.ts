@@ -153,9 +153,9 @@ export class ModelSession {
    * `prefixLength` rows attend bidirectionally (image + prompt); later rows are causal.
    * Returns logits [R, V] for rows [logitsFrom, T) (default: the last row only).
    */
-  async prefill(embeds: Tensor, prefixLength: number, logitsFrom = embeds.shape[0] - 1): Promise<Float32Array> {
+  async prefill(embeds: Tensor, prefixLength: number, logitsFrom = embeds.shape[0] - 1, pause?: () => Promise<void>): Promise<Float32Array> {
     this.mask = { kind: 'prefixLm', prefixLength };
-    return this.run(embeds, logitsFrom);
+    return this.run(embeds, logitsFrom, pause);
   }
 
   /** Decode: one token at the next position; it sees the whole cache. Returns logits [V]. */
@@ -170,9 +170,11 @@ export class ModelSession {
     this.cache.dispose();
   }
 
-  private async run(x: Tensor, logitsFrom: number): Promise<Float32Array> {
+  private async run(x: Tensor, logitsFrom: number, pause?: () => Promise<void>): Promise<Float32Array> {
     const b = this.model.backend;
-    const hidden = this.decoder.forward(x, this.cache, this.mask);                // [T, H]
+    const hidden = pause
+      ? await this.decoder.forwardPausing(x, this.cache, this.mask, pause)       // [T, H], yielding between layers
+      : this.decoder.forward(x, this.cache, this.mask);                          // [T, H]
     const rows = logitsFrom === 0 ? hidden : b.slice(hidden, 0, logitsFrom, hidden.shape[0]);
     const logits = this.decoder.logits(rows);                                     // [R, V]
     const out = applyFinalSoftcap(await b.read(logits), this.decoder.finalLogitSoftcap);

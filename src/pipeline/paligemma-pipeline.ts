@@ -19,6 +19,11 @@ import type {
 import { checkTokenizerMatchesConfig } from './model-consistency.js';
 import { PaliGemmaModel, type ModelCheckpoint } from './paligemma-model.js';
 import { promptIds, suffixIds } from './prompt-format.js';
+import {
+  checkGenerateOptions, checkImage, checkPromptFits, checkText, newTokenBudget,
+} from './api-arguments.js';
+import { Aborted, nextTurn, pauseFor } from './event-loop.js';
+import { TextDeltas } from './text-deltas.js';
 
 /** DI token of the loaded checkpoint the pipeline runs. */
 export const ModelCheckpointToken = Symbol('ModelCheckpoint');
@@ -60,56 +65,73 @@ export class PaliGemmaPipeline {
   /**
    * Streams generated tokens as they are decoded; the generator's return value is the full
    * result. Prefill runs image + prompt at once (bidirectional); each step adds one causal token.
+   * The arguments are checked here, at the call, before anything runs.
    */
-  async *stream(image: ImageInput, prompt: string, opts: GenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerationResult> {
-    const maxNew = opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
-    if (!Number.isInteger(maxNew) || maxNew < 1) {
-      throw new PaliGemmaError(`invalid maxNewTokens ${maxNew}: expected an integer ≥ 1`);
-    }
+  stream(image: ImageInput, prompt: string, opts: GenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerationResult> {
+    this.checkOpen('stream');
+    checkImage(image);
+    checkText('prompt', prompt);
+    const checked = checkGenerateOptions(opts, this.tokenizer.vocabSize);
+    // The context is checked before any model work; a larger request is clamped to what fits.
+    const ids = Int32Array.from(promptIds(this.tokenizer, prompt, this.model.config.numImageTokens));
+    const maxNew = newTokenBudget(ids.length, checked.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS, this.model.config.text.maxPositionEmbeddings);
+    return this.run(image, ids, maxNew, checked.seed, checked.logprobs, opts);
+  }
+
+  private async *run(
+    image: ImageInput, ids: Int32Array, maxNew: number, seed: number, topN: number, opts: GenerateOptions,
+  ): AsyncGenerator<GeneratedToken, GenerationResult> {
     const sampler = opts.sampler ?? this.sampler;
-    const rng = seededRng(opts.seed ?? 0);
-    const topN = opts.logprobs ?? 0;
+    const rng = seededRng(seed);
+    const signal = opts.signal;
     const t0 = performance.now();
 
     const pixels = await this.imageProcessor.process(image);
     const t1 = performance.now();
-    const ids = Int32Array.from(promptIds(this.tokenizer, prompt, this.model.config.numImageTokens));
     const rows = this.model.imageRows(pixels);                                   // [N, H]
     const embeds = this.model.embedPrompt(ids, rows);                            // [T, H]
     this.backend.dispose(rows);
     const t2 = performance.now();
 
-    const session = this.model.session(ids.length + maxNew);
+    const session = this.model.session(ids.length + maxNew - 1);                 // the last token is never fed
     const tokens: number[] = [];
     const logprobs: Array<TokenLogprob & { top: TokenLogprob[] }> = [];
+    const deltas = new TextDeltas(this.tokenizer);
     let finishReason: GenerationResult['finishReason'] = 'length';
-    let text = '';
     let t3 = t2;
     try {
-      let logits: Float32Array;
+      let logits: Float32Array | undefined;
       try {
-        logits = await session.prefill(embeds, ids.length);                      // [V]
+        // Between layers the event loop runs, so an abort lands within one layer.
+        logits = await session.prefill(embeds, ids.length, undefined, pauseFor(signal));   // [V]
+      } catch (e) {
+        if (!(e instanceof Aborted)) throw e;
+        finishReason = 'aborted';
       } finally {
         this.backend.dispose(embeds);
       }
       t3 = performance.now();
-      for (let step = 0; step < maxNew; step++) {
-        if (opts.signal?.aborted) { finishReason = 'aborted'; break; }
+      for (let step = 0; logits && step < maxNew; step++) {
+        if (signal?.aborted) { finishReason = 'aborted'; break; }
         const token = sampler.sample(logits, { rng });
         tokens.push(token);
-        const piece: GeneratedToken = { token, text: '' };
+        const piece: GeneratedToken = { token, text: deltas.push(token) };
         if (topN > 0) {
           const lp = logSoftmax(logits);
           const entry = { token, logprob: lp[token], top: topLogprobs(lp, topN) };
           logprobs.push(entry);
           Object.assign(piece, { logprob: entry.logprob, top: entry.top });
         }
-        const full = this.tokenizer.decode(tokens, { skipSpecialTokens: true });
-        // Hold back a trailing partial UTF-8 character until a later token completes it.
-        if (!full.endsWith('\uFFFD')) { piece.text = full.slice(text.length); text = full; }
+        const last = token === this.tokenizer.special.eos || step + 1 === maxNew;
+        if (last) piece.text += deltas.flush();
         yield piece;
         if (token === this.tokenizer.special.eos) { finishReason = 'eos'; break; }
-        if (step + 1 < maxNew) logits = await session.step(token);
+        if (!last) {
+          // One event-loop turn per step: a timer-fired abort is seen before the next one.
+          await nextTurn();
+          if (signal?.aborted) { finishReason = 'aborted'; break; }
+          logits = await session.step(token);
+        }
       }
     } finally {
       session.dispose();
@@ -140,17 +162,22 @@ export class PaliGemmaPipeline {
    * and prompt: the prompt attends bidirectionally, the suffix causally.
    */
   async score(image: ImageInput, prompt: string, suffix: string): Promise<ScoreResult> {
-    const pixels = await this.imageProcessor.process(image);
+    this.checkOpen('score');
+    checkImage(image);
+    checkText('prompt', prompt);
+    checkText('suffix', suffix);
     const prefix = promptIds(this.tokenizer, prompt, this.model.config.numImageTokens);
     const target = suffixIds(this.tokenizer, suffix);
     const ids = Int32Array.from([...prefix, ...target]);
+    checkPromptFits(ids.length, this.model.config.text.maxPositionEmbeddings, 'prompt + suffix');
+    const pixels = await this.imageProcessor.process(image);
     const rows = this.model.imageRows(pixels);
     const embeds = this.model.embedPrompt(ids, rows);                            // [T, H]
     this.backend.dispose(rows);
     const session = this.model.session(ids.length);
     try {
       // Row prefix-1+i predicts target[i].
-      const logits = await session.prefill(embeds, prefix.length, prefix.length - 1);   // [S+1, V] flat
+      const logits = await session.prefill(embeds, prefix.length, prefix.length - 1, pauseFor(undefined));   // [S+1, V] flat
       const v = logits.length / (target.length + 1);
       const lps = target.map((tok, i) => logSoftmax(logits.subarray(i * v, (i + 1) * v))[tok]);
       return { tokens: target, logprobs: lps, total: lps.reduce((a, b) => a + b, 0) };
@@ -160,8 +187,16 @@ export class PaliGemmaPipeline {
     }
   }
 
-  /** Releases the weights and the backend. */
+  private closed = false;
+
+  private checkOpen(call: string): void {
+    if (this.closed) throw new PaliGemmaError(`${call}() was called after close(): create a new pipeline`, 'closed');
+  }
+
+  /** Releases the weights and the backend; later generate/stream/score calls fail with code 'closed'. */
   async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
     this.checkpoint.dispose?.();
     await this.backend.close?.();
   }

@@ -1,4 +1,5 @@
 import type { Tokenizer } from '../interfaces/tokenizer.js';
+import { checkText, invalidArgument } from './api-arguments.js';
 
 const IMAGE_TOKEN = '<image>';
 
@@ -10,6 +11,8 @@ const IMAGE_TOKEN = '<image>';
  * as the processor does. The "\n" separates the bidirectional prefix from what is generated.
  */
 export function promptIds(tokenizer: Tokenizer, prompt: string, numImageTokens: number): number[] {
+  checkText('prompt', prompt);
+  if (!Number.isInteger(numImageTokens) || numImageTokens < 0) throw invalidArgument('numImageTokens', 'an integer ≥ 0', numImageTokens);
   const { image, bos } = tokenizer.special;
   const text = prompt.split(IMAGE_TOKEN).join('');
   const images = new Array<number>(numImageTokens).fill(image);
@@ -24,5 +27,6 @@ export function promptIds(tokenizer: Tokenizer, prompt: string, numImageTokens: 
 
 /** A scored suffix gets <eos> appended, as PaliGemmaProcessor does for training labels. */
 export function suffixIds(tokenizer: Tokenizer, suffix: string): number[] {
+  checkText('suffix', suffix);
   return [...tokenizer.encode(suffix), tokenizer.special.eos];
 }

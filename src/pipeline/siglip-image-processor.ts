@@ -17,6 +17,7 @@ import { readImageProcessorConfig } from './processor-config.js';
 import type { ImageInput, ImageProcessor, PixelValues } from '../interfaces/image-processor.js';
 import { blobBytes, displayUrl, fetchImage, isImageUrl } from '../image/image-source.js';
 import { PIL_RESAMPLE_CODES, pilResize, type PilFilter } from './pil-bicubic.js';
+import { checkImage } from './api-arguments.js';
 
 type Triple = [number, number, number];
 
@@ -160,6 +161,7 @@ export class SiglipImageProcessor implements ImageProcessor {
   }
 
   async process(image: ImageInput): Promise<PixelValues> {
+    checkImage(image);
     const rgb = await decodeToRgb(image);
     return this.processRgb(rgb);
   }

@@ -8,6 +8,7 @@ export const referenceBackendPlugin = definePlugin('reference-backend', ({ bind 
     name: 'reference',
     description: 'pure TypeScript, float32; the oracle every other backend is compared with',
     create: () => new ReferenceBackend(),
+    options: ['device'],
     defaultAttention: 'reference',
   });
   bind(AttentionKernelContribution).toConstantValue({

@@ -8,6 +8,7 @@ export const webgpuBackendPlugin = definePlugin('webgpu-backend', ({ bind }) => 
     name: 'webgpu',
     description: 'WGSL compute kernels through Dawn (the webgpu package); a GPU, or SwiftShader on the CPU',
     create: (opts) => new WebGpuBackend(opts as WebGpuBackendOptions),
+    options: ['device', 'poolBytes', 'flushEvery', 'dawnOptions', 'weights'],
     defaultAttention: 'webgpu',
   });
   bind(AttentionKernelContribution).toConstantValue({

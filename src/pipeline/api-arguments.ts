@@ -1,0 +1,182 @@
+/**
+ * Argument checks of the public entry points (createPipeline, generate, stream, score): what a
+ * caller passes is checked before any work, and anything wrong is a PaliGemmaError naming the
+ * argument, what was expected and what came instead. An unknown option key is refused by name,
+ * so that a typo (`maxNewToken`) cannot pass unseen.
+ */
+import { PaliGemmaError } from '../interfaces/errors.js';
+
+/** Short, safe description of a value for a message: its type, or the value itself when small. */
+export function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (value === undefined) return 'undefined';
+  if (typeof value === 'string') return value.length > 40 ? `a string of ${value.length} characters` : JSON.stringify(value);
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return `${typeof value} ${String(value)}`;
+  if (typeof value === 'function') return 'a function';
+  if (Array.isArray(value)) return 'an array';
+  const ctor = (value as object).constructor?.name;
+  return ctor && ctor !== 'Object' ? `a ${ctor}` : 'an object';
+}
+
+export function invalidArgument(what: string, expected: string, got: unknown): PaliGemmaError {
+  return new PaliGemmaError(`invalid ${what}: expected ${expected}, got ${describe(got)}`, 'invalid_argument');
+}
+
+/** True for `{}`-style objects (not arrays, class instances are allowed). */
+export function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Refuses keys of `options` that are not in `known`, naming them and the accepted ones. */
+export function checkKnownKeys(what: string, options: Record<string, unknown>, known: readonly string[]): void {
+  const unknown = Object.keys(options).filter((k) => !known.includes(k));
+  if (unknown.length > 0) {
+    throw new PaliGemmaError(`unknown ${what} ${unknown.map((k) => JSON.stringify(k)).join(', ')} `
+      + `(known: ${known.join(', ')})`, 'unknown_option');
+  }
+}
+
+/** Backend options: refused by key when the backend declares the keys it reads. */
+export function checkBackendOptionKeys(backend: string, declared: readonly string[] | undefined, options: unknown): void {
+  if (options === undefined) return;
+  if (!isObject(options)) throw invalidArgument(`options of backend ${backend}`, 'an object', options);
+  if (declared) checkKnownKeys(`option of backend ${backend}:`, options, declared);
+}
+
+/**
+ * How many new tokens a generation may produce: `requested`, clamped to the context left after
+ * a prompt of `promptTokens` (image tokens included). The prefill fills positions
+ * [0, promptTokens); each token after the first is fed back at the next position, so the last
+ * of `maxPositions - promptTokens + 1` tokens is sampled from position maxPositions - 1. A prompt
+ * that alone exceeds the context is refused before any model work.
+ */
+export function newTokenBudget(promptTokens: number, requested: number, maxPositions: number): number {
+  checkPromptFits(promptTokens, maxPositions);
+  return Math.min(requested, maxPositions - promptTokens + 1);
+}
+
+/** Refuses a sequence of `tokens` positions (image tokens included) longer than the model's context. */
+export function checkPromptFits(tokens: number, maxPositions: number, what = 'prompt'): void {
+  if (tokens > maxPositions) {
+    throw new PaliGemmaError(`${what} is ${tokens} tokens (image tokens included), more than the model's context of `
+      + `max_position_embeddings ${maxPositions}: shorten it`, 'context_exceeded');
+  }
+}
+
+/** A string argument (prompt, suffix). */
+export function checkText(what: string, value: unknown): string {
+  if (typeof value !== 'string') throw invalidArgument(what, 'a string', value);
+  return value;
+}
+
+/** An image argument: the ImageInput forms; their content is checked by the image processor. */
+export function checkImage(value: unknown): void {
+  const expected = 'a file path, an http(s) URL, encoded bytes (Uint8Array, ArrayBuffer, Blob) or raw pixels {data, width, height, channels}';
+  if (typeof value === 'string') {
+    if (value === '') throw invalidArgument('image', expected, value);
+    return;
+  }
+  if (value instanceof URL || value instanceof Uint8Array || value instanceof ArrayBuffer) return;
+  if (typeof Blob !== 'undefined' && value instanceof Blob) return;
+  if (isObject(value) && value.data instanceof Uint8Array && typeof value.width === 'number' && typeof value.height === 'number') return;
+  throw invalidArgument('image', expected, value);
+}
+
+/** An object argument that must have the given functions (a part passed as an instance). */
+export function checkInstance(what: string, value: unknown, methods: readonly string[]): void {
+  const missing = isObject(value) ? methods.filter((m) => typeof value[m] !== 'function') : methods;
+  if (!isObject(value) || missing.length > 0) {
+    throw invalidArgument(what, `a name or an object with ${methods.map((m) => `${m}()`).join(', ')}`
+      + (isObject(value) ? ` (missing ${missing.join(', ')})` : ''), value);
+  }
+}
+
+const GENERATE_OPTIONS = ['maxNewTokens', 'sampler', 'seed', 'logprobs', 'signal'] as const;
+
+export interface CheckedGenerateOptions {
+  maxNewTokens?: number;
+  seed: number;
+  logprobs: number;
+}
+
+/**
+ * generate()/stream() options. maxNewTokens: an integer ≥ 1; a value past the context is clamped
+ * to it later (finish reason 'length'). seed: a safe integer. logprobs: an integer in
+ * [0, vocabSize] (0: none). signal: an AbortSignal. sampler: an object with sample().
+ */
+export function checkGenerateOptions(opts: unknown, vocabSize: number): CheckedGenerateOptions {
+  if (opts === undefined) return { seed: 0, logprobs: 0 };
+  if (!isObject(opts)) throw invalidArgument('generate options', 'an object', opts);
+  checkKnownKeys('generate option', opts, GENERATE_OPTIONS);
+  const { maxNewTokens, seed = 0, logprobs = 0, signal, sampler } = opts;
+  if (maxNewTokens !== undefined && (typeof maxNewTokens !== 'number' || !Number.isSafeInteger(maxNewTokens) || maxNewTokens < 1)) {
+    throw invalidArgument('maxNewTokens', 'an integer ≥ 1 (larger than the context left is clamped to it)', maxNewTokens);
+  }
+  if (typeof seed !== 'number' || !Number.isSafeInteger(seed)) throw invalidArgument('seed', 'an integer', seed);
+  if (typeof logprobs !== 'number' || !Number.isInteger(logprobs) || logprobs < 0 || logprobs > vocabSize) {
+    throw invalidArgument('logprobs', `an integer from 0 (none) to the vocabulary size ${vocabSize}`, logprobs);
+  }
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgument('signal', 'an AbortSignal', signal);
+  if (sampler !== undefined) checkInstance('sampler', sampler, ['sample']);
+  return { maxNewTokens: maxNewTokens as number | undefined, seed, logprobs };
+}
+
+const CREATE_OPTIONS = [
+  'model', 'backend', 'backendOptions', 'attention', 'kvCache', 'sampler', 'samplerOptions', 'tokenizer',
+  'imageProcessor', 'plugins', 'onProgress', 'configure',
+] as const;
+
+/** The methods a part given as an instance must have (the minimum the pipeline calls). */
+const PART_METHODS = {
+  backend: ['upload', 'read', 'dispose', 'matmul'],
+  attention: ['attend'],
+  kvCache: ['create'],
+  sampler: ['sample'],
+  tokenizer: ['encode', 'decode', 'idToToken'],
+  imageProcessor: ['process'],
+} as const;
+
+/** createPipeline() options, checked before any plugin loads or file is read. */
+export function checkCreateOptions(options: unknown): void {
+  if (options === undefined) return;
+  if (!isObject(options)) throw invalidArgument('createPipeline options', 'an object', options);
+  checkKnownKeys('createPipeline option', options, CREATE_OPTIONS);
+  if (options.model !== undefined && (typeof options.model !== 'string' || options.model === '')) {
+    throw invalidArgument('model', 'the path of a model folder (a non-empty string)', options.model);
+  }
+  for (const [part, methods] of Object.entries(PART_METHODS)) {
+    const value = options[part];
+    if (value === undefined || (typeof value === 'string' && value !== '')) continue;
+    checkInstance(part, value, methods);
+  }
+  if (isObject(options.backend) && typeof options.backend.name !== 'string') {
+    throw invalidArgument('backend', 'a backend with a name', options.backend);
+  }
+  if (isObject(options.tokenizer) && !isObject(options.tokenizer.special)) {
+    throw invalidArgument('tokenizer', 'a tokenizer with special token ids', options.tokenizer);
+  }
+  for (const key of ['backendOptions', 'samplerOptions'] as const) {
+    if (options[key] !== undefined && !isObject(options[key])) throw invalidArgument(key, 'an object', options[key]);
+  }
+  if (options.plugins !== undefined) {
+    if (!Array.isArray(options.plugins)) throw invalidArgument('plugins', 'an array of plugins or module names', options.plugins);
+    options.plugins.forEach((p, i) => {
+      if (!(typeof p === 'string' && p !== '') && !(isObject(p) && typeof p.name === 'string' && isObject(p.module))) {
+        throw invalidArgument(`plugins[${i}]`, 'a plugin (definePlugin) or a module name', p);
+      }
+    });
+  }
+  for (const key of ['onProgress', 'configure'] as const) {
+    if (options[key] !== undefined && typeof options[key] !== 'function') throw invalidArgument(key, 'a function', options[key]);
+  }
+}
+
+/** Runs a caller's or plugin's function; what it throws that is not already ours becomes a PaliGemmaError. */
+export function guarded<T>(what: string, run: () => T): T {
+  try {
+    return run();
+  } catch (e) {
+    if (e instanceof PaliGemmaError) throw e;
+    throw new PaliGemmaError(`${what} failed: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]}`, 'plugin_failed');
+  }
+}
