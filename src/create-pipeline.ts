@@ -122,7 +122,7 @@ export async function createPipeline(options: CreatePipelineOptions = {}): Promi
     c.bind(ModelCheckpointToken).toConstantValue(checkpoint);
     c.bind(PaliGemmaPipeline).toSelf().inSingletonScope();
     options.configure?.(c);
-    return c.get(PaliGemmaPipeline);
+    return Object.assign(c.get(PaliGemmaPipeline), { modelDir: dir });
   } catch (e) {
     checkpoint?.dispose();
     if (typeof options.backend !== 'object') await backend.close?.();

@@ -18,6 +18,7 @@ import type {
 } from './generation-types.js';
 import { PaliGemmaModel, type ModelCheckpoint } from './paligemma-model.js';
 import { promptIds, suffixIds } from './prompt-format.js';
+import { PaliGemmaTasks, type SegmentOptions } from '../tasks/paligemma-tasks.js';
 
 /** DI token of the loaded checkpoint the pipeline runs. */
 export const ModelCheckpointToken = Symbol('ModelCheckpoint');
@@ -158,8 +159,21 @@ export class PaliGemmaPipeline {
     }
   }
 
+  // ── task helpers: detect / segment / caption / ocr / answer (src/tasks) ──────
+  /** The model folder the pipeline was loaded from; segment looks for vae-oid.npz there. */
+  modelDir?: string;
+  private taskHelpers?: PaliGemmaTasks;
+  /** The task helpers bound to this pipeline. */
+  get tasks(): PaliGemmaTasks { return this.taskHelpers ??= new PaliGemmaTasks(this, { modelDir: this.modelDir }); }
+  detect(image: ImageInput, labels: string | readonly string[], opts?: GenerateOptions) { return this.tasks.detect(image, labels, opts); }
+  segment(image: ImageInput, label: string, opts?: SegmentOptions) { return this.tasks.segment(image, label, opts); }
+  caption(image: ImageInput, opts?: GenerateOptions & { lang?: string }) { return this.tasks.caption(image, opts); }
+  ocr(image: ImageInput, opts?: GenerateOptions) { return this.tasks.ocr(image, opts); }
+  answer(image: ImageInput, question: string, opts?: GenerateOptions & { lang?: string }) { return this.tasks.answer(image, question, opts); }
+
   /** Releases the weights and the backend. */
   async close(): Promise<void> {
+    await this.taskHelpers?.dispose();
     this.checkpoint.dispose?.();
     await this.backend.close?.();
   }
