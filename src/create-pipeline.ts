@@ -139,7 +139,7 @@ export async function createPipeline(options: CreatePipelineOptions = {}): Promi
     c.bind(ModelCheckpointToken).toConstantValue(options.gemma2 ? Object.assign(checkpoint, { gemma2: options.gemma2 }) : checkpoint);
     c.bind(PaliGemmaPipeline).toSelf().inSingletonScope();
     guarded('the configure(container) option', () => options.configure?.(c));
-    return guarded('resolving the pipeline', () => c.get(PaliGemmaPipeline));
+    return guarded('resolving the pipeline', () => Object.assign(c.get(PaliGemmaPipeline), { modelDir: dir }));
   } catch (e) {
     checkpoint?.dispose();
     if (typeof options.backend !== 'object') await backend.close?.();

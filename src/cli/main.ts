@@ -8,6 +8,7 @@ import { generateCommand } from './generate-command.js';
 import { pluginsCommand } from './plugins-command.js';
 import { scoreCommand } from './score-command.js';
 import { packageVersion } from './package-version.js';
+import { answerCommand, captionCommand, detectCommand, ocrCommand, segmentCommand } from './task-commands.js';
 
 /** Help text without "(default: [])" on repeatable flags: an empty list says nothing. */
 class CleanHelp extends Help {
@@ -28,7 +29,8 @@ export function buildProgram(): Command {
     .exitOverride()
     .configureOutput({ writeErr: () => {} });       // errors are reported once, by reportAndExit
   program.createHelp = () => new CleanHelp();
-  for (const cmd of [generateCommand(), scoreCommand(), conformanceCommand(), benchCommand(), pluginsCommand()]) {
+  for (const cmd of [generateCommand(), scoreCommand(), conformanceCommand(), benchCommand(), pluginsCommand(),
+    detectCommand(), segmentCommand(), captionCommand(), ocrCommand(), answerCommand()]) {
     cmd.createHelp = () => new CleanHelp();
     program.addCommand(cmd.exitOverride().configureOutput({ writeErr: () => {} }));
   }

@@ -24,6 +24,7 @@ import {
 } from './api-arguments.js';
 import { Aborted, nextTurn, pauseFor } from './event-loop.js';
 import { TextDeltas } from './text-deltas.js';
+import { PaliGemmaTasks, type SegmentOptions } from '../tasks/paligemma-tasks.js';
 
 /** DI token of the loaded checkpoint the pipeline runs. */
 export const ModelCheckpointToken = Symbol('ModelCheckpoint');
@@ -193,10 +194,23 @@ export class PaliGemmaPipeline {
     if (this.closed) throw new PaliGemmaError(`${call}() was called after close(): create a new pipeline`, 'closed');
   }
 
+  // ── task helpers: detect / segment / caption / ocr / answer (src/tasks) ──────
+  /** The model folder the pipeline was loaded from; segment looks for vae-oid.npz there. */
+  modelDir?: string;
+  private taskHelpers?: PaliGemmaTasks;
+  /** The task helpers bound to this pipeline. */
+  get tasks(): PaliGemmaTasks { return this.taskHelpers ??= new PaliGemmaTasks(this, { modelDir: this.modelDir }); }
+  detect(image: ImageInput, labels: string | readonly string[], opts?: GenerateOptions) { return this.tasks.detect(image, labels, opts); }
+  segment(image: ImageInput, label: string, opts?: SegmentOptions) { return this.tasks.segment(image, label, opts); }
+  caption(image: ImageInput, opts?: GenerateOptions & { lang?: string }) { return this.tasks.caption(image, opts); }
+  ocr(image: ImageInput, opts?: GenerateOptions) { return this.tasks.ocr(image, opts); }
+  answer(image: ImageInput, question: string, opts?: GenerateOptions & { lang?: string }) { return this.tasks.answer(image, question, opts); }
+
   /** Releases the weights and the backend; later generate/stream/score calls fail with code 'closed'. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.taskHelpers?.dispose();
     this.checkpoint.dispose?.();
     await this.backend.close?.();
   }
