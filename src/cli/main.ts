@@ -7,6 +7,7 @@ import { conformanceCommand } from './conformance-command.js';
 import { generateCommand } from './generate-command.js';
 import { pluginsCommand } from './plugins-command.js';
 import { scoreCommand } from './score-command.js';
+import { serveCommand } from './serve-command.js';
 import { packageVersion } from './package-version.js';
 
 /** Help text without "(default: [])" on repeatable flags: an empty list says nothing. */
@@ -28,7 +29,7 @@ export function buildProgram(): Command {
     .exitOverride()
     .configureOutput({ writeErr: () => {} });       // errors are reported once, by reportAndExit
   program.createHelp = () => new CleanHelp();
-  for (const cmd of [generateCommand(), scoreCommand(), conformanceCommand(), benchCommand(), pluginsCommand()]) {
+  for (const cmd of [generateCommand(), scoreCommand(), conformanceCommand(), benchCommand(), pluginsCommand(), serveCommand()]) {
     cmd.createHelp = () => new CleanHelp();
     program.addCommand(cmd.exitOverride().configureOutput({ writeErr: () => {} }));
   }
