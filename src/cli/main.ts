@@ -7,6 +7,7 @@ import { conformanceCommand } from './conformance-command.js';
 import { generateCommand } from './generate-command.js';
 import { pluginsCommand } from './plugins-command.js';
 import { scoreCommand } from './score-command.js';
+import { serveCommand } from './serve-command.js';
 import { packageVersion } from './package-version.js';
 import { answerCommand, captionCommand, detectCommand, ocrCommand, segmentCommand } from './task-commands.js';
 
@@ -29,8 +30,20 @@ export function buildProgram(): Command {
     .exitOverride()
     .configureOutput({ writeErr: () => {} });       // errors are reported once, by reportAndExit
   program.createHelp = () => new CleanHelp();
-  for (const cmd of [generateCommand(), scoreCommand(), conformanceCommand(), benchCommand(), pluginsCommand(),
-    detectCommand(), segmentCommand(), captionCommand(), ocrCommand(), answerCommand()]) {
+  const commands = [
+    generateCommand(),
+    scoreCommand(),
+    detectCommand(),
+    segmentCommand(),
+    captionCommand(),
+    ocrCommand(),
+    answerCommand(),
+    serveCommand(),
+    conformanceCommand(),
+    benchCommand(),
+    pluginsCommand(),
+  ];
+  for (const cmd of commands) {
     cmd.createHelp = () => new CleanHelp();
     program.addCommand(cmd.exitOverride().configureOutput({ writeErr: () => {} }));
   }

@@ -58,13 +58,14 @@ export interface ModelCheckpoint {
 export class PaliGemmaModel {
   readonly config: PaliGemmaConfig;
   readonly backend: TensorBackend;
-  private readonly weights: ModelWeights;
+  /** The resolved weights (read by the batched decode step). */
+  readonly weights: ModelWeights;
   private readonly vision: SiglipVisionTower;
   private readonly decoder: GemmaDecoder;
   /** √H rounded to the weight dtype: text rows are embed·√H. */
   readonly embedScale: number;
 
-  constructor(private readonly parts: ModelParts, checkpoint: ModelCheckpoint) {
+  constructor(readonly parts: ModelParts, checkpoint: ModelCheckpoint) {
     this.config = checkpoint.config;
     this.backend = parts.backend;
     this.weights = new ModelWeights(checkpoint.weights);

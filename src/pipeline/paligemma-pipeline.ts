@@ -217,7 +217,7 @@ export class PaliGemmaPipeline {
 }
 
 /** The n most likely tokens, best first (ties: lower id), without sorting the whole vocabulary. */
-function topLogprobs(lp: Float64Array, n: number): TokenLogprob[] {
+export function topLogprobs(lp: Float64Array, n: number): TokenLogprob[] {
   const best: TokenLogprob[] = [];
   for (let token = 0; token < lp.length; token++) {
     const logprob = lp[token];
