@@ -15,24 +15,28 @@
  */
 import {
   type AttrValue, type ProtoNode, type ProtoTensor, type ProtoValueInfo,
-  encodeModel, float32Bytes, int64Bytes, ONNX_FLOAT, ONNX_FLOAT16, ONNX_INT64, ONNX_INT8,
+  encodeModel, float32Bytes, int64Bytes, ONNX_FLOAT, ONNX_FLOAT16, ONNX_INT64, ONNX_INT8, ONNX_UINT8,
 } from './onnx-proto.js';
+import type { NBitsWeight } from './matmul-nbits.js';
 
-export type ElemType = 'float32' | 'int64' | 'float16' | 'int8';
+export type ElemType = 'float32' | 'int64' | 'float16' | 'int8' | 'uint8';
 
 /** Host array types a Storage may hold, by element type. */
-export type StorageData = Float32Array | Uint16Array | Int8Array;
+export type StorageData = Float32Array | Uint16Array | Int8Array | Uint8Array;
 
 /**
  * How a non-float32 storage turns back into float32 values:
  * - 'f16': IEEE half bits; `patches` (flat indices and exact float32 values) overwrite the
  *   few elements f16 cannot hold exactly (a bf16 upload kept as f16 where that is lossless);
  * - 'int8': symmetric per-output-channel weights of a [N, K] matrix, stored transposed as
- *   [K, N] (the layout DynamicQuantizeMatMul reads) with `scales` [N].
+ *   [K, N] (the layout DynamicQuantizeMatMul reads) with `scales` [N];
+ * - 'nbits': block-wise int4/int8 codes of a [N, K] matrix in MatMulNBits' layout
+ *   (weight-quantization.ts); `data` is the packed codes, fed through `weight`'s leaves.
  */
 export type StorageEncoding =
   | { kind: 'f16'; patches?: { index: DataLeaf; values: DataLeaf; count: number } }
-  | { kind: 'int8'; scales: DataLeaf; n: number; k: number };
+  | { kind: 'int8'; scales: DataLeaf; n: number; k: number }
+  | { kind: 'nbits'; weight: NBitsWeight };
 
 /** Host memory behind one or more tensor handles (reshape views share it). */
 export class Storage {
@@ -75,7 +79,7 @@ export class StorageLeaf {
 export class DataLeaf {
   readonly kind = 'data';
   constructor(
-    readonly data: Float32Array | BigInt64Array | Uint16Array | Int8Array,
+    readonly data: Float32Array | BigInt64Array | Uint16Array | Int8Array | Uint8Array,
     readonly shape: readonly number[],
     readonly elemType: ElemType,
   ) {}
@@ -243,6 +247,7 @@ function elem(t: ElemType): number {
     case 'int64': return ONNX_INT64;
     case 'float16': return ONNX_FLOAT16;
     case 'int8': return ONNX_INT8;
+    case 'uint8': return ONNX_UINT8;
     default: return ONNX_FLOAT;
   }
 }
