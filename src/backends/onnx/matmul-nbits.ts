@@ -20,13 +20,20 @@ export interface NBitsWeight {
   zeroPoints?: DataLeaf;
 }
 
+let nextWeight = 0;
+
+/**
+ * The leaves of a quantized weight. They are model initializers (see DataLeaf.initializer):
+ * onnxruntime prepacks them once per session, so a session holds its own packed copy.
+ */
 export function nbitsWeight(q: BlockQuantized): NBitsWeight {
   const blob = (q.blockSize * q.bits) / 8;
+  const id = `q${nextWeight++}`;
   return {
     q,
-    data: new DataLeaf(q.data, [q.n, q.kBlocks, blob], 'uint8'),
-    scales: new DataLeaf(q.scales, [q.n * q.kBlocks], 'float32'),
-    zeroPoints: q.zeroPoints && new DataLeaf(q.zeroPoints, [q.zeroPoints.length], 'uint8'),
+    data: new DataLeaf(q.data, [q.n, q.kBlocks, blob], 'uint8', `${id}.data`),
+    scales: new DataLeaf(q.scales, [q.n * q.kBlocks], 'float32', `${id}.scales`),
+    zeroPoints: q.zeroPoints && new DataLeaf(q.zeroPoints, [q.zeroPoints.length], 'uint8', `${id}.zp`),
   };
 }
 
@@ -72,3 +79,29 @@ export function quantizeStorageNBits(s: Storage, bits: QuantBits, blockSize = 32
   s.encoding = { kind: 'nbits', weight: nbitsWeight(q) };
   s.decoded = null;
 }
+
+/**
+ * Sessions whose model embeds quantized weights each hold a packed copy of them, so at most
+ * this many are cached (vision, prefill, decode, and one prefill of another prompt length);
+ * the least recently used beyond that are released.
+ */
+export const MAX_WEIGHT_SESSIONS = 4;
+
+/** Records `key` as a weight-holding session and releases the oldest beyond MAX_WEIGHT_SESSIONS. */
+export function evictWeightSessions(
+  sessions: Map<string, Promise<{ release(): Promise<void> }>>, weightSessions: Set<string>, key: string,
+): void {
+  weightSessions.add(key);
+  for (const k of weightSessions) if (!sessions.has(k)) weightSessions.delete(k);
+  // `sessions` iterates least recently used first.
+  for (const [k, s] of sessions) {
+    if (weightSessions.size <= MAX_WEIGHT_SESSIONS) break;
+    if (k === key || !weightSessions.has(k)) continue;
+    sessions.delete(k);
+    weightSessions.delete(k);
+    void s.then((x) => x.release(), () => undefined);
+  }
+}
+
+/** Initializer bytes one model may embed: protobuf caps a message at 2 GiB, less room for the graph. */
+export const MAX_EMBEDDED_BYTES = 2 ** 31 - 64 * 2 ** 20;

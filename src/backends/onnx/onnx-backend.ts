@@ -44,7 +44,7 @@ import {
 } from './onnx-graph.js';
 import { ONNX_FLOAT, ONNX_INT64, type AttrValue } from './onnx-proto.js';
 import { executionProviders, loadOrt, type OnnxDevice, type OrtModule } from './onnx-runtime.js';
-import { matMulNBits, type NBitsWeight, quantizeStorageNBits } from './matmul-nbits.js';
+import { evictWeightSessions, MAX_EMBEDDED_BYTES, matMulNBits, type NBitsWeight, quantizeStorageNBits } from './matmul-nbits.js';
 import { dequantizeBlockwise } from './weight-quantization.js';
 
 /** ONNX opset and IR version of the generated models (LayerNormalization needs 17, ReduceMean with axes as an input 18). */
@@ -138,6 +138,8 @@ export class OnnxBackend implements TensorBackend {
   };
 
   private ort: OrtModule | undefined;
+  /** Keys of cached sessions that hold their own packed copy of quantized weights. */
+  private readonly weightSessions = new Set<string>();
   private providers: string[] = ['cpu'];
   private readonly options: OnnxBackendOptions;
   /** Live handles whose value is still a pending node. */
@@ -803,7 +805,10 @@ export class OnnxBackend implements TensorBackend {
     // copy lives only until its matmul (see widenAfter), so a session's arena holds about one
     // layer's worth. Without it, glibc's heap (whose mmap threshold rises to 32 MiB after the
     // first big free) fragments: a full-size F16 PaliGemma-3B prefill peaked 2.6 GB higher.
-    const session = await this.session(g.key, g.model);
+    if (g.embeddedBytes > MAX_EMBEDDED_BYTES) {
+      throw new PaliGemmaError(`onnx backend: one graph's quantized weights (${(g.embeddedBytes / 2 ** 30).toFixed(2)} GiB) exceed what an ONNX model can hold (2 GiB); use quantize=int4`);
+    }
+    const session = await this.session(g.key, g.model, g.embeddedBytes > 0);
     const feeds: Record<string, import('onnxruntime-node').Tensor> = {};
     for (const f of g.feeds) {
       const data = f.leaf.kind === 'storage' ? f.leaf.storage.data : f.leaf.data;
@@ -820,7 +825,7 @@ export class OnnxBackend implements TensorBackend {
     });
   }
 
-  private session(key: string, model: () => Uint8Array): Promise<import('onnxruntime-node').InferenceSession> {
+  private session(key: string, model: () => Uint8Array, holdsWeights = false): Promise<import('onnxruntime-node').InferenceSession> {
     const hit = this.sessions.get(key);
     if (hit) {
       this.sessions.delete(key);                                            // most recently used last
@@ -847,8 +852,10 @@ export class OnnxBackend implements TensorBackend {
     while (this.sessions.size > max) {
       const [oldKey, old] = this.sessions.entries().next().value!;
       this.sessions.delete(oldKey);
+      this.weightSessions.delete(oldKey);
       void old.then((s) => s.release(), () => undefined);
     }
+    if (holdsWeights) evictWeightSessions(this.sessions, this.weightSessions, key);
     return created;
   }
 }

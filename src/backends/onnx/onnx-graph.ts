@@ -82,6 +82,13 @@ export class DataLeaf {
     readonly data: Float32Array | BigInt64Array | Uint16Array | Int8Array | Uint8Array,
     readonly shape: readonly number[],
     readonly elemType: ElemType,
+    /**
+     * Set for data the model must hold as an initializer rather than take as an input (a
+     * quantized weight: onnxruntime prepacks MatMulNBits' weights only when they are
+     * initializers; fed as an input, the kernel repacks them every run, ~400× slower).
+     * A unique name, part of the structural key, so a session is reused only with this data.
+     */
+    readonly initializer?: string,
   ) {}
 }
 
@@ -126,6 +133,8 @@ export interface CompiledGraph {
   /** Output names, one per requested node, in the order asked. */
   outputNames: string[];
   nodeCount: number;
+  /** Bytes of data held as initializers (quantized weights): each session holds its own copy. */
+  embeddedBytes: number;
 }
 
 /** The operand a node reads: a node computed by an earlier flush becomes its stored result. */
@@ -152,6 +161,7 @@ export function compileGraph(outputs: readonly GraphNode[], opset: number, irVer
   const leafName = new Map<Leaf, string>();
   const feeds: CompiledGraph['feeds'] = [];
   const consts: ConstLeaf[] = [];
+  const embedded: DataLeaf[] = [];
   const keyParts: string[] = [];
 
   const nameOfLeaf = (l: Leaf): string => {
@@ -161,6 +171,10 @@ export function compileGraph(outputs: readonly GraphNode[], opset: number, irVer
       n = `c${consts.length}`;
       consts.push(l);
       keyParts.push(`${n}:${l.key}`);
+    } else if (l.kind === 'data' && l.initializer) {
+      n = `w${embedded.length}`;
+      embedded.push(l);
+      keyParts.push(`${n}:${l.initializer}:${l.elemType}[${l.shape}]`);
     } else {
       n = `i${feeds.length}`;
       feeds.push({ name: n, leaf: l });
@@ -233,13 +247,17 @@ export function compileGraph(outputs: readonly GraphNode[], opset: number, irVer
       dataType: c.elemType === 'int64' ? ONNX_INT64 : ONNX_FLOAT,
       raw: c.elemType === 'int64' ? int64Bytes(c.values) : float32Bytes(c.values),
     }));
+    for (const [i, l] of embedded.entries()) {
+      initializers.push({ name: `w${i}`, dims: l.shape, dataType: elem(l.elemType), raw: new Uint8Array(l.data.buffer, l.data.byteOffset, l.data.byteLength) });
+    }
     const inputs: ProtoValueInfo[] = feeds.map((f) => ({
       name: f.name, elemType: elem(f.leaf.elemType), dims: f.leaf.shape,
     }));
     return encodeModel({ irVersion, opset, domains, nodes, initializers, inputs, outputs: outputInfos });
   };
 
-  return { key: keyParts.join('\n'), model, feeds, outputNames, nodeCount: order.length };
+  const embeddedBytes = embedded.reduce((n, l) => n + l.data.byteLength, 0);
+  return { key: keyParts.join('\n'), model, feeds, outputNames, nodeCount: order.length, embeddedBytes };
 }
 
 function elem(t: ElemType): number {
