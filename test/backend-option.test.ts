@@ -82,9 +82,9 @@ describe('--backend-option and --sampler-option on the command', function () {
     const r = cli(['score', '--image', image, '--prompt', 'caption en', '--suffix', 'a cat', '--json', '--backend', 'onnx', '--backend-option', 'quantize=int8']);
     expect(r.code, r.stderr).to.equal(0);
     expect(JSON.parse(r.stdout).total).to.be.a('number');
-    const bad = cli(gen('--backend', 'onnx', '--backend-option', 'quantize=int4'));
+    const bad = cli(gen('--backend', 'onnx', '--backend-option', 'quantize=int2'));
     expect(bad.code, bad.stderr).to.equal(2);
-    expect(bad.stderr).to.match(/quantize 'int4'/);
+    expect(bad.stderr).to.match(/quantize 'int2'/);
   });
 
   it('generate --sampler min-p --sampler-option minP=… reaches the plugin sampler', function () {

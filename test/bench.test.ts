@@ -114,8 +114,11 @@ describe('paligemma bench', function () {
     expect(out.trim().split('\n')).to.have.length(1);
     const r = JSON.parse(out);
     expect(Object.keys(r).sort()).to.deep.equal([
-      'backend', 'decodeMsPerToken', 'detail', 'floors', 'peakGflops', 'peakRssMb', 'prefillMs', 'readGBps', 'visionMs', 'weightBytes',
+      'backend', 'decodeMsPerToken', 'detail', 'floors', 'peakGflops', 'peakRssMb', 'prefillMs', 'readGBps', 'ttftMs', 'visionMs', 'weightBytes', 'weights',
     ]);
+    expect(r.weights).to.equal('f32 (memory)');
+    // Image to first token spans vision and prefill (and the prompt embedding between them).
+    for (const run of r.detail.runs) expect(run.ttftMs).to.be.at.least(run.visionMs + run.prefillMs);
     expect(r.backend).to.equal('reference');
     for (const key of ['visionMs', 'prefillMs', 'decodeMsPerToken', 'peakRssMb', 'peakGflops', 'readGBps']) {
       expect(r[key], key).to.be.a('number').and.satisfy((x: number) => Number.isFinite(x) && x > 0);
@@ -141,6 +144,31 @@ describe('paligemma bench', function () {
     for (const word of ['vision (ms)', 'prefill (ms)', 'decode (ms/token)', 'peak RSS', 'matmul peak', 'read bandwidth']) {
       expect(out).to.contain(word);
     }
+  });
+
+  for (const [weights, width] of [['bf16', 2], ['f16', 2], ['f32', 4]] as const) {
+    it(`--weights ${weights} writes a ${weights} checkpoint and loads it the real way (onnx, quantize=int4)`, async function () {
+      const out = await bench([...tiny, '--json', '--backend', 'onnx', '--weights', weights, '--backend-option', 'quantize=int4']);
+      const r = JSON.parse(out);
+      expect(r.weights).to.equal(weights);
+      expect(r.detail.engine).to.equal('onnx (cpu, int4 weights)');
+      const config = benchConfig({ visionLayers: 1, textLayers: 2, scaleDown: 16 });
+      const params = weightSpecs(config).reduce((sum, w) => sum + elementsOf(w.shape), 0);
+      expect(r.detail.fileBytes).to.equal(params * width);
+      expect(r.detail.loadMs).to.be.above(0);
+      for (const key of ['ttftMs', 'decodeMsPerToken']) expect(r[key], key).to.satisfy((x: number) => Number.isFinite(x) && x > 0);
+    });
+  }
+
+  it('rejects --weights other than f32, bf16 or f16, naming the flag', async function () {
+    let error: unknown;
+    try {
+      await bench([...tiny, '--weights', 'int4', '--json']);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).to.be.instanceOf(PaliGemmaError);
+    expect((error as Error).message).to.match(/--weights 'int4'.*f32, bf16, f16/);
   });
 
   it('rejects a bad number with a usage error naming the flag', async function () {

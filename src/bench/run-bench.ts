@@ -11,7 +11,9 @@
  * Each reported time is the median over `repeats` runs.
  */
 import type { BackendOptions } from '../interfaces/contributions.js';
-import type { Tensor, TensorBackend } from '../interfaces/tensor-backend.js';
+import type { DType, Tensor, TensorBackend } from '../interfaces/tensor-backend.js';
+import { loadCheckpoint } from '../pipeline/checkpoint/load-checkpoint.js';
+import { type BenchWeights, writeBenchCheckpoint } from './bench-checkpoint.js';
 import { createRegistry, startBackend } from '../create-pipeline.js';
 import type { PaliGemmaConfig } from '../pipeline/config-types.js';
 import { PaliGemmaModel } from '../pipeline/paligemma-model.js';
@@ -41,6 +43,11 @@ export interface BenchOptions {
   /** MiB summed for the read bandwidth. */
   bandwidthMib?: number;
   seed?: number;
+  /**
+   * Store the random weights as a checkpoint in this dtype and load them through the real
+   * loading path (bench-checkpoint.ts). Absent: float32 arrays uploaded directly.
+   */
+  weights?: BenchWeights;
   /** Progress lines (stderr in the CLI). */
   log?: (line: string) => void;
 }
@@ -51,6 +58,10 @@ export interface BenchResult {
   visionMs: number;
   prefillMs: number;
   decodeMsPerToken: number;
+  /** Image to first token: vision, prompt embedding and prefill, as one span. */
+  ttftMs: number;
+  /** How the weights were stored: f32, bf16 or f16 from a checkpoint, or 'f32 (memory)' without --weights. */
+  weights: string;
   peakRssMb: number;
   weightBytes: number;
   peakGflops: number;
@@ -59,6 +70,9 @@ export interface BenchResult {
   /** How it was measured; not needed to read the numbers above. */
   detail: {
     engine: string;
+    /** Milliseconds to load the checkpoint (0 for in-memory weights), and its weight bytes. */
+    loadMs: number;
+    fileBytes: number;
     peakMethod: string;
     readMethod: string;
     visionLayers: number;
@@ -79,6 +93,7 @@ export interface BenchResult {
 export interface RunTimes {
   visionMs: number;
   prefillMs: number;
+  ttftMs: number;
   decodeMsPerToken: number;
   rssMb: number;
 }
@@ -95,9 +110,29 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     const config = benchConfig({ visionLayers: o.visionLayers, textLayers: o.textLayers, scaleDown: o.scaleDown });
     const seed = o.seed ?? 1;
 
-    log(`building ${describeDepth(config)} random weights on ${backend.engine ?? backend.name}…`);
-    const weights = uploadWeights(backend, config, seed);
-    const model = new PaliGemmaModel({ backend, attention, kvCacheStore }, { config, weights, weightDtype: 'f32' });
+    let weights: Map<string, Tensor>, weightDtype: DType = 'f32', loadMs = 0, fileBytes = 0;
+    if (o.weights) {
+      log(`writing ${describeDepth(config)} random weights as a ${o.weights} checkpoint…`);
+      const ckpt = await writeBenchCheckpoint(config, o.weights, seed);
+      try {
+        log(`loading it on ${backend.engine ?? backend.name}…`);
+        const t0 = performance.now();
+        const loaded = await loadCheckpoint(ckpt.dir, backend);
+        loadMs = performance.now() - t0;
+        fileBytes = ckpt.fileBytes;
+        ({ weights, weightDtype } = loaded);
+        if (!sameBenchConfig(loaded.config, config)) {
+          loaded.dispose();
+          throw new Error('bench: the written checkpoint does not read back as the bench config');
+        }
+      } finally {
+        await ckpt.remove();
+      }
+    } else {
+      log(`building ${describeDepth(config)} random weights on ${backend.engine ?? backend.name}…`);
+      weights = uploadWeights(backend, config, seed);
+    }
+    const model = new PaliGemmaModel({ backend, attention, kvCacheStore }, { config, weights, weightDtype });
     const v = config.vision;
     const pixels = { data: fillUniform(new Float32Array(3 * v.imageSize ** 2), seed + 1000, 1), shape: [3, v.imageSize, v.imageSize] as [number, number, number] };
     const ids = benchPromptIds(config, o.promptTokens ?? 8, seed + 2000);
@@ -118,10 +153,16 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     const peak = await measureMatmulPeak(o.peakSize ?? 2048, backend);
     const read = measureReadBandwidth(o.bandwidthMib ?? 1024);
     const costs = phaseCosts(config, ids.length, o.newTokens);
-    return assemble(o, backend, config, costs, runs, peak, read, ids.length);
+    return assemble(o, backend, config, costs, runs, peak, read, ids.length, { loadMs, fileBytes });
   } finally {
     await backend.close?.();
   }
+}
+
+/** The loaded config equals the bench's, but for what a file adds (its dtype, the text model type). */
+function sameBenchConfig(loaded: PaliGemmaConfig, want: PaliGemmaConfig): boolean {
+  const plain = (c: PaliGemmaConfig) => JSON.stringify({ ...c, torchDtype: undefined, text: { ...c.text, modelType: undefined } });
+  return plain(loaded) === plain(want);
 }
 
 function describeDepth(c: PaliGemmaConfig): string {
@@ -142,6 +183,7 @@ async function runOnce(model: PaliGemmaModel, pixels: { data: Float32Array; shap
   const b = model.backend;
   let rss = rssMb();
   let t = performance.now();
+  const start = t;
   const rows = model.imageRows(pixels);
   await b.read(rows);
   const visionMs = performance.now() - t;
@@ -152,6 +194,7 @@ async function runOnce(model: PaliGemmaModel, pixels: { data: Float32Array; shap
   const embeds = model.embedPrompt(ids, rows);
   let logits = await session.prefill(embeds, ids.length);
   const prefillMs = performance.now() - t;
+  const ttftMs = performance.now() - start;
   b.dispose([rows, embeds]);
   rss = Math.max(rss, rssMb());
 
@@ -164,7 +207,7 @@ async function runOnce(model: PaliGemmaModel, pixels: { data: Float32Array; shap
   }
   session.dispose();
   rss = Math.max(rss, rssMb(), maxRssMb());
-  return { visionMs, prefillMs, decodeMsPerToken: newTokens > 0 ? decodeMs / newTokens : 0, rssMb: rss };
+  return { visionMs, prefillMs, ttftMs, decodeMsPerToken: newTokens > 0 ? decodeMs / newTokens : 0, rssMb: rss };
 }
 
 function argmax(x: Float32Array): number {
@@ -184,13 +227,16 @@ function median(xs: number[]): number {
 }
 
 function assemble(o: BenchOptions, backend: TensorBackend, config: PaliGemmaConfig, costs: PhaseCosts,
-  runs: RunTimes[], peak: ProbeResult, read: ProbeResult, promptLength: number): BenchResult {
+  runs: RunTimes[], peak: ProbeResult, read: ProbeResult, promptLength: number,
+  load: { loadMs: number; fileBytes: number }): BenchResult {
   const params = costs.weightBytes / 4;
   return {
     backend: backend.name,
     visionMs: median(runs.map((r) => r.visionMs)),
     prefillMs: median(runs.map((r) => r.prefillMs)),
     decodeMsPerToken: median(runs.map((r) => r.decodeMsPerToken)),
+    ttftMs: median(runs.map((r) => r.ttftMs)),
+    weights: o.weights ?? 'f32 (memory)',
     peakRssMb: median(runs.map((r) => r.rssMb)),
     weightBytes: costs.weightBytes,
     peakGflops: peak.value,
@@ -202,6 +248,7 @@ function assemble(o: BenchOptions, backend: TensorBackend, config: PaliGemmaConf
     },
     detail: {
       engine: backend.engine ?? backend.name,
+      ...load,
       peakMethod: peak.method,
       readMethod: read.method,
       visionLayers: config.vision.numLayers,
@@ -231,12 +278,14 @@ export function formatBench(r: BenchResult): string {
     `paligemma bench — backend ${r.backend} (${d.engine})`,
     `  model: ${scale}, ${d.visionLayers} vision + ${d.textLayers} text layers (of 27 + 18), ` +
       `${(d.params / 1e6).toFixed(0)}M params, ${(r.weightBytes / 1e9).toFixed(2)} GB float32 weights`,
+    `  weights: ${r.weights}${d.fileBytes ? `, ${(d.fileBytes / 1e9).toFixed(2)} GB checkpoint loaded in ${f(d.loadMs)} ms` : ''}`,
     `  request: ${d.promptLength}-token prompt, ${d.newTokens} greedy tokens; median of ${d.repeats} run(s) after ${d.warmup} warm-up`,
     '',
     `  ${'phase'.padEnd(18)}${'measured'.padStart(10)}${'floor'.padStart(10)}${'×floor'.padStart(9)}   floor =`,
     row('vision (ms)', r.visionMs, r.floors.visionMs, `${f(d.visionGflop)} GFLOP ÷ ${f(r.peakGflops)} GFLOP/s`),
     row('prefill (ms)', r.prefillMs, r.floors.prefillMs, `${f(d.prefillGflop)} GFLOP ÷ ${f(r.peakGflops)} GFLOP/s`),
     row('decode (ms/token)', r.decodeMsPerToken, r.floors.decodeMsPerToken, `${f(d.decodeMbPerToken)} MB read per step ÷ ${f(r.readGBps)} GB/s`),
+    `  ${'first token (ms)'.padEnd(18)}${f(r.ttftMs).padStart(10)}   image to first token`,
     `  ${'peak RSS (MiB)'.padEnd(18)}${f(r.peakRssMb).padStart(10)}`,
     '',
     `  machine, measured in this run:`,

@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander';
 import { matmulEngineInfo } from '../backends/reference/matmul.js';
+import { parseBenchWeights } from '../bench/bench-checkpoint.js';
 import { formatBench, runBench } from '../bench/run-bench.js';
 import { parseInteger } from './cli-errors.js';
 import { collect } from './key-value-options.js';
@@ -21,6 +22,7 @@ interface BenchFlags {
   peakSize: string;
   bandwidthMib: string;
   seed: string;
+  weights?: string;
 }
 
 const int = (flag: string, value: string, min: number) => parseInteger(flag, value, min)!;
@@ -39,6 +41,7 @@ export function benchCommand(): Command {
     .option('--vision-layers <n>', 'SigLIP encoder layers (the real model has 27)', '2')
     .option('--text-layers <n>', 'Gemma decoder layers (the real model has 18)', '2')
     .option('--new-tokens <n>', 'greedy decode steps per run', '16')
+    .option('--weights <dtype>', 'store the random weights as a f32, bf16 or f16 checkpoint and load it the real way (default: f32 arrays in memory)')
     .option('--repeats <n>', 'timed runs; each number is their median', '3')
     .option('--plugin <path>', 'load a plugin (file or package); repeatable', collect, [])
     .option('--json', 'print one JSON object')
@@ -62,6 +65,7 @@ export function benchCommand(): Command {
         peakSize: int('--peak-size', flags.peakSize, 16),
         bandwidthMib: int('--bandwidth-mib', flags.bandwidthMib, 1),
         seed: int('--seed', flags.seed, 0),
+        weights: flags.weights === undefined ? undefined : parseBenchWeights(flags.weights),
       };
       const progress = !flags.json && process.stderr.isTTY;
       const result = await runBench({ ...options, log: progress ? (l) => process.stderr.write(`${l}\n`) : undefined });

@@ -21,7 +21,7 @@ export const TensorBackend: ServiceIdentifier<TensorBackend> = Symbol('TensorBac
 export type DType = 'f32' | 'f16' | 'bf16';
 
 /** A lossy storage form for float32 weights: IEEE half, or int8 with a scale per output channel. */
-export type LossyWeights = 'f16' | 'int8';
+export type LossyWeights = 'f16' | 'int8' | 'int4';
 
 /** Opaque handle. Only its backend may look inside. */
 export interface Tensor {

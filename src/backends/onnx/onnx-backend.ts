@@ -13,9 +13,9 @@
  * chunks: see widenAfter); bf16 uploads are kept as f16 bits where that is exact, with the rare
  * elements f16 cannot hold (tiny or huge magnitudes) kept as exact float32 values and put back
  * in-graph (a matmul adds their products, see addPatchProducts), since onnxruntime-node cannot
- * feed bfloat16. With `quantize: 'int8'`, a weight's first use as the transposed operand of a
- * matmul replaces it by int8 values with one float32 scale per output channel (symmetric),
- * computed by onnxruntime's DynamicQuantizeMatMul; see `matmul`. `writeRows` (the KV cache
+ * feed bfloat16. With `quantize: 'int8' | 'int4'`, a weight's first use as the transposed operand
+ * of a matmul replaces it by block-wise codes (32 per float32 scale, symmetric), computed by
+ * onnxruntime's MatMulNBits (matmul-nbits.ts); see `matmul`. `writeRows` (the KV cache
  * write) is recorded too: the cache's current value inside the graph becomes
  * ScatterND(cache, rows, src), and after the run the new rows are copied into the cache's host
  * buffer, so the cache is allocated once and the graph keeps one shape whatever the length.
@@ -44,6 +44,8 @@ import {
 } from './onnx-graph.js';
 import { ONNX_FLOAT, ONNX_INT64, type AttrValue } from './onnx-proto.js';
 import { executionProviders, loadOrt, type OnnxDevice, type OrtModule } from './onnx-runtime.js';
+import { evictWeightSessions, MAX_EMBEDDED_BYTES, matMulNBits, type NBitsWeight, quantizeStorageNBits } from './matmul-nbits.js';
+import { dequantizeBlockwise } from './weight-quantization.js';
 
 /** ONNX opset and IR version of the generated models (LayerNormalization needs 17, ReduceMean with axes as an input 18). */
 export const ONNX_OPSET = 21;
@@ -69,13 +71,14 @@ export interface OnnxBackendOptions extends BackendOptions {
    */
   sessionOptions?: Record<string, unknown>;
   /**
-   * 'int8': weight-only quantization. An uploaded 2-D weight, on its first use as the
-   * transposed operand of a matmul (the [N, K] Linear layout) and if nothing else has read it
-   * yet, is replaced by int8 values with a float32 scale per output row (symmetric, absmax/127)
-   * and computed with DynamicQuantizeMatMul (activations quantized per call to uint8). Lossy;
-   * embeddings and norms stay float. Default 'none'.
+   * 'int8' | 'int4': weight-only quantization. An uploaded 2-D weight (f32, f16 or bf16), on
+   * its first use as the transposed operand of a matmul (the [N, K] Linear layout) and if
+   * nothing else has read it yet, is replaced by block-wise codes along K (blocks of 32, one
+   * float32 scale each, symmetric) and computed with MatMulNBits at accuracy_level 4 (each
+   * activation block quantized to int8 per call). Lossy; embeddings, norms and a tied lm_head
+   * that the embedding read first stay 16-bit/float. Default 'none'.
    */
-  quantize?: 'none' | 'int8';
+  quantize?: 'none' | 'int8' | 'int4';
 }
 
 /** Counters for tests and benchmarks. */
@@ -111,6 +114,13 @@ export class OnnxTensor implements Tensor {
  */
 const DEFAULT_WIDEN_CHUNK_BYTES = 256 * 1024 * 1024;
 
+/**
+ * MatMulNBits' accuracy_level: 4 quantizes each activation block to int8 and uses integer dot
+ * products (the fast path for one-row decode); the added activation rounding is covered by the
+ * lossy-weight thresholds (src/conformance/lossy-weights.ts).
+ */
+const NBITS_ACCURACY_LEVEL = 4;
+
 /** A bf16 upload keeps f16 storage when at most this fraction of its elements need a patch. */
 const MAX_PATCH_FRACTION = 1 / 64;
 
@@ -128,6 +138,8 @@ export class OnnxBackend implements TensorBackend {
   };
 
   private ort: OrtModule | undefined;
+  /** Keys of cached sessions that hold their own packed copy of quantized weights. */
+  private readonly weightSessions = new Set<string>();
   private providers: string[] = ['cpu'];
   private readonly options: OnnxBackendOptions;
   /** Live handles whose value is still a pending node. */
@@ -154,11 +166,11 @@ export class OnnxBackend implements TensorBackend {
     }
     this.device = device;
     const quantize = options.quantize ?? 'none';
-    if (quantize !== 'none' && quantize !== 'int8') {
-      throw new PaliGemmaError(`onnx backend: unknown quantize '${String(options.quantize)}' (use none or int8)`);
+    if (quantize !== 'none' && quantize !== 'int8' && quantize !== 'int4') {
+      throw new PaliGemmaError(`onnx backend: unknown quantize '${String(options.quantize)}' (use none, int8 or int4)`);
     }
-    this.engine = quantize === 'int8' ? `onnx (${device}, int8 weights)` : `onnx (${device})`;
-    if (quantize === 'int8') this.lossyWeights = 'int8';
+    this.engine = quantize !== 'none' ? `onnx (${device}, ${quantize} weights)` : `onnx (${device})`;
+    if (quantize !== 'none') this.lossyWeights = quantize;
     const chunk = options.widenChunkBytes ?? DEFAULT_WIDEN_CHUNK_BYTES;
     if (!(Number.isInteger(chunk) && chunk > 0)) {
       throw new PaliGemmaError(`onnx backend: widenChunkBytes must be a positive integer, got ${String(options.widenChunkBytes)}`);
@@ -188,6 +200,7 @@ export class OnnxBackend implements TensorBackend {
       seen.add(s);
       n += s.data.byteLength;
       if (s.encoding?.kind === 'int8') n += s.encoding.scales.data.byteLength;
+      if (s.encoding?.kind === 'nbits') n += s.encoding.weight.scales.data.byteLength;
       if (s.encoding?.kind === 'f16' && s.encoding.patches) n += s.encoding.patches.count * 12;
     }
     return n;
@@ -265,12 +278,7 @@ export class OnnxBackend implements TensorBackend {
     const { m, k, n } = matmulDims(A.shape, B.shape, opts.transposeB, bt && sizeOf(bt.shape));
     const bias: Operand | undefined = bt && this.operandAs(bt, [n]);
     const q = opts.transposeB ? this.quantizedWeight(B) : undefined;
-    if (q) {
-      // int8 weights, stored [K, N]: activations are quantized per call (uint8, one scale and
-      // zero point per matrix) and multiplied in integers, then scaled by a_scale·b_scale[n].
-      const y = new GraphNode('DynamicQuantizeMatMul', [this.operand(A), q.leaf, q.scales], {}, [m, n], 'float32', 'com.microsoft');
-      return this.wrap(bias ? this.node('Add', [y, bias], {}, [m, n]) : y);
-    }
+    if (q) return this.wrap(matMulNBits(this.operand(A), q, NBITS_ACCURACY_LEVEL, bias));
     const x = this.operand(A);
     const f16 = this.narrowWeight(B);
     if (f16 && opts.transposeB && n * k * 4 > this.widenChunkBytes) return this.wrap(this.chunkedMatmul(x, f16, m, n, k, bias));
@@ -581,7 +589,11 @@ export class OnnxBackend implements TensorBackend {
     if (!enc) return l;
     let d = s.decoded;
     if (!d || d.done) {
-      if (enc.kind === 'int8') {
+      if (enc.kind === 'nbits') {
+        // Read as a plain tensor after quantization (rare: e.g. a weight sliced later). The
+        // host dequantizes once per flush; the result is exactly what MatMulNBits multiplies by.
+        d = this.node('Identity', [new DataLeaf(dequantizeBlockwise(enc.weight.q), s.shape, 'float32')], {}, s.shape);
+      } else if (enc.kind === 'int8') {
         const dq = this.node('DequantizeLinear', [s.leaf([enc.k, enc.n]), enc.scales], { axis: int(1) }, [enc.k, enc.n]);
         d = this.node('Transpose', [dq], { perm: ints([1, 0]) }, [enc.n, enc.k]);
       } else {
@@ -601,16 +613,16 @@ export class OnnxBackend implements TensorBackend {
    * The int8 form of a weight used as matmul's transposed operand, quantizing it now if the
    * option is on and nothing has read the weight as it is (its layout would change under them).
    */
-  private quantizedWeight(B: OnnxTensor): { leaf: StorageLeaf; scales: DataLeaf } | undefined {
-    if (this.options.quantize !== 'int8' || B.ref.kind !== 'storage') return undefined;
+  private quantizedWeight(B: OnnxTensor): NBitsWeight | undefined {
+    const mode = this.options.quantize;
+    if ((mode !== 'int8' && mode !== 'int4') || B.ref.kind !== 'storage') return undefined;
     const s = B.ref.storage;
     if (s.pendingVersion || B.shape.length !== 2 || !sameShape(B.shape, s.shape)) return undefined;
-    if (s.encoding?.kind !== 'int8') {
-      if (!s.quantizable || s.pinned) return undefined;
-      quantizeStorage(s);
+    if (s.encoding?.kind !== 'nbits') {
+      if (!s.quantizable || s.pinned || (s.encoding && s.encoding.kind !== 'f16')) return undefined;
+      quantizeStorageNBits(s, mode === 'int4' ? 4 : 8);
     }
-    const enc = s.encoding as Extract<Storage['encoding'], { kind: 'int8' }>;
-    return { leaf: s.leaf([enc.k, enc.n]), scales: enc.scales };
+    return (s.encoding as Extract<Storage['encoding'], { kind: 'nbits' }>).weight;
   }
 
   /**
@@ -793,7 +805,10 @@ export class OnnxBackend implements TensorBackend {
     // copy lives only until its matmul (see widenAfter), so a session's arena holds about one
     // layer's worth. Without it, glibc's heap (whose mmap threshold rises to 32 MiB after the
     // first big free) fragments: a full-size F16 PaliGemma-3B prefill peaked 2.6 GB higher.
-    const session = await this.session(g.key, g.model);
+    if (g.embeddedBytes > MAX_EMBEDDED_BYTES) {
+      throw new PaliGemmaError(`onnx backend: one graph's quantized weights (${(g.embeddedBytes / 2 ** 30).toFixed(2)} GiB) exceed what an ONNX model can hold (2 GiB); use quantize=int4`);
+    }
+    const session = await this.session(g.key, g.model, g.embeddedBytes > 0);
     const feeds: Record<string, import('onnxruntime-node').Tensor> = {};
     for (const f of g.feeds) {
       const data = f.leaf.kind === 'storage' ? f.leaf.storage.data : f.leaf.data;
@@ -810,7 +825,7 @@ export class OnnxBackend implements TensorBackend {
     });
   }
 
-  private session(key: string, model: () => Uint8Array): Promise<import('onnxruntime-node').InferenceSession> {
+  private session(key: string, model: () => Uint8Array, holdsWeights = false): Promise<import('onnxruntime-node').InferenceSession> {
     const hit = this.sessions.get(key);
     if (hit) {
       this.sessions.delete(key);                                            // most recently used last
@@ -837,8 +852,10 @@ export class OnnxBackend implements TensorBackend {
     while (this.sessions.size > max) {
       const [oldKey, old] = this.sessions.entries().next().value!;
       this.sessions.delete(oldKey);
+      this.weightSessions.delete(oldKey);
       void old.then((s) => s.release(), () => undefined);
     }
+    if (holdsWeights) evictWeightSessions(this.sessions, this.weightSessions, key);
     return created;
   }
 }
@@ -997,41 +1014,11 @@ function hostValues(s: Storage): Float32Array {
     }
     return out;
   }
+  if (enc.kind === 'nbits') return dequantizeBlockwise(enc.weight.q);
   const q = s.data as Int8Array, scales = enc.scales.data as Float32Array;
   const out = new Float32Array(enc.n * enc.k);
   for (let kk = 0; kk < enc.k; kk++) {
     for (let nn = 0; nn < enc.n; nn++) out[nn * enc.k + kk] = q[kk * enc.n + nn] * scales[nn];
   }
   return out;
-}
-
-/**
- * Replaces a [N, K] weight storage (f32 or f16) by symmetric int8 with one scale per row:
- * scale[n] = max|w[n, :]| / 127, q = round(w / scale), stored transposed [K, N].
- */
-function quantizeStorage(s: Storage): void {
-  const [n, k] = s.shape;
-  const q = new Int8Array(n * k), scales = new Float32Array(n);
-  const row = new Float32Array(k);
-  const src = s.encoding ? null : s.data as Float32Array;
-  const patched = s.encoding?.kind === 'f16' ? s.encoding.patches : undefined;
-  const pIdx = patched?.index.data as BigInt64Array | undefined, pVal = patched?.values.data as Float32Array | undefined;
-  let pj = 0;
-  for (let r = 0; r < n; r++) {
-    if (src) row.set(src.subarray(r * k, (r + 1) * k));
-    else {
-      f16ToF32((s.data as Uint16Array).subarray(r * k, (r + 1) * k), row);
-      if (pIdx) for (; pj < pIdx.length && Number(pIdx[pj]) < (r + 1) * k; pj++) row[Number(pIdx[pj]) - r * k] = pVal![pj];
-    }
-    let max = 0;
-    for (let i = 0; i < k; i++) max = Math.max(max, Math.abs(row[i]));
-    const scale = max > 0 && Number.isFinite(max) ? max / 127 : 1;
-    const inv = 1 / scale;
-    scales[r] = scale;
-    for (let i = 0; i < k; i++) q[i * n + r] = Math.max(-127, Math.min(127, Math.round(row[i] * inv)));
-  }
-  s.data = q;
-  s.elemType = 'int8';
-  s.encoding = { kind: 'int8', scales: new DataLeaf(scales, [n], 'float32'), n, k };
-  s.decoded = null;
 }

@@ -15,24 +15,28 @@
  */
 import {
   type AttrValue, type ProtoNode, type ProtoTensor, type ProtoValueInfo,
-  encodeModel, float32Bytes, int64Bytes, ONNX_FLOAT, ONNX_FLOAT16, ONNX_INT64, ONNX_INT8,
+  encodeModel, float32Bytes, int64Bytes, ONNX_FLOAT, ONNX_FLOAT16, ONNX_INT64, ONNX_INT8, ONNX_UINT8,
 } from './onnx-proto.js';
+import type { NBitsWeight } from './matmul-nbits.js';
 
-export type ElemType = 'float32' | 'int64' | 'float16' | 'int8';
+export type ElemType = 'float32' | 'int64' | 'float16' | 'int8' | 'uint8';
 
 /** Host array types a Storage may hold, by element type. */
-export type StorageData = Float32Array | Uint16Array | Int8Array;
+export type StorageData = Float32Array | Uint16Array | Int8Array | Uint8Array;
 
 /**
  * How a non-float32 storage turns back into float32 values:
  * - 'f16': IEEE half bits; `patches` (flat indices and exact float32 values) overwrite the
  *   few elements f16 cannot hold exactly (a bf16 upload kept as f16 where that is lossless);
  * - 'int8': symmetric per-output-channel weights of a [N, K] matrix, stored transposed as
- *   [K, N] (the layout DynamicQuantizeMatMul reads) with `scales` [N].
+ *   [K, N] (the layout DynamicQuantizeMatMul reads) with `scales` [N];
+ * - 'nbits': block-wise int4/int8 codes of a [N, K] matrix in MatMulNBits' layout
+ *   (weight-quantization.ts); `data` is the packed codes, fed through `weight`'s leaves.
  */
 export type StorageEncoding =
   | { kind: 'f16'; patches?: { index: DataLeaf; values: DataLeaf; count: number } }
-  | { kind: 'int8'; scales: DataLeaf; n: number; k: number };
+  | { kind: 'int8'; scales: DataLeaf; n: number; k: number }
+  | { kind: 'nbits'; weight: NBitsWeight };
 
 /** Host memory behind one or more tensor handles (reshape views share it). */
 export class Storage {
@@ -75,9 +79,16 @@ export class StorageLeaf {
 export class DataLeaf {
   readonly kind = 'data';
   constructor(
-    readonly data: Float32Array | BigInt64Array | Uint16Array | Int8Array,
+    readonly data: Float32Array | BigInt64Array | Uint16Array | Int8Array | Uint8Array,
     readonly shape: readonly number[],
     readonly elemType: ElemType,
+    /**
+     * Set for data the model must hold as an initializer rather than take as an input (a
+     * quantized weight: onnxruntime prepacks MatMulNBits' weights only when they are
+     * initializers; fed as an input, the kernel repacks them every run, ~400× slower).
+     * A unique name, part of the structural key, so a session is reused only with this data.
+     */
+    readonly initializer?: string,
   ) {}
 }
 
@@ -122,6 +133,8 @@ export interface CompiledGraph {
   /** Output names, one per requested node, in the order asked. */
   outputNames: string[];
   nodeCount: number;
+  /** Bytes of data held as initializers (quantized weights): each session holds its own copy. */
+  embeddedBytes: number;
 }
 
 /** The operand a node reads: a node computed by an earlier flush becomes its stored result. */
@@ -148,6 +161,7 @@ export function compileGraph(outputs: readonly GraphNode[], opset: number, irVer
   const leafName = new Map<Leaf, string>();
   const feeds: CompiledGraph['feeds'] = [];
   const consts: ConstLeaf[] = [];
+  const embedded: DataLeaf[] = [];
   const keyParts: string[] = [];
 
   const nameOfLeaf = (l: Leaf): string => {
@@ -157,6 +171,10 @@ export function compileGraph(outputs: readonly GraphNode[], opset: number, irVer
       n = `c${consts.length}`;
       consts.push(l);
       keyParts.push(`${n}:${l.key}`);
+    } else if (l.kind === 'data' && l.initializer) {
+      n = `w${embedded.length}`;
+      embedded.push(l);
+      keyParts.push(`${n}:${l.initializer}:${l.elemType}[${l.shape}]`);
     } else {
       n = `i${feeds.length}`;
       feeds.push({ name: n, leaf: l });
@@ -229,13 +247,17 @@ export function compileGraph(outputs: readonly GraphNode[], opset: number, irVer
       dataType: c.elemType === 'int64' ? ONNX_INT64 : ONNX_FLOAT,
       raw: c.elemType === 'int64' ? int64Bytes(c.values) : float32Bytes(c.values),
     }));
+    for (const [i, l] of embedded.entries()) {
+      initializers.push({ name: `w${i}`, dims: l.shape, dataType: elem(l.elemType), raw: new Uint8Array(l.data.buffer, l.data.byteOffset, l.data.byteLength) });
+    }
     const inputs: ProtoValueInfo[] = feeds.map((f) => ({
       name: f.name, elemType: elem(f.leaf.elemType), dims: f.leaf.shape,
     }));
     return encodeModel({ irVersion, opset, domains, nodes, initializers, inputs, outputs: outputInfos });
   };
 
-  return { key: keyParts.join('\n'), model, feeds, outputNames, nodeCount: order.length };
+  const embeddedBytes = embedded.reduce((n, l) => n + l.data.byteLength, 0);
+  return { key: keyParts.join('\n'), model, feeds, outputNames, nodeCount: order.length, embeddedBytes };
 }
 
 function elem(t: ElemType): number {
@@ -243,6 +265,7 @@ function elem(t: ElemType): number {
     case 'int64': return ONNX_INT64;
     case 'float16': return ONNX_FLOAT16;
     case 'int8': return ONNX_INT8;
+    case 'uint8': return ONNX_UINT8;
     default: return ONNX_FLOAT;
   }
 }

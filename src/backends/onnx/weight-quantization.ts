@@ -1,0 +1,158 @@
+/**
+ * Block-wise weight quantization in the layout of onnxruntime's `MatMulNBits` (com.microsoft).
+ *
+ * A weight W [N, K] (the Linear layout: one row per output) is cut along K into blocks of
+ * `blockSize` elements; each block has one float32 scale and, when asymmetric, one zero point.
+ * A code q (bits wide, unsigned) stands for (q - zp) · scale, zp defaulting to 2^(bits-1).
+ *
+ * - data  uint8 [N, kBlocks, blockSize·bits/8]: codes along K, packed low bits first (4 bits:
+ *   element 2i in the low nibble, 2i+1 in the high nibble). K is padded up to whole blocks;
+ *   padding codes stand for 0.
+ * - scales float32 [N·kBlocks].
+ * - zeroPoints (asymmetric only) uint8: 8 bits, one byte per block [N·kBlocks]; 4 bits, two
+ *   per byte, low nibble first, each row padded to whole bytes [N·ceil(kBlocks/2)].
+ *
+ * Symmetric blocks use the whole code range: scale = m / -2^(bits-1), where m is the block's
+ * element of largest magnitude (sign kept), so m itself is code 0 exactly and everything else
+ * lies within [-2^(bits-1), 2^(bits-1) - 1] steps (the scale may be negative).
+ * Asymmetric blocks map [min(lo, 0), max(hi, 0)] onto [0, 2^bits - 1], with zero exact.
+ *
+ * ```ts
+ * const q = quantizeBlockwise(2, 64, (r, out) => out.set(w.subarray(r * 64, r * 64 + 64)), { bits: 4 });
+ * const back = dequantizeBlockwise(q);   // [2, 64] float32, within scale/2 of w per element
+ * ```
+ */
+
+export type QuantBits = 4 | 8;
+
+export interface BlockQuantOptions {
+  bits: QuantBits;
+  /** Power of two, at least 16 (onnxruntime's rule). Default 32. */
+  blockSize?: number;
+  /** Default true (no zero points). */
+  symmetric?: boolean;
+}
+
+/** A [N, K] weight quantized block-wise along K (see the module comment for the layout). */
+export interface BlockQuantized {
+  bits: QuantBits;
+  blockSize: number;
+  n: number;
+  k: number;
+  kBlocks: number;
+  /** uint8 [N, kBlocks, blockSize·bits/8]. */
+  data: Uint8Array;
+  /** float32 [N·kBlocks]. */
+  scales: Float32Array;
+  /** Asymmetric only (see the module comment). */
+  zeroPoints?: Uint8Array;
+}
+
+/** Writes row r of W (K float32 values) into `out`. */
+export type RowReader = (r: number, out: Float32Array) => void;
+
+export function checkBlockOptions(o: BlockQuantOptions): { bits: QuantBits; blockSize: number; symmetric: boolean } {
+  const blockSize = o.blockSize ?? 32;
+  if (o.bits !== 4 && o.bits !== 8) throw new Error(`weight quantization: bits must be 4 or 8, got ${String(o.bits)}`);
+  if (!(Number.isInteger(blockSize) && blockSize >= 16 && (blockSize & (blockSize - 1)) === 0)) {
+    throw new Error(`weight quantization: blockSize must be a power of two ≥ 16, got ${String(o.blockSize)}`);
+  }
+  return { bits: o.bits, blockSize, symmetric: o.symmetric ?? true };
+}
+
+/** Bytes of one block's codes. */
+export function blobSize(bits: QuantBits, blockSize: number): number { return (blockSize * bits) / 8; }
+
+/** Bytes of the zero points of an [N, K] weight (asymmetric). */
+export function zeroPointBytes(bits: QuantBits, n: number, kBlocks: number): number {
+  return bits === 8 ? n * kBlocks : n * Math.ceil(kBlocks / 2);
+}
+
+/**
+ * Quantizes W [N, K], read one row at a time (so a 16-bit source is widened a row at a time,
+ * never whole). Non-finite weights are refused: they have no block scale.
+ */
+export function quantizeBlockwise(n: number, k: number, readRow: RowReader, options: BlockQuantOptions): BlockQuantized {
+  const { bits, blockSize, symmetric } = checkBlockOptions(options);
+  if (!(Number.isInteger(n) && n > 0 && Number.isInteger(k) && k > 0)) throw new Error(`weight quantization: bad shape [${n}, ${k}]`);
+  const kBlocks = Math.ceil(k / blockSize);
+  const blob = blobSize(bits, blockSize);
+  const data = new Uint8Array(n * kBlocks * blob);
+  const scales = new Float32Array(n * kBlocks);
+  const zpRow = bits === 8 ? kBlocks : Math.ceil(kBlocks / 2);
+  const zeroPoints = symmetric ? undefined : new Uint8Array(n * zpRow);
+  const maxCode = (1 << bits) - 1, mid = 1 << (bits - 1);
+  const row = new Float32Array(kBlocks * blockSize);            // zero padded past K
+  const codes = new Uint8Array(blockSize);
+  for (let r = 0; r < n; r++) {
+    readRow(r, row.subarray(0, k));
+    for (let b = 0; b < kBlocks; b++) {
+      const at = b * blockSize;
+      let lo = 0, hi = 0, m = 0;
+      for (let i = 0; i < blockSize; i++) {
+        const v = row[at + i];
+        if (!Number.isFinite(v)) throw new Error(`weight quantization: row ${r} holds a non-finite value (${v})`);
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+        if (Math.abs(v) > Math.abs(m)) m = v;
+      }
+      let scale: number, zp: number;
+      if (symmetric) {
+        scale = Math.fround(m / -mid);
+        zp = mid;
+      } else {
+        scale = Math.fround((hi - lo) / maxCode);
+        zp = scale === 0 ? mid : Math.min(maxCode, Math.max(0, Math.round(-lo / scale)));
+      }
+      const inv = scale === 0 ? 0 : 1 / scale;
+      for (let i = 0; i < blockSize; i++) {
+        codes[i] = Math.min(maxCode, Math.max(0, Math.round(row[at + i] * inv) + zp));
+      }
+      // Padding past K must stand for 0 whatever the kernel does with it.
+      for (let i = Math.max(0, k - at); i < blockSize; i++) codes[i] = zp;
+      scales[r * kBlocks + b] = scale;
+      const out = (r * kBlocks + b) * blob;
+      if (bits === 8) data.set(codes, out);
+      else for (let i = 0; i < blob; i++) data[out + i] = codes[2 * i] | (codes[2 * i + 1] << 4);
+      if (zeroPoints) {
+        if (bits === 8) zeroPoints[r * zpRow + b] = zp;
+        else zeroPoints[r * zpRow + (b >> 1)] |= zp << ((b & 1) * 4);
+      }
+    }
+  }
+  return { bits, blockSize, n, k, kBlocks, data, scales, zeroPoints };
+}
+
+/** The code and zero point of element (r, i) of a quantized weight. */
+function codeAt(q: BlockQuantized, r: number, i: number): { code: number; zp: number; scale: number } {
+  const b = Math.floor(i / q.blockSize), j = i % q.blockSize;
+  const blob = blobSize(q.bits, q.blockSize);
+  const at = (r * q.kBlocks + b) * blob;
+  const code = q.bits === 8 ? q.data[at + j] : (q.data[at + (j >> 1)] >> ((j & 1) * 4)) & 0xf;
+  let zp = 1 << (q.bits - 1);
+  if (q.zeroPoints) {
+    zp = q.bits === 8 ? q.zeroPoints[r * q.kBlocks + b]
+      : (q.zeroPoints[r * Math.ceil(q.kBlocks / 2) + (b >> 1)] >> ((b & 1) * 4)) & 0xf;
+  }
+  return { code, zp, scale: q.scales[r * q.kBlocks + b] };
+}
+
+/** The float32 weight W [N, K] a quantized weight stands for: (code - zp) · scale. */
+export function dequantizeBlockwise(q: BlockQuantized): Float32Array {
+  const out = new Float32Array(q.n * q.k);
+  for (let r = 0; r < q.n; r++) dequantizeRow(q, r, out.subarray(r * q.k, (r + 1) * q.k));
+  return out;
+}
+
+/** Row r of the dequantized weight into `out` (K values). */
+export function dequantizeRow(q: BlockQuantized, r: number, out: Float32Array): void {
+  for (let i = 0; i < q.k; i++) {
+    const { code, zp, scale } = codeAt(q, r, i);
+    out[i] = Math.fround((code - zp) * scale);
+  }
+}
+
+/** Bytes the quantized form holds (codes, scales, zero points). */
+export function quantizedBytes(q: BlockQuantized): number {
+  return q.data.byteLength + q.scales.byteLength + (q.zeroPoints?.byteLength ?? 0);
+}
