@@ -2,6 +2,7 @@
 import 'reflect-metadata';
 import { Command, CommanderError, Help, type Option } from 'commander';
 import { EXIT_USAGE, reportAndExit } from './cli-errors.js';
+import { batchCommand } from './batch-command.js';
 import { benchCommand } from './bench-command.js';
 import { conformanceCommand } from './conformance-command.js';
 import { generateCommand } from './generate-command.js';
@@ -28,7 +29,7 @@ export function buildProgram(): Command {
     .exitOverride()
     .configureOutput({ writeErr: () => {} });       // errors are reported once, by reportAndExit
   program.createHelp = () => new CleanHelp();
-  for (const cmd of [generateCommand(), scoreCommand(), conformanceCommand(), benchCommand(), pluginsCommand()]) {
+  for (const cmd of [generateCommand(), scoreCommand(), conformanceCommand(), benchCommand(), pluginsCommand(), batchCommand()]) {
     cmd.createHelp = () => new CleanHelp();
     program.addCommand(cmd.exitOverride().configureOutput({ writeErr: () => {} }));
   }
