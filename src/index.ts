@@ -26,3 +26,4 @@ export * from './backends/op-shapes.js';
 export * from './samplers/index.js';
 export { ensureDemoCheckpoint } from './testing/demo-checkpoint.js';
 export * from './conformance/index.js';
+export * from './batch/index.js';

@@ -16,20 +16,9 @@ import { Redis } from 'ioredis';
 import { PaliGemmaError } from '../interfaces/errors.js';
 import type { BatchJob, JobOutcome, JobResult, QueueCounts } from './batch-job.js';
 import {
-  DEFAULT_RETRY, byJobOrder, failureReason, isPermanentFailure,
-  type JobHandler, type JobQueue, type RetryPolicy, type SubmitReport, type WorkOptions,
+  DEFAULT_RETRY, DEFAULT_STALL, byJobOrder, failureReason, isPermanentFailure,
+  type JobHandler, type JobQueue, type RetryPolicy, type StallPolicy, type SubmitReport, type WorkOptions,
 } from './job-queue.js';
-
-export interface StallPolicy {
-  /** How long a running job's lock lasts without renewal, ms (default 30000). Must exceed the longest event-loop block of a job. */
-  lockMs: number;
-  /** How often a worker looks for jobs whose lock expired, ms (default 30000). */
-  stalledIntervalMs: number;
-  /** Times a job may be recovered from a dead worker before it is failed (default 2). */
-  maxStalledCount: number;
-}
-
-export const DEFAULT_STALL: StallPolicy = { lockMs: 30_000, stalledIntervalMs: 30_000, maxStalledCount: 2 };
 
 export interface BullmqQueueOptions {
   /** Queue name (letters, digits, '-', '_', '.'). */
@@ -46,6 +35,7 @@ export interface BullmqQueueOptions {
 
 const JOB_NAME = 'generate';
 const PAGE = 1000;
+const PROGRESS_MS = 500;
 
 /** The BullMQ job id of a line id: the same id always maps to the same job id. */
 export function bullmqJobId(id: string): string {
@@ -170,11 +160,13 @@ export class BullmqJobQueue implements JobQueue {
     if (opts.signal?.aborted) return;
     const worker = new Worker<BatchJob, JobResult>(this.opts.name, async (job) => {
       try {
-        let last = 0;
+        let lastAt = performance.now();
         return await handler(job.data, (fraction) => {
-          // Progress writes go to Redis: one per 10% is plenty for a status bar.
-          const pct = Math.floor(fraction * 10) * 10;
-          if (pct > last) { last = pct; void job.updateProgress(pct).catch(() => {}); }
+          // Each progress write is a Redis round trip: at most one per PROGRESS_MS, so short jobs write none.
+          const now = performance.now();
+          if (now - lastAt < PROGRESS_MS) return;
+          lastAt = now;
+          void job.updateProgress(Math.round(fraction * 100)).catch(() => {});
         });
       } catch (e) {
         if (isPermanentFailure(e)) throw new UnrecoverableError(failureReason(e));

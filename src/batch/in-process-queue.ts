@@ -46,19 +46,26 @@ export class InProcessJobQueue implements JobQueue {
   /** Runs every queued job (`concurrency` at once) and resolves when none is left, or on abort. */
   async work(handler: JobHandler, opts: WorkOptions = {}): Promise<void> {
     const concurrency = opts.concurrency ?? 1;
+    // A FIFO of waiting jobs (retries join its end once their backoff is over): O(1) per job.
+    const ready: Entry[] = [...this.entries.values()].filter((e) => e.state === 'waiting' && e.notBefore === 0);
+    const backingOff = new Set<Entry>([...this.entries.values()].filter((e) => e.state === 'waiting' && e.notBefore > 0));
+    let head = 0;
     const runner = async (): Promise<void> => {
       for (;;) {
         if (opts.signal?.aborted) return;
-        const now = performance.now();
-        const waiting = [...this.entries.values()].filter((e) => e.state === 'waiting');
-        if (waiting.length === 0) return;            // the jobs other runners hold are theirs to finish
-        const next = waiting.find((e) => e.notBefore <= now);
-        if (!next) {
-          // Only retries waiting out their backoff: sleep until the first is due.
-          await sleep(Math.min(...waiting.map((e) => e.notBefore)) - now);
+        if (head < ready.length) {
+          const next = ready[head++];
+          if (head > 1024 && head * 2 > ready.length) { ready.splice(0, head); head = 0; }
+          await this.runOne(next, handler, opts);
+          if (next.state === 'waiting') backingOff.add(next);
           continue;
         }
-        await this.runOne(next, handler, opts);
+        // The jobs other runners hold are theirs to finish (and retry).
+        if (backingOff.size === 0) return;
+        const due = Math.min(...[...backingOff].map((e) => e.notBefore));
+        const now = performance.now();
+        if (due > now) { await sleep(due - now); continue; }
+        for (const e of backingOff) if (e.notBefore <= now) { backingOff.delete(e); ready.push(e); }
       }
     };
     await Promise.all(Array.from({ length: concurrency }, runner));

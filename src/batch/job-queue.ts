@@ -26,6 +26,17 @@ export interface RetryPolicy {
 
 export const DEFAULT_RETRY: RetryPolicy = { attempts: 3, backoffMs: 1000 };
 
+export interface StallPolicy {
+  /** How long a running job's lock lasts without renewal, ms (default 30000). Must exceed the longest event-loop block of a job. */
+  lockMs: number;
+  /** How often a worker looks for jobs whose lock expired, ms (default 30000). */
+  stalledIntervalMs: number;
+  /** Times a job may be recovered from a dead worker before it is failed (default 2). */
+  maxStalledCount: number;
+}
+
+export const DEFAULT_STALL: StallPolicy = { lockMs: 30_000, stalledIntervalMs: 30_000, maxStalledCount: 2 };
+
 export interface WorkOptions {
   /** Jobs run at once (default 1). */
   concurrency?: number;

@@ -2,15 +2,18 @@
  * `paligemma batch`: run a JSONL job file through the model, on this machine (`run`, no Redis)
  * or across machines through a BullMQ queue on Redis (`submit`, `worker`, `status`, `results`).
  */
+import { statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { Command } from 'commander';
 import { SingleBar, Presets } from 'cli-progress';
 import { readJobFile, type JobOutcome, type QueueCounts } from '../batch/batch-job.js';
-import { BullmqJobQueue, DEFAULT_STALL, type BullmqQueueOptions } from '../batch/bullmq-queue.js';
+import type { BullmqJobQueue, BullmqQueueOptions } from '../batch/bullmq-queue.js';
 import { InProcessJobQueue } from '../batch/in-process-queue.js';
 import { PipelineJobExecutor, executorHandler } from '../batch/job-executor.js';
-import { DEFAULT_RETRY, type RetryPolicy } from '../batch/job-queue.js';
+import { DEFAULT_RETRY, DEFAULT_STALL, type RetryPolicy } from '../batch/job-queue.js';
 import { readResultsFile, writeResultsFile } from '../batch/results-file.js';
 import { createRegistry } from '../create-pipeline.js';
+import { PaliGemmaError } from '../interfaces/errors.js';
 import { parseNumber } from './cli-errors.js';
 import { addModelOptions, pipelineFor, type ModelFlags } from './model-options.js';
 
@@ -24,6 +27,7 @@ interface WorkerFlags extends QueueFlags, ModelFlags {
 interface ResultsFlags extends QueueFlags { out: string }
 interface StatusFlags extends QueueFlags { watch?: boolean }
 
+const RUN_FLUSH_MS = 30_000;
 const DEFAULT_REDIS = process.env.PALIGEMMA_REDIS ?? 'redis://127.0.0.1:6379';
 
 function addQueueOptions(cmd: Command): Command {
@@ -34,6 +38,12 @@ function addQueueOptions(cmd: Command): Command {
 
 function queueOptions(flags: QueueFlags, extra: Partial<BullmqQueueOptions> = {}): BullmqQueueOptions {
   return { name: flags.queue, redisUrl: flags.redis, ...extra };
+}
+
+/** BullMQ and its Redis client take about a second to load: only the commands that use them pay. */
+async function openQueue(options: BullmqQueueOptions): Promise<BullmqJobQueue> {
+  const { BullmqJobQueue } = await import('../batch/bullmq-queue.js');
+  return BullmqJobQueue.open(options);
 }
 
 function countsLine(c: QueueCounts): string {
@@ -88,11 +98,20 @@ function runCommand(): Command {
       const concurrency = concurrencyOf(flags.concurrency);
       const retry = retryOf(flags);
       const jobs = await readJobFile(flags.input);
+      const outDir = dirname(resolve(flags.out));
+      if (!statSync(outDir, { throwIfNoEntry: false })?.isDirectory()) {
+        throw new PaliGemmaError(`--out ${flags.out}: folder ${outDir} does not exist`);
+      }
       const done = await readResultsFile(flags.out);            // also refuses a file that is not ours
       const todo = jobs.filter((j) => done.get(j.id)?.status !== 'completed');
       if (todo.length < jobs.length) process.stderr.write(`note: ${jobs.length - todo.length} jobs already completed in ${flags.out}; skipping them\n`);
       const queue = new InProcessJobQueue(retry);
       await queue.submit(todo);
+      // What has finished reaches the results file every half minute, so a crash loses little.
+      let flushing: Promise<unknown> = Promise.resolve();
+      const flush = () => { flushing = flushing.catch(() => {}).then(async () => writeResultsFile(flags.out, await queue.outcomes())); return flushing; };
+      const timer = setInterval(() => { void flush().catch(() => {}); }, RUN_FLUSH_MS);
+      timer.unref();
       if (todo.length > 0) {
         const registry = await createRegistry(flags.plugin);
         const pipe = await pipelineFor(flags);
@@ -111,6 +130,8 @@ function runCommand(): Command {
           await pipe.close();
         }
       }
+      clearInterval(timer);
+      await flushing.catch(() => {});
       const outcomes = await queue.outcomes();
       // Written even after Ctrl-C: what finished is kept, and a rerun does the rest.
       const lines = await writeResultsFile(flags.out, outcomes);
@@ -126,7 +147,7 @@ function submitCommand(): Command {
     .action(async (flags: SubmitFlags) => {
       const retry = retryOf(flags);
       const jobs = await readJobFile(flags.input);
-      const queue = await BullmqJobQueue.open(queueOptions(flags, { retry }));
+      const queue = await openQueue(queueOptions(flags, { retry }));
       try {
         const r = await queue.submit(jobs);
         if (flags.json) process.stdout.write(`${JSON.stringify(r)}\n`);
@@ -153,7 +174,7 @@ function workerCommand(): Command {
         stalledIntervalMs: ms('--stalled-interval-ms', flags.stalledIntervalMs),
         maxStalledCount: parseNumber('--max-stalled', flags.maxStalled, (n) => Number.isInteger(n) && n >= 0, 'an integer ≥ 0')!,
       };
-      const queue = await BullmqJobQueue.open(queueOptions(flags, { stall, persistent: true }));
+      const queue = await openQueue(queueOptions(flags, { stall, persistent: true }));
       const controller = new AbortController();
       const stop = () => { process.stderr.write('stopping: running jobs finish first\n'); controller.abort(); };
       process.once('SIGINT', stop);
@@ -187,7 +208,7 @@ function statusCommand(): Command {
     .option('--watch', 'refresh every second until nothing is waiting or running')
     .option('--json', 'print the counts as JSON'))
     .action(async (flags: StatusFlags) => {
-      const queue = await BullmqJobQueue.open(queueOptions(flags));
+      const queue = await openQueue(queueOptions(flags));
       try {
         let c = await queue.counts();
         const tty = !flags.json && process.stdout.isTTY;
@@ -226,7 +247,7 @@ function resultsCommand(): Command {
     .description('write the finished jobs to a results file (one line per id; safe to run again)')
     .requiredOption('--out <results.jsonl>', 'results file; merged with what it already holds'))
     .action(async (flags: ResultsFlags) => {
-      const queue = await BullmqJobQueue.open(queueOptions(flags));
+      const queue = await openQueue(queueOptions(flags));
       try {
         const outcomes = await queue.outcomes();
         const c = await queue.counts();
