@@ -29,3 +29,4 @@ export * from './samplers/index.js';
 export { ensureDemoCheckpoint } from './testing/demo-checkpoint.js';
 export * from './conformance/index.js';
 export * from './tasks/index.js';
+export * from './batch/index.js';

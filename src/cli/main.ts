@@ -2,6 +2,7 @@
 import 'reflect-metadata';
 import { Command, CommanderError, Help, type Option } from 'commander';
 import { EXIT_USAGE, reportAndExit } from './cli-errors.js';
+import { batchCommand } from './batch-command.js';
 import { benchCommand } from './bench-command.js';
 import { conformanceCommand } from './conformance-command.js';
 import { generateCommand } from './generate-command.js';
@@ -39,6 +40,7 @@ export function buildProgram(): Command {
     ocrCommand(),
     answerCommand(),
     serveCommand(),
+    batchCommand(),
     conformanceCommand(),
     benchCommand(),
     pluginsCommand(),
