@@ -142,7 +142,7 @@ describe('first contact', function () {
 describe('lean install: optional backends', function () {
   const BIN = new URL('../bin/paligemma.js', import.meta.url).pathname;
   const HOOK = new URL('./support/hide-packages.mjs', import.meta.url).pathname;
-  const ABSENT = ['webgpu', '@tensorflow/tfjs', '@tensorflow/tfjs-backend-wasm', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu', 'onnxruntime-node'];
+  const ABSENT = ['webgpu', '@tensorflow/tfjs', '@tensorflow/tfjs-backend-wasm', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu', 'onnxruntime-node', 'bullmq', 'ioredis'];
   const DEMO = new URL('../examples/demo.png', import.meta.url).pathname;
 
   /** The CLI in a process where the optional packages cannot be resolved, as after a lean install. */
@@ -167,6 +167,12 @@ describe('lean install: optional backends', function () {
       expect(lines[0]).to.match(pattern);
     });
   }
+
+  it('the Redis batch commands without bullmq are one line naming the npm install command, exit 2', function () {
+    const r = runWithout(['batch', 'status', '--redis', 'redis://127.0.0.1:9']);
+    expect(r.code, r.stderr).to.equal(2);
+    expect(r.stderr.trim()).to.equal('error: the Redis batch commands need bullmq: npm install bullmq');
+  });
 
   it('the default backend runs with every optional package absent', function () {
     const r = runWithout(['generate', '--image', DEMO, '--prompt', 'caption en', '--max-new-tokens', '2', '--json']);

@@ -3,6 +3,7 @@
  * the executor seam. The BullMQ engine loads BullMQ and a Redis client (about a second), so it is
  * reached through `openBullmqJobQueue`, which imports it on first use.
  */
+import { isPackageNotFound, PackageNotInstalledError } from '../backends/optional-package.js';
 import type { BullmqJobQueue, BullmqQueueOptions } from './bullmq-queue.js';
 
 export * from './batch-job.js';
@@ -13,7 +14,16 @@ export { readResultsFile, writeResultsFile } from './results-file.js';
 export { taskPrompt, type BatchTask } from './task-prompt.js';
 export type { BullmqJobQueue, BullmqQueueOptions };
 
+/** Opens the BullMQ engine; bullmq is an optional peer dependency, so its absence is one line naming the install. */
 export async function openBullmqJobQueue(options: BullmqQueueOptions): Promise<BullmqJobQueue> {
-  const { BullmqJobQueue } = await import('./bullmq-queue.js');
-  return BullmqJobQueue.open(options);
+  let engine: typeof import('./bullmq-queue.js');
+  try {
+    engine = await import('./bullmq-queue.js');
+  } catch (e) {
+    if (isPackageNotFound(e, 'bullmq') || isPackageNotFound(e, 'ioredis')) {
+      throw new PackageNotInstalledError('the Redis batch commands need bullmq: npm install bullmq');
+    }
+    throw e;
+  }
+  return engine.BullmqJobQueue.open(options);
 }

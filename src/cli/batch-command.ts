@@ -12,6 +12,7 @@ import { InProcessJobQueue } from '../batch/in-process-queue.js';
 import { PipelineJobExecutor, executorHandler } from '../batch/job-executor.js';
 import { DEFAULT_RETRY, DEFAULT_STALL, type RetryPolicy } from '../batch/job-queue.js';
 import { readResultsFile, writeResultsFile } from '../batch/results-file.js';
+import { openBullmqJobQueue } from '../batch/index.js';
 import { createRegistry } from '../create-pipeline.js';
 import { PaliGemmaError } from '../interfaces/errors.js';
 import { parseNumber } from './cli-errors.js';
@@ -41,10 +42,7 @@ function queueOptions(flags: QueueFlags, extra: Partial<BullmqQueueOptions> = {}
 }
 
 /** BullMQ and its Redis client take about a second to load: only the commands that use them pay. */
-async function openQueue(options: BullmqQueueOptions): Promise<BullmqJobQueue> {
-  const { BullmqJobQueue } = await import('../batch/bullmq-queue.js');
-  return BullmqJobQueue.open(options);
-}
+const openQueue = openBullmqJobQueue;
 
 function countsLine(c: QueueCounts): string {
   const total = c.waiting + c.active + c.completed + c.failed;
