@@ -4,7 +4,9 @@ import { Command, CommanderError, Help, type Option } from 'commander';
 import { EXIT_USAGE, reportAndExit } from './cli-errors.js';
 import { benchCommand } from './bench-command.js';
 import { conformanceCommand } from './conformance-command.js';
+import { downloadCommand } from './download-command.js';
 import { generateCommand } from './generate-command.js';
+import { modelsCommand } from './models-command.js';
 import { pluginsCommand } from './plugins-command.js';
 import { scoreCommand } from './score-command.js';
 import { packageVersion } from './package-version.js';
@@ -28,7 +30,8 @@ export function buildProgram(): Command {
     .exitOverride()
     .configureOutput({ writeErr: () => {} });       // errors are reported once, by reportAndExit
   program.createHelp = () => new CleanHelp();
-  for (const cmd of [generateCommand(), scoreCommand(), conformanceCommand(), benchCommand(), pluginsCommand()]) {
+  for (const cmd of [generateCommand(), scoreCommand(), conformanceCommand(), benchCommand(), pluginsCommand(),
+    downloadCommand(), modelsCommand()]) {
     cmd.createHelp = () => new CleanHelp();
     program.addCommand(cmd.exitOverride().configureOutput({ writeErr: () => {} }));
   }
