@@ -9,9 +9,10 @@
  * ```
  */
 import 'reflect-metadata';
-import { statSync } from 'node:fs';
 import type { Container } from 'inversify';
 import { BUILTIN_PLUGINS } from './builtin-plugins.js';
+import type { DownloadPlan, DownloadProgress } from './hub/download-snapshot.js';
+import { resolveModel } from './hub/resolve-model.js';
 import { AttentionKernel } from './interfaces/attention-kernel.js';
 import type { BackendOptions, SamplerOptions } from './interfaces/contributions.js';
 import { PaliGemmaError } from './interfaces/errors.js';
@@ -31,8 +32,16 @@ import { ensureDemoCheckpoint } from './testing/demo-checkpoint.js';
 import { checkBackendOptionKeys, checkCreateOptions, guarded } from './pipeline/api-arguments.js';
 
 export interface CreatePipelineOptions {
-  /** Hugging Face PaliGemma folder. Default: the built-in tiny demo checkpoint (random weights). */
+  /**
+   * Hugging Face PaliGemma folder, or a hub id `ORG/NAME[@REV]` (found in the shared hub cache,
+   * else downloaded into it). Default: the built-in tiny demo checkpoint (random weights).
+   */
   model?: string;
+  /** Branch, tag or commit of a hub id (default: main). */
+  revision?: string;
+  /** Called as a hub download progresses (and once with the plan, before it starts). */
+  onDownloadProgress?: (p: DownloadProgress) => void;
+  onDownloadPlan?: (plan: DownloadPlan) => void;
   /** Backend name (default 'reference') or your own instance. */
   backend?: string | TensorBackend;
   backendOptions?: BackendOptions;
@@ -88,16 +97,15 @@ export async function startBackend(registry: PartRegistry, name: string, options
 export async function createPipeline(options: CreatePipelineOptions = {}): Promise<PaliGemmaPipeline> {
   checkCreateOptions(options);
   const registry = await createRegistry(options.plugins);
-  if (options.model !== undefined && !statSync(options.model, { throwIfNoEntry: false })?.isDirectory()) {
-    throw new PaliGemmaError(`model folder not found: ${options.model}`);
-  }
+  const model = options.model === undefined ? undefined
+    : await resolveModel(options.model, { revision: options.revision, onProgress: options.onDownloadProgress, onPlan: options.onDownloadPlan });
   // The parts loaded from the model folder are looked up before anything starts, so an unknown
   // name fails at once (listing the available ones); they load once the backend is up.
   const tokenizerPart = typeof options.tokenizer === 'object' ? undefined : registry.get('tokenizer', options.tokenizer ?? 'hf');
   const imageProcessorPart = typeof options.imageProcessor === 'object'
     ? undefined
     : registry.get('imageProcessor', options.imageProcessor ?? 'siglip');
-  const dir = options.model ?? await ensureDemoCheckpoint();
+  const dir = model ?? await ensureDemoCheckpoint();
 
   const backendName = typeof options.backend === 'string' ? options.backend : options.backend?.name ?? 'reference';
   const dtype = parseModelDtype(options.dtype ?? 'auto');

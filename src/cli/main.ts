@@ -5,7 +5,9 @@ import { EXIT_USAGE, reportAndExit } from './cli-errors.js';
 import { batchCommand } from './batch-command.js';
 import { benchCommand } from './bench-command.js';
 import { conformanceCommand } from './conformance-command.js';
+import { downloadCommand } from './download-command.js';
 import { generateCommand } from './generate-command.js';
+import { modelsCommand } from './models-command.js';
 import { pluginsCommand } from './plugins-command.js';
 import { scoreCommand } from './score-command.js';
 import { serveCommand } from './serve-command.js';
@@ -41,6 +43,8 @@ export function buildProgram(): Command {
     answerCommand(),
     serveCommand(),
     batchCommand(),
+    downloadCommand(),
+    modelsCommand(),
     conformanceCommand(),
     benchCommand(),
     pluginsCommand(),

@@ -1,12 +1,14 @@
 import type { Command } from 'commander';
 import { createPipeline } from '../create-pipeline.js';
 import type { PaliGemmaPipeline } from '../pipeline/paligemma-pipeline.js';
+import { downloadReporter } from './download-progress.js';
 import { collect, parseKeyValueOptions } from './key-value-options.js';
 import { loadProgressBar } from './progress.js';
 import { MODEL_DTYPES, parseModelDtype } from '../pipeline/model-dtype.js';
 
 export interface ModelFlags {
   model?: string;
+  revision?: string;
   backend: string;
   device?: string;
   backendOption: string[];
@@ -29,7 +31,8 @@ export function backendOptionsOf(flags: { backendOption?: string[]; device?: str
 /** Flags shared by every command that runs the model. */
 export function addModelOptions(cmd: Command): Command {
   return cmd
-    .option('--model <dir>', 'Hugging Face PaliGemma folder (default: built-in tiny checkpoint with random weights)')
+    .option('--model <dir|id>', 'PaliGemma folder or hub id ORG/NAME[@REV], found in the hub cache or downloaded (default: built-in tiny checkpoint with random weights)')
+    .option('--revision <rev>', 'branch, tag or commit of a hub id (default: main)')
     .option('--backend <name>', 'tensor backend', 'reference')
     .option('--device <name>', 'device for backends that have several (e.g. cpu, cuda)')
     .option('--backend-option <key=value>', BACKEND_OPTION_HELP, collect, [])
@@ -50,9 +53,13 @@ export async function pipelineFor(flags: ModelFlags, extra: Parameters<typeof cr
     process.stderr.write('note: no --model given; using the built-in tiny checkpoint (random weights, output is noise)\n');
   }
   const progress = loadProgressBar();
+  const download = downloadReporter();
   try {
     return await createPipeline({
       model: flags.model,
+      revision: flags.revision,
+      onDownloadPlan: download.onPlan,
+      onDownloadProgress: download.onProgress,
       backend: flags.backend,
       backendOptions,
       dtype,
@@ -65,6 +72,7 @@ export async function pipelineFor(flags: ModelFlags, extra: Parameters<typeof cr
       ...extra,
     });
   } finally {
+    download.stop();
     progress.stop();
   }
 }
