@@ -60,9 +60,11 @@ describe('conformance', function () {
       expect(report.ops.some((o) => o.op === 'softmax' && o.case.includes('+80'))).to.equal(true);
     });
 
-    it('reports what the reference cannot do as unsupported, never as passed', function () {
+    it('runs the soft-capped plain attention case, and reports anything unsupported without an error', function () {
       const unsupported = report.ops.filter((o) => o.status === 'unsupported');
-      expect(names(unsupported)).to.include.members(['attention plain: T17 softCap 50 bidirectional gqa 2']);
+      // The plain kernel soft-caps through the backend's tanh (Gemma 2), so this case runs and passes.
+      const softCap = report.ops.find((o) => o.op === 'attention' && o.case.startsWith('plain: T17 softCap 50'));
+      expect(softCap?.status).to.equal('pass');
       // f16/bf16 storage is supported (the kernels widen it): those cases run and pass.
       const half = report.ops.filter((o) => /\b(bf16|f16)\b/.test(o.case));
       expect(names(half)).to.include.members(['upload bf16 [17,33]', 'upload f16 [17,33]']);
