@@ -2,10 +2,13 @@
  * Throughput of `paligemma batch` on one machine, on a tiny checkpoint (random weights):
  *
  * 1. in one process: N sequential `generate` calls (the baseline) against the same N jobs through
- *    the in-process queue (what `batch run` does) at concurrency 1 and 4, on one loaded pipeline;
- * 2. `paligemma batch run` end to end as a user runs it (process start and model load included);
+ *    the in-process queue (what `batch run` does) at concurrency 1 (one generate at a time) and
+ *    4 and 16 (the jobs held decode as one batch), on one loaded pipeline;
+ * 2. `paligemma batch run` end to end as a user runs it (process start and model load included),
+ *    at concurrency 1 and 4;
  * 3. with a redis-server on PATH: the same jobs through BullMQ with 1 worker process against one
- *    worker process per core, timed from the moment every worker has its model loaded.
+ *    worker process per core (concurrency 1 each, then 4 each), timed from the moment every
+ *    worker has its model loaded.
  *
  *   npx tsx bench/batch-throughput.ts [--jobs 64] [--new-tokens 16] [--workers N] [--json]
  *
@@ -20,7 +23,8 @@ import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import type { BatchJob } from '../src/batch/batch-job.js';
 import { InProcessJobQueue } from '../src/batch/in-process-queue.js';
-import { PipelineJobExecutor, executorHandler } from '../src/batch/job-executor.js';
+import { BatchedJobExecutor, jobExecutorFor } from '../src/batch/batched-executor.js';
+import { executorHandler } from '../src/batch/job-executor.js';
 import { createPipeline } from '../src/create-pipeline.js';
 import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec } from '../src/testing/tiny-checkpoint.js';
 import { hasRedisServer, startRedis } from '../test/support/redis-server.js';
@@ -70,36 +74,51 @@ await writeFile(jobsFile, jobs.map((j) => JSON.stringify({ id: j.id, image: j.im
 // 1. One process, one pipeline.
 const pipe = await createPipeline({ model });
 for (const img of images.slice(0, 2)) await pipe.generate(img, 'caption en', { maxNewTokens: NEW_TOKENS });   // warm-up
-// The three runs take turns, best of REPEATS each, so JIT warm-up and a busy neighbour hit them alike.
-const REPEATS = 3;
-const best = [Infinity, Infinity, Infinity];
+// The runs take turns, in a rotated order each round, best of REPEATS each, so JIT warm-up,
+// garbage collection and a busy neighbour hit them alike.
+const REPEATS = 5;
+const CONCURRENCY = [1, 4, 16];
+const best = [Infinity, ...CONCURRENCY.map(() => Infinity)];
+const meanBatch = CONCURRENCY.map(() => 0);
 let tokens = 0;
-for (let rep = 0; rep < REPEATS; rep++) {
-  let t0 = performance.now();
+async function timeSequential(): Promise<void> {
+  const t0 = performance.now();
   tokens = 0;
   for (const j of jobs) tokens += (await pipe.generate(j.image, j.prompt, { maxNewTokens: NEW_TOKENS })).tokens.length;
   best[0] = Math.min(best[0], (performance.now() - t0) / 1000);
-  for (const [k, concurrency] of [[1, 1], [2, 4]]) {
-    const q = new InProcessJobQueue();
-    await q.submit(jobs);
-    t0 = performance.now();
-    await q.work(executorHandler(new PipelineJobExecutor(pipe)), { concurrency });
-    best[k] = Math.min(best[k], (performance.now() - t0) / 1000);
-    const failed = (await q.counts()).failed;
-    if (failed > 0) throw new Error(`${failed} jobs failed in the in-process queue`);
-  }
+}
+async function timeQueue(c: number): Promise<void> {
+  const concurrency = CONCURRENCY[c];
+  const q = new InProcessJobQueue();
+  await q.submit(jobs);
+  const executor = jobExecutorFor(pipe, concurrency);
+  const t0 = performance.now();
+  await q.work(executorHandler(executor), { concurrency });
+  best[c + 1] = Math.min(best[c + 1], (performance.now() - t0) / 1000);
+  if (executor instanceof BatchedJobExecutor) meanBatch[c] = executor.stats.stepRows / executor.stats.steps;
+  await executor.close?.();
+  const failed = (await q.counts()).failed;
+  if (failed > 0) throw new Error(`${failed} jobs failed in the in-process queue`);
+}
+const runs = [timeSequential, ...CONCURRENCY.map((_, c) => () => timeQueue(c))];
+for (let rep = 0; rep < REPEATS; rep++) {
+  for (let k = 0; k < runs.length; k++) await runs[(k + rep) % runs.length]();
 }
 record(`${N} sequential generate calls (best of ${REPEATS})`, best[0]);
-record(`in-process queue (batch run), concurrency 1 (best of ${REPEATS})`, best[1]);
-record(`in-process queue (batch run), concurrency 4 (best of ${REPEATS})`, best[2]);
+for (const [c, concurrency] of CONCURRENCY.entries()) {
+  const batch = concurrency > 1 ? `, batched decode, mean ${meanBatch[c].toFixed(1)} jobs per step` : ', one generate at a time';
+  record(`in-process queue (batch run), concurrency ${concurrency}${batch} (best of ${REPEATS})`, best[c + 1]);
+}
 let t = 0;
 await pipe.close();
 
 // 2. The command as a user runs it.
-t = performance.now();
-const run = spawnSync(process.execPath, [BIN, 'batch', 'run', '--model', model, '--input', jobsFile, '--out', join(dir, 'results.jsonl')], { encoding: 'utf8', timeout: 600_000 });
-if (run.status !== 0) throw new Error(`batch run failed: ${run.stderr}`);
-record('paligemma batch run (process start + model load included)', (performance.now() - t) / 1000);
+for (const concurrency of [1, 4]) {
+  t = performance.now();
+  const run = spawnSync(process.execPath, [BIN, 'batch', 'run', '--model', model, '--input', jobsFile, '--out', join(dir, `results-${concurrency}.jsonl`), '--concurrency', String(concurrency)], { encoding: 'utf8', timeout: 600_000 });
+  if (run.status !== 0) throw new Error(`batch run failed: ${run.stderr}`);
+  record(`paligemma batch run --concurrency ${concurrency} (process start + model load included)`, (performance.now() - t) / 1000);
+}
 
 // 3. BullMQ workers.
 if (!hasRedisServer()) {
@@ -108,8 +127,8 @@ if (!hasRedisServer()) {
   const redis = await startRedis();
   const { BullmqJobQueue } = await import('../src/batch/bullmq-queue.js');
   try {
-    for (const count of [1, WORKERS]) {
-      const name = `bench-${count}`;
+    for (const [count, concurrency] of [[1, 1], [WORKERS, 1], [1, 4], [WORKERS, 4]]) {
+      const name = `bench-${count}-${concurrency}`;
       const queue = await BullmqJobQueue.open({ name, redisUrl: redis.url });
       const { Queue } = await import('bullmq');
       const { Redis } = await import('ioredis');
@@ -120,7 +139,7 @@ if (!hasRedisServer()) {
       const ready: Array<Promise<void>> = [];
       const exits: Array<Promise<void>> = [];
       for (let w = 0; w < count; w++) {
-        const child = spawn(process.execPath, [BIN, 'batch', 'worker', '--queue', name, '--redis', redis.url, '--model', model, '--until-idle'], { stdio: ['ignore', 'ignore', 'pipe'] });
+        const child = spawn(process.execPath, [BIN, 'batch', 'worker', '--queue', name, '--redis', redis.url, '--model', model, '--until-idle', '--concurrency', String(concurrency)], { stdio: ['ignore', 'ignore', 'pipe'] });
         let log = '';
         ready.push(new Promise((resolve, reject) => {
           child.stderr!.on('data', (b: Buffer) => { log += b.toString(); if (log.includes(' ready on queue ')) resolve(); });
@@ -142,7 +161,7 @@ if (!hasRedisServer()) {
         if (Date.now() > deadline) throw new Error('BullMQ run did not finish in 10 minutes');
         await new Promise((r) => setTimeout(r, 20));
       }
-      record(`BullMQ, ${count} worker process${count > 1 ? 'es' : ''} (after model load)`, (performance.now() - t) / 1000);
+      record(`BullMQ, ${count} worker process${count > 1 ? 'es' : ''}, concurrency ${concurrency} each (after model load)`, (performance.now() - t) / 1000);
       await Promise.all(exits);
       await raw.close();
       conn.disconnect();

@@ -50,6 +50,21 @@ function countsLine(c: QueueCounts): string {
   return `waiting ${c.waiting}, active ${c.active}, completed ${c.completed}, failed ${c.failed} (${total} jobs)`;
 }
 
+/** One stderr line per new Redis error message, and at most one every 10 s: an outage is not a flood. */
+function redisWarning(redisUrl: string): (message: string) => void {
+  let url = redisUrl;
+  try { const u = new URL(redisUrl); if (u.password) { u.password = '***'; url = u.toString(); } } catch { /* shown as given */ }
+  let last = '';
+  let at = 0;
+  return (message) => {
+    const now = Date.now();
+    if (message === last && now - at < 10_000) return;
+    last = message;
+    at = now;
+    process.stderr.write(`warning: Redis at ${url}: ${message}\n`);
+  };
+}
+
 function concurrencyOf(value: string): number {
   return parseNumber('--concurrency', value, (n) => Number.isInteger(n) && n >= 1 && n <= 1024, 'an integer in 1..1024')!;
 }
@@ -174,7 +189,7 @@ function workerCommand(): Command {
         stalledIntervalMs: ms('--stalled-interval-ms', flags.stalledIntervalMs),
         maxStalledCount: parseNumber('--max-stalled', flags.maxStalled, (n) => Number.isInteger(n) && n >= 0, 'an integer ≥ 0')!,
       };
-      const queue = await openQueue(queueOptions(flags, { stall, persistent: true }));
+      const queue = await openQueue(queueOptions(flags, { stall, persistent: true, onConnectionError: redisWarning(flags.redis) }));
       const controller = new AbortController();
       const stop = () => { process.stderr.write('stopping: running jobs finish first\n'); controller.abort(); };
       process.once('SIGINT', stop);
