@@ -79,13 +79,9 @@ describe('batch worker: the jobs it holds decode as one batch', function () {
         expect(o.text, j.id).to.equal(direct.text);
         expect(o.finishReason, j.id).to.equal(direct.finishReason);
         if (i === 3) {
+          // On the reference backend a row's batched logits are bit for bit its alone ones.
           expect(o.logprobs, 'logprobs').to.have.length(direct.tokens.length);
-          o.logprobs!.forEach((lp, k) => {
-            const d = direct.logprobs![k];
-            expect(lp.token).to.equal(d.token);
-            expect(lp.logprob).to.be.closeTo(d.logprob, 1e-5);
-            expect(lp.top.map((t) => t.token)).to.deep.equal(d.top.map((t) => t.token));
-          });
+          expect(o.logprobs, 'logprobs').to.deep.equal(direct.logprobs);
         } else {
           expect(o).to.not.have.property('logprobs');
         }
