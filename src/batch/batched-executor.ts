@@ -69,7 +69,14 @@ export class BatchedJobExecutor implements JobExecutor {
     let finish: ChoiceFinish = 'aborted';
     await this.scheduler.submit({
       imageKey: `job ${this.next++}`,
-      pixels: () => { const p = pixels!; pixels = undefined; return p; },
+      pixels: async () => {
+        // The scheduler prefills the jobs waiting for a row back to back; one event-loop turn
+        // before each lets timers run in between (BullMQ renews job locks on a timer).
+        await new Promise((r) => setImmediate(r));
+        const p = pixels!;
+        pixels = undefined;
+        return p;
+      },
       ids,
       maxNewTokens: maxNew,
       choices: [{ sampler, rng: seededRng(checked.seed) }],
