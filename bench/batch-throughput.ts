@@ -144,8 +144,13 @@ if (!hasRedisServer()) {
   const redis = await startRedis();
   const { BullmqJobQueue } = await import('../src/batch/bullmq-queue.js');
   try {
-    for (const [count, concurrency] of [[1, 1], [WORKERS, 1], [1, 4], [WORKERS, 4]]) {
-      const name = `bench-${count}-${concurrency}`;
+    // Each setting twice, in turn, best of the two: one run of fresh processes is at the mercy of a busy neighbour.
+    const settings = [[1, 1], [WORKERS, 1], [1, 4], [WORKERS, 4]];
+    const bestBull = settings.map(() => Infinity);
+    for (let round = 0; round < 2 * settings.length; round++) {
+      const k = round % settings.length;
+      const [count, concurrency] = settings[round < settings.length ? k : settings.length - 1 - k];
+      const name = `bench-${count}-${concurrency}-${round}`;
       const queue = await BullmqJobQueue.open({ name, redisUrl: redis.url });
       const { Queue } = await import('bullmq');
       const { Redis } = await import('ioredis');
@@ -178,11 +183,15 @@ if (!hasRedisServer()) {
         if (Date.now() > deadline) throw new Error('BullMQ run did not finish in 10 minutes');
         await new Promise((r) => setTimeout(r, 20));
       }
-      record(`BullMQ, ${count} worker process${count > 1 ? 'es' : ''}, concurrency ${concurrency} each (after model load)`, (performance.now() - t) / 1000);
+      const s = settings.findIndex(([a, b]) => a === count && b === concurrency);
+      bestBull[s] = Math.min(bestBull[s], (performance.now() - t) / 1000);
       await Promise.all(exits);
       await raw.close();
       conn.disconnect();
       await queue.close();
+    }
+    for (const [s, [count, concurrency]] of settings.entries()) {
+      record(`BullMQ, ${count} worker process${count > 1 ? 'es' : ''}, concurrency ${concurrency} each (after model load, best of 2)`, bestBull[s]);
     }
   } finally {
     await redis.stop();
