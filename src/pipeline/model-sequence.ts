@@ -13,13 +13,13 @@
  *
  * A batched step runs every sequence's next token through each matmul together (one weight
  * read for the whole batch) and attention per sequence over its own cache; a sequence's logits
- * are those it gets alone. Decoders other than Gemma (PaliGemma 1) step one sequence at a time
- * rather than risk a batched path that differs from their own.
+ * are those it gets alone: GemmaDecoder.forwardBatch runs the same layer code as a single
+ * sequence's step, for Gemma and Gemma 2 alike.
  */
 import type { PixelValues } from '../interfaces/image-processor.js';
 import type { Tensor } from '../interfaces/tensor-backend.js';
 import { PaliGemmaError } from '../interfaces/errors.js';
-import { GemmaBatchStep } from './gemma-batch-step.js';
+import { applyFinalSoftcap } from './gemma2.js';
 import type { ModelSession, PaliGemmaModel } from './paligemma-model.js';
 
 export interface BeginOptions {
@@ -30,16 +30,10 @@ export interface BeginOptions {
 const isPixels = (x: PixelValues | Tensor): x is PixelValues => x.shape.length === 3 && 'data' in x;
 
 export class SequenceModel {
-  private readonly batch?: GemmaBatchStep;
+  constructor(readonly model: PaliGemmaModel) {}
 
-  constructor(readonly model: PaliGemmaModel) {
-    if ((model.config.text.modelType ?? 'gemma') === 'gemma') {
-      this.batch = new GemmaBatchStep(model.backend, model.parts.attention, model.weights, model.config.text);
-    }
-  }
-
-  /** True when stepBatch runs the batch through one set of matmuls (else one sequence at a time). */
-  get batched(): boolean { return this.batch !== undefined; }
+  /** stepBatch runs the batch through one set of matmuls (true for every decoder we have). */
+  get batched(): boolean { return true; }
 
   /**
    * Prefills image + prompt (bidirectional over all of ids) and returns the sequence, its
@@ -79,7 +73,7 @@ export class SequenceModel {
     if (new Set(seqs).size !== seqs.length) throw new Error('stepBatch: a sequence appears twice in one step');
     for (const s of seqs) s.checkStep();
     if (seqs.length === 0) return [];
-    if (!this.batch || seqs.length === 1) {
+    if (seqs.length === 1) {
       const out: Float32Array[] = [];
       for (let i = 0; i < seqs.length; i++) out.push(await seqs[i].step(ids[i]));
       return out;
@@ -89,10 +83,11 @@ export class SequenceModel {
     let logits: Tensor | undefined;
     try {
       // Decode rows sit past the prompt, where a prefix-LM mask and a causal one agree.
-      const hidden = this.batch.forward(x, seqs.map((s) => ({ cache: s.session.cache, mask: { kind: 'causal' } })));
-      logits = this.batch.logits(hidden);                                       // [B, V]
+      const decoder = m.decoder;
+      const hidden = decoder.forwardBatch(x, seqs.map((s) => ({ cache: s.session.cache, mask: { kind: 'causal' } })));
+      logits = decoder.logits(hidden);                                          // [B, V]
       b.dispose(hidden);
-      const flat = await b.read(logits);
+      const flat = applyFinalSoftcap(await b.read(logits), decoder.finalLogitSoftcap);
       const v = flat.length / seqs.length;
       return seqs.map((s, i) => (s.logits = flat.slice(i * v, (i + 1) * v)));
     } finally {

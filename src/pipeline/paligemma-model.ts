@@ -61,7 +61,8 @@ export class PaliGemmaModel {
   /** The resolved weights (read by the batched decode step). */
   readonly weights: ModelWeights;
   private readonly vision: SiglipVisionTower;
-  private readonly decoder: GemmaDecoder;
+  /** The decoder text_config.model_type names (decoderFor). */
+  readonly decoder: GemmaDecoder;
   /** √H rounded to the weight dtype: text rows are embed·√H. */
   readonly embedScale: number;
 
