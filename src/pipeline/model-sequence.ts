@@ -25,6 +25,23 @@ import type { ModelSession, PaliGemmaModel } from './paligemma-model.js';
 export interface BeginOptions {
   /** Positions the cache holds: prompt + new tokens. */
   capacity: number;
+  /**
+   * Leading ids that attend bidirectionally (image + prompt); later ids are causal, as tokens
+   * fed back are. Default: all of ids.
+   */
+  prefixLength?: number;
+  /** Also keep the logits of rows [logitsFrom, T) in `promptLogits` (teacher-forced scoring). */
+  logitsFrom?: number;
+  /** Awaited between prefill layers (the event loop runs there); a pause that throws aborts the prefill. */
+  pause?: () => Promise<void>;
+}
+
+/** Where begin spent its time. */
+export interface BeginTimings {
+  /** Vision tower + projector (0 when image rows were passed). */
+  visionMs: number;
+  /** Embedding the prompt and the decoder prefill. */
+  prefillMs: number;
 }
 
 const isPixels = (x: PixelValues | Tensor): x is PixelValues => x.shape.length === 3 && 'data' in x;
@@ -45,7 +62,17 @@ export class SequenceModel {
     if (!Number.isInteger(opts.capacity) || opts.capacity < ids.length) {
       throw new PaliGemmaError(`capacity ${opts.capacity}: expected an integer ≥ the prompt length ${ids.length}`);
     }
+    const prefixLength = opts.prefixLength ?? ids.length;
+    const logitsFrom = opts.logitsFrom ?? ids.length - 1;
+    if (!Number.isInteger(prefixLength) || prefixLength < 1 || prefixLength > ids.length) {
+      throw new PaliGemmaError(`prefixLength ${prefixLength}: expected an integer from 1 to the prompt length ${ids.length}`);
+    }
+    if (!Number.isInteger(logitsFrom) || logitsFrom < 0 || logitsFrom >= ids.length) {
+      throw new PaliGemmaError(`logitsFrom ${logitsFrom}: expected an integer from 0 to ${ids.length - 1}`);
+    }
+    const t0 = performance.now();
     const rows = isPixels(image) ? m.imageRows(image) : image;                 // [N, H]
+    const t1 = performance.now();
     let embeds: Tensor;
     try {
       embeds = m.embedPrompt(ids, rows);                                        // [T, H]
@@ -54,8 +81,12 @@ export class SequenceModel {
     }
     const session = m.session(opts.capacity);
     try {
-      const logits = await session.prefill(embeds, ids.length);                // [V]
-      return new Sequence(this, session, ids.length, logits);
+      const all = await session.prefill(embeds, prefixLength, logitsFrom, opts.pause);   // [T - logitsFrom, V]
+      const v = all.length / (ids.length - logitsFrom);
+      const seq = new Sequence(this, session, ids.length, all.length === v ? all : all.slice(all.length - v));
+      if (opts.logitsFrom !== undefined) seq.promptLogits = all;
+      seq.timings = { visionMs: isPixels(image) ? t1 - t0 : 0, prefillMs: performance.now() - t1 };
+      return seq;
     } catch (e) {
       session.dispose();
       throw e;
@@ -98,6 +129,10 @@ export class SequenceModel {
 
 export class Sequence {
   private disposed = false;
+  /** With begin's logitsFrom: logits [T - logitsFrom, V] (flat) of those prompt rows. */
+  promptLogits?: Float32Array;
+  /** Where begin spent its time. */
+  timings: BeginTimings = { visionMs: 0, prefillMs: 0 };
 
   /** @internal made by SequenceModel.begin / fork */
   constructor(
