@@ -15,7 +15,7 @@ import { PipelineJobExecutor, executorHandler } from '../src/batch/job-executor.
 import { createPipeline, createRegistry } from '../src/create-pipeline.js';
 import type { PaliGemmaPipeline } from '../src/pipeline/paligemma-pipeline.js';
 import type { PartRegistry } from '../src/plugin/part-registry.js';
-import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec } from './support/tiny-checkpoint.js';
+import { buildTinyCheckpoint, gemma2Spec, makeTempDir, makeTestImage, mqaSpec } from './support/tiny-checkpoint.js';
 
 describe('batch worker: the jobs it holds decode as one batch', function () {
   this.timeout(120_000);
@@ -147,6 +147,27 @@ describe('batch worker: the jobs it holds decode as one batch', function () {
       expect(o.status === 'completed' && o.finishReason).to.equal(direct.finishReason);
     } finally {
       await shortPipe.close();
+    }
+  });
+
+  it('a PaliGemma 2 (Gemma 2) checkpoint: concurrency 3 gives the greedy tokens of direct generate calls', async function () {
+    const g2 = join(dir, 'gemma2');
+    await mkdir(g2);
+    await buildTinyCheckpoint(g2, { ...gemma2Spec(), includeLmHead: true });
+    const g2Pipe = await createPipeline({ model: g2 });
+    try {
+      const list = jobs.slice(0, 6).map((j, i) => ({ ...j, image: images[i % images.length], options: { maxNewTokens: j.options.maxNewTokens } }));
+      const executor = new BatchedJobExecutor(g2Pipe, { maxBatch: 3 }, registry);
+      const got = await runAll(executor, 3, list);
+      await executor.close();
+      expect(executor.stats.stepRows / executor.stats.steps, 'mean jobs per decode step').to.be.above(1.5);
+      for (const [i, j] of list.entries()) {
+        const direct = await g2Pipe.generate(j.image, j.prompt, { maxNewTokens: j.options.maxNewTokens });
+        expect(got[i].status === 'completed' && got[i].tokens, j.id).to.deep.equal(direct.tokens);
+        expect(got[i].status === 'completed' && got[i].finishReason, j.id).to.equal(direct.finishReason);
+      }
+    } finally {
+      await g2Pipe.close();
     }
   });
 });
