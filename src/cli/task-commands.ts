@@ -13,6 +13,7 @@ import { maskToRle } from '../tasks/mask-paste.js';
 import type { DetectResult, SegmentResult, TextTaskResult } from '../tasks/paligemma-tasks.js';
 import { parseNumber } from './cli-errors.js';
 import { IMAGE_HELP, imageArg } from './image-arg.js';
+import { onInterrupt } from './interrupt.js';
 import { collect, parseKeyValueOptions } from './key-value-options.js';
 import { addModelOptions, pipelineFor, type ModelFlags } from './model-options.js';
 
@@ -46,10 +47,13 @@ async function runTask<T>(flags: TaskFlags, task: (pipe: PaliGemmaPipeline, imag
   const samplerOptions = parseKeyValueOptions('--sampler-option', flags.samplerOption);
   const image = await imageArg(flags.image);
   const pipe = await pipelineFor(flags, { sampler: flags.sampler ?? 'greedy', samplerOptions });
+  // Ctrl-C stops the generation; what was found is printed (finishReason 'aborted') and the exit is 130.
+  const interrupt = onInterrupt();
   try {
-    return await task(pipe, image, { seed, ...(maxNewTokens !== undefined ? { maxNewTokens } : {}) });
+    return await task(pipe, image, { seed, signal: interrupt.signal, ...(maxNewTokens !== undefined ? { maxNewTokens } : {}) });
   } finally {
     await pipe.close();
+    interrupt.release();
   }
 }
 

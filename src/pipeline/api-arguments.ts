@@ -4,7 +4,9 @@
  * argument, what was expected and what came instead. An unknown option key is refused by name,
  * so that a typo (`maxNewToken`) cannot pass unseen.
  */
+import type { CreatePipelineOptions } from '../create-pipeline.js';
 import { PaliGemmaError } from '../interfaces/errors.js';
+import type { GenerateOptions } from './generation-types.js';
 
 /** Short, safe description of a value for a message: its type, or the value itself when small. */
 export function describe(value: unknown): string {
@@ -91,7 +93,7 @@ export function checkInstance(what: string, value: unknown, methods: readonly st
   }
 }
 
-const GENERATE_OPTIONS = ['maxNewTokens', 'sampler', 'seed', 'logprobs', 'signal'] as const;
+export const GENERATE_OPTIONS = ['maxNewTokens', 'sampler', 'seed', 'logprobs', 'signal'] as const;
 
 export interface CheckedGenerateOptions {
   maxNewTokens?: number;
@@ -122,9 +124,17 @@ export function checkGenerateOptions(opts: unknown, vocabSize: number): CheckedG
 }
 
 const CREATE_OPTIONS = [
-  'model', 'backend', 'backendOptions', 'attention', 'kvCache', 'sampler', 'samplerOptions', 'tokenizer',
-  'imageProcessor', 'plugins', 'onProgress', 'configure',
+  'model', 'revision', 'onDownloadProgress', 'onDownloadPlan', 'backend', 'backendOptions', 'dtype', 'attention',
+  'kvCache', 'sampler', 'samplerOptions', 'tokenizer', 'imageProcessor', 'plugins', 'gemma2', 'onProgress', 'configure',
 ] as const;
+
+// The key lists must name every option of the public types: an option added to a type but not
+// here would be refused as unknown (this stops the build instead).
+type Unlisted<T, L extends readonly string[]> = Exclude<keyof T, L[number]>;
+const createOptionsListed: [Unlisted<CreatePipelineOptions, typeof CREATE_OPTIONS>] extends [never] ? true : never = true;
+const generateOptionsListed: [Unlisted<GenerateOptions, typeof GENERATE_OPTIONS>] extends [never] ? true : never = true;
+void createOptionsListed;
+void generateOptionsListed;
 
 /** The methods a part given as an instance must have (the minimum the pipeline calls). */
 const PART_METHODS = {
@@ -166,7 +176,11 @@ export function checkCreateOptions(options: unknown): void {
       }
     });
   }
-  for (const key of ['onProgress', 'configure'] as const) {
+  if (options.revision !== undefined && (typeof options.revision !== 'string' || options.revision === '')) {
+    throw invalidArgument('revision', 'a branch, tag or commit (a non-empty string)', options.revision);
+  }
+  if (options.gemma2 !== undefined && !isObject(options.gemma2)) throw invalidArgument('gemma2', 'an object', options.gemma2);
+  for (const key of ['onProgress', 'onDownloadProgress', 'onDownloadPlan', 'configure'] as const) {
     if (options[key] !== undefined && typeof options[key] !== 'function') throw invalidArgument(key, 'a function', options[key]);
   }
 }
