@@ -194,3 +194,13 @@ export function guarded<T>(what: string, run: () => T): T {
     throw new PaliGemmaError(`${what} failed: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]}`, 'plugin_failed');
   }
 }
+
+/** `guarded` for an async function (a plugin's tokenizer or image processor load()). */
+export async function guardedAsync<T>(what: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (e) {
+    if (e instanceof PaliGemmaError) throw e;
+    throw new PaliGemmaError(`${what} failed: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]}`, 'plugin_failed');
+  }
+}
