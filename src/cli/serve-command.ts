@@ -1,6 +1,6 @@
 import { basename } from 'node:path';
 import { Command } from 'commander';
-import { parseNumber } from './cli-errors.js';
+import { parseInteger } from './cli-errors.js';
 import { addModelOptions, pipelineFor, type ModelFlags } from './model-options.js';
 import { ServingEngine } from '../serving/serving-engine.js';
 import { buildServer } from '../serving/server.js';
@@ -35,7 +35,7 @@ export function serveCommand(): Command {
     .option('--allow-remote-images', 'fetch http(s) image URLs'))
     .action(async (flags: ServeFlags) => {
       const int = (flag: string, v: string, min: number) =>
-        parseNumber(flag, v, (n) => Number.isInteger(n) && n >= min, `an integer ≥ ${min}`)!;
+        parseInteger(flag, v, min)!;
       const port = int('--port', flags.port, 0);
       const maxBatch = int('--max-batch', flags.maxBatch, 1);
       const maxQueue = int('--max-queue', flags.maxQueue, 0);
