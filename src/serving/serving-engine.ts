@@ -124,6 +124,9 @@ export class ServingEngine {
   readonly maxNewTokensLimit: number;
   private readonly tokenizer: Tokenizer;
   private readonly images: ImageProcessor;
+  private inflight = 0;
+  private draining = false;
+  private idle: Array<() => void> = [];
 
   constructor(readonly pipeline: PaliGemmaPipeline, opts: EngineOptions = {}) {
     this.tokenizer = pipeline.tokenizer;
@@ -138,8 +141,21 @@ export class ServingEngine {
 
   get maxBatch(): number { return this.scheduler.opts.maxBatch; }
 
+  /** Requests accepted and not yet answered: decoding their image, queued, or in the batch. */
+  get inFlight(): number { return this.inflight; }
+
   /** Runs one request to completion, reporting each choice's deltas as they come. */
   async complete(p: CompletionParams, onDelta?: (d: ChoiceDelta) => void): Promise<CompletionResult> {
+    if (this.draining) throw new PaliGemmaError('the server is shutting down', 'shutting_down');
+    this.inflight++;
+    try {
+      return await this.run(p, onDelta);
+    } finally {
+      if (--this.inflight === 0) for (const r of this.idle.splice(0)) r();
+    }
+  }
+
+  private async run(p: CompletionParams, onDelta?: (d: ChoiceDelta) => void): Promise<CompletionResult> {
     const t0 = performance.now();
     const n = p.n ?? 1;
     if (!Number.isInteger(p.maxNewTokens) || p.maxNewTokens < 1 || p.maxNewTokens > this.maxNewTokensLimit) {
@@ -194,8 +210,13 @@ export class ServingEngine {
     return () => (topP < 1 ? topPSampler(topP, t) : temperatureSampler(t));
   }
 
-  /** Waits for in-flight requests, then frees the cached image rows. */
+  /**
+   * Refuses new requests ('shutting_down'), waits for every accepted one (also those still
+   * decoding their image, not yet queued) to finish, then frees the cached image rows.
+   */
   async drain(): Promise<void> {
+    this.draining = true;
+    if (this.inflight > 0) await new Promise<void>((r) => this.idle.push(r));
     await this.scheduler.drain();
     this.vision.clear();
   }
