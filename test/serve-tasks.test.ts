@@ -102,8 +102,12 @@ describe('paligemma serve: task helpers on /v1/generate', function () {
     const o = r.body.objects[0];
     expect(o.seg).to.deep.equal(CENTRE_HIGH);
     expect([o.mask.width, o.mask.height]).to.deep.equal([W, H]);
-    const mask = new Uint8Array(Buffer.from(o.mask.binary, 'base64'));
-    expect(mask.length).to.equal(W * H);
+    // Run lengths (0s first, alternating) expanded here.
+    const mask = new Uint8Array(W * H);
+    let at = 0;
+    (o.mask.rle as number[]).forEach((run, k) => { mask.fill(k % 2, at, at + run); at += run; });
+    expect(at).to.equal(W * H);
+    expect(o.mask.area).to.equal(mask.reduce((n, v) => n + v, 0));
     const x0 = Math.trunc(170 / 1023 * W), x1 = Math.trunc(853 / 1023 * W), y0 = Math.trunc(102 / 1023 * H), y1 = Math.trunc(920 / 1023 * H);
     let inside = 0;
     for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) {

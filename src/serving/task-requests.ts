@@ -9,13 +9,15 @@
  *    "skipped": [], "text": "<loc…>… cat", "image": {width, height}, "tokens": […], "finishReason": "stop", …}
  * ```
  *
- * Boxes are in the original image's pixels. A segment mask is the image's size, row-major, one
- * byte per pixel (1 inside), sent as base64. The VQ-VAE weights segment needs are found where the
+ * Boxes are in the original image's pixels. A segment mask is sent as `segment --json` prints it:
+ * {width, height, area, rle}, rle the row-major run lengths alternating 0s and 1s, starting
+ * with 0s. The VQ-VAE weights segment needs are found where the
  * CLI's segment finds them ($PALIGEMMA_VAE, or vae-oid.npz in the model folder); a request
  * never names a server file.
  */
 import type { ImageInput, RawPixels } from '../interfaces/image-processor.js';
 import type { GenerateOptions, GenerationResult } from '../pipeline/generation-types.js';
+import { maskToRle } from '../tasks/mask-paste.js';
 import { PaliGemmaTasks, type DetectedObject, type SegmentedObject, type TaskPipeline } from '../tasks/paligemma-tasks.js';
 import { RequestError } from './openai-request.js';
 import type { CompletionParams, CompletionResult, ServingEngine } from './serving-engine.js';
@@ -99,7 +101,8 @@ export class ServingTasks {
       const objects = r.objects.map((o: DetectedObject | SegmentedObject) => {
         const base = { label: o.label, box: o.box, loc: o.loc };
         if (!('mask' in o)) return base;
-        return { ...base, seg: o.seg, mask: { width: o.mask.width, height: o.mask.height, binary: Buffer.from(o.mask.binary).toString('base64') } };
+        const area = o.mask.binary.reduce((n, v) => n + v, 0);
+        return { ...base, seg: o.seg, mask: { width: o.mask.width, height: o.mask.height, area, rle: maskToRle(o.mask.binary) } };
       });
       return { task: f.task, prompt: r.prompt, text: r.text, objects, skipped: r.skipped, image: r.image, ...this.summary(r.generation) };
     }
