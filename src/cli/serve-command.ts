@@ -55,10 +55,12 @@ export function serveCommand(): Command {
       const stop = async (signal: string) => {
         if (stopping) return;
         stopping = true;
-        process.stderr.write(`paligemma serve: ${signal}, draining in-flight requests\n`);
+        process.stderr.write(`paligemma serve: ${signal}, draining ${engine.inFlight} in-flight requests\n`);
         // close() stops accepting connections and waits for in-flight ones; new requests get 503.
+        // The engine finishes every request it accepted (image decoding, queued, decoding).
         await Promise.all([app.close(), engine.drain()]);
         await pipe.close();
+        process.stderr.write('paligemma serve: drained, exiting\n');
         process.exit(0);
       };
       process.once('SIGTERM', () => void stop('SIGTERM'));
