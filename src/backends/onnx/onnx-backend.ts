@@ -46,6 +46,7 @@ import { ONNX_FLOAT, ONNX_INT64, type AttrValue } from './onnx-proto.js';
 import { executionProviders, loadOrt, type OnnxDevice, type OrtModule } from './onnx-runtime.js';
 import { evictWeightSessions, MAX_EMBEDDED_BYTES, matMulNBits, type NBitsWeight, quantizeStorageNBits } from './matmul-nbits.js';
 import { dequantizeBlockwise } from './weight-quantization.js';
+import { tiedQuantized, tiedQuantizedBytes } from './tied-weights.js';
 
 /** ONNX opset and IR version of the generated models (LayerNormalization needs 17, ReduceMean with axes as an input 18). */
 export const ONNX_OPSET = 21;
@@ -75,8 +76,9 @@ export interface OnnxBackendOptions extends BackendOptions {
    * its first use as the transposed operand of a matmul (the [N, K] Linear layout) and if
    * nothing else has read it yet, is replaced by block-wise codes along K (blocks of 32, one
    * float32 scale each, symmetric) and computed with MatMulNBits at accuracy_level 4 (each
-   * activation block quantized to int8 per call). Lossy; embeddings, norms and a tied lm_head
-   * that the embedding read first stay 16-bit/float. Default 'none'.
+   * activation block quantized to int8 per call). Lossy; embeddings and norms stay 16-bit/float;
+   * a tied lm_head that the embedding read first gets a quantized copy (tied-weights.ts) while
+   * the table stays as it is for the gather. Default 'none'.
    */
   quantize?: 'none' | 'int8' | 'int4';
 }
@@ -202,6 +204,7 @@ export class OnnxBackend implements TensorBackend {
       if (s.encoding?.kind === 'int8') n += s.encoding.scales.data.byteLength;
       if (s.encoding?.kind === 'nbits') n += s.encoding.weight.scales.data.byteLength;
       if (s.encoding?.kind === 'f16' && s.encoding.patches) n += s.encoding.patches.count * 12;
+      n += tiedQuantizedBytes(s);
     }
     return n;
   }
@@ -619,7 +622,10 @@ export class OnnxBackend implements TensorBackend {
     const s = B.ref.storage;
     if (s.pendingVersion || B.shape.length !== 2 || !sameShape(B.shape, s.shape)) return undefined;
     if (s.encoding?.kind !== 'nbits') {
-      if (!s.quantizable || s.pinned || (s.encoding && s.encoding.kind !== 'f16')) return undefined;
+      if (!s.quantizable || (s.encoding && s.encoding.kind !== 'f16')) return undefined;
+      // Already read as it is (the tied embedding table, gathered before the lm_head): its
+      // layout must stay, so the matmul gets a quantized copy of its own (tied-weights.ts).
+      if (s.pinned) return tiedQuantized(s, mode === 'int4' ? 4 : 8);
       quantizeStorageNBits(s, mode === 'int4' ? 4 : 8);
     }
     return (s.encoding as Extract<Storage['encoding'], { kind: 'nbits' }>).weight;
