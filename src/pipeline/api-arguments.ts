@@ -122,7 +122,7 @@ export function checkGenerateOptions(opts: unknown, vocabSize: number): CheckedG
 }
 
 const CREATE_OPTIONS = [
-  'model', 'backend', 'backendOptions', 'attention', 'kvCache', 'sampler', 'samplerOptions', 'tokenizer',
+  'model', 'revision', 'onDownloadProgress', 'onDownloadPlan', 'backend', 'backendOptions', 'dtype', 'attention', 'kvCache', 'sampler', 'samplerOptions', 'tokenizer',
   'imageProcessor', 'plugins', 'onProgress', 'configure',
 ] as const;
 

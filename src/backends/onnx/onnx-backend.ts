@@ -31,7 +31,7 @@ import type { AttentionOptions } from '../../interfaces/attention-kernel.js';
 import type { BackendOptions } from '../../interfaces/contributions.js';
 import { PaliGemmaError } from '../../interfaces/errors.js';
 import type {
-  DType, LossyWeights, MatmulOptions, OpName, Tensor, TensorBackend,
+  BlockQuantizedWeight, DType, LossyWeights, MatmulOptions, OpName, Tensor, TensorBackend,
 } from '../../interfaces/tensor-backend.js';
 import { keyVisible } from '../../kernels/attention-mask.js';
 import {
@@ -46,7 +46,9 @@ import { ONNX_FLOAT, ONNX_INT64, type AttrValue } from './onnx-proto.js';
 import { executionProviders, loadOrt, type OnnxDevice, type OrtModule } from './onnx-runtime.js';
 import { evictWeightSessions, MAX_EMBEDDED_BYTES, matMulNBits, type NBitsWeight, quantizeStorageNBits } from './matmul-nbits.js';
 import { dequantizeBlockwise } from './weight-quantization.js';
-import { tiedQuantized, tiedQuantizedBytes } from './tied-weights.js';
+import {
+  attachCopy, blockQuantizedStorage, checkBlockQuantized, tiedCopy, tiedQuantized, tiedQuantizedBytes,
+} from './tied-weights.js';
 
 /** ONNX opset and IR version of the generated models (LayerNormalization needs 17, ReduceMean with axes as an input 18). */
 export const ONNX_OPSET = 21;
@@ -128,9 +130,10 @@ const MAX_PATCH_FRACTION = 1 / 64;
 
 export class OnnxBackend implements TensorBackend {
   readonly name = 'onnx';
-  readonly engine: string;
+  /** Set again when a quantized folder's weights arrive (takeQuantized). */
+  engine: string;
   readonly device: OnnxDevice;
-  readonly lossyWeights?: LossyWeights;
+  lossyWeights?: LossyWeights;
   private readonly widenChunkBytes: number;
   /** zeroAfter's node per activation operand. */
   private readonly gates = new WeakMap<Operand, GraphNode>();
@@ -240,6 +243,31 @@ export class OnnxBackend implements TensorBackend {
     s.quantizable = true;
     this.dtypes.set(s, dtype);
     return this.view(s, shape, dtype);
+  }
+
+  uploadBlockQuantized(q: BlockQuantizedWeight): Tensor {
+    this.takeQuantized(q);
+    const s = blockQuantizedStorage(q);
+    return this.view(s, s.shape);
+  }
+
+  attachBlockQuantized(table: Tensor, q: BlockQuantizedWeight): void {
+    const T = this.own(table);
+    if (T.ref.kind !== 'storage') throw new Error('attachBlockQuantized: the table must be an uploaded tensor');
+    this.takeQuantized(q);
+    attachCopy(T.ref.storage, q);
+  }
+
+  /** Checks given codes against the quantize option, and reports them in engine and lossyWeights. */
+  private takeQuantized(q: BlockQuantizedWeight): void {
+    const mode = this.options.quantize;
+    checkBlockQuantized(q, mode === 'int8' ? 8 : mode === 'int4' ? 4 : undefined);
+    const kind = q.bits === 4 ? 'int4' : 'int8';
+    if (this.lossyWeights && this.lossyWeights !== kind) {
+      throw new PaliGemmaError(`onnx backend: int${q.bits} weights mixed with ${this.lossyWeights} ones in one model`, 'corrupt_checkpoint');
+    }
+    this.lossyWeights = kind;
+    this.engine = `onnx (${this.device}, ${kind} weights)`;
   }
 
   zeros(shape: readonly number[]): Tensor {
@@ -618,10 +646,13 @@ export class OnnxBackend implements TensorBackend {
    */
   private quantizedWeight(B: OnnxTensor): NBitsWeight | undefined {
     const mode = this.options.quantize;
-    if ((mode !== 'int8' && mode !== 'int4') || B.ref.kind !== 'storage') return undefined;
+    if (B.ref.kind !== 'storage') return undefined;
     const s = B.ref.storage;
     if (s.pendingVersion || B.shape.length !== 2 || !sameShape(B.shape, s.shape)) return undefined;
+    const given = tiedCopy(s);
+    if (given) return given;
     if (s.encoding?.kind !== 'nbits') {
+      if (mode !== 'int8' && mode !== 'int4') return undefined;
       if (!s.quantizable || (s.encoding && s.encoding.kind !== 'f16')) return undefined;
       // Already read as it is (the tied embedding table, gathered before the lm_head): its
       // layout must stay, so the matmul gets a quantized copy of its own (tied-weights.ts).
