@@ -123,7 +123,7 @@ export function checkGenerateOptions(opts: unknown, vocabSize: number): CheckedG
 
 const CREATE_OPTIONS = [
   'model', 'backend', 'backendOptions', 'attention', 'kvCache', 'sampler', 'samplerOptions', 'tokenizer',
-  'imageProcessor', 'plugins', 'onProgress', 'configure', 'gemma2',
+  'imageProcessor', 'plugins', 'onProgress', 'configure', 'gemma2', 'revision', 'onDownloadPlan', 'onDownloadProgress', 'dtype',
 ] as const;
 
 /** The methods a part given as an instance must have (the minimum the pipeline calls). */
