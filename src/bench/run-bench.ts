@@ -17,6 +17,7 @@ import { type BenchWeights, writeBenchCheckpoint } from './bench-checkpoint.js';
 import { createRegistry, startBackend } from '../create-pipeline.js';
 import type { PaliGemmaConfig } from '../pipeline/config-types.js';
 import { PaliGemmaModel } from '../pipeline/paligemma-model.js';
+import { highWaterMb, resetHighWater } from './rss-high-water.js';
 import { measureMatmulPeak, measureReadBandwidth, type ProbeResult } from './machine-probe.js';
 import {
   benchConfig, benchModelName, benchPromptIds, elementsOf, fillUniform, phaseCosts, weightSpecs, type BenchModel, type PhaseCosts,
@@ -104,9 +105,11 @@ export interface RunTimes {
   ttftMs: number;
   decodeMsPerToken: number;
   rssMb: number;
-  /** The process's resident high-water mark (MiB) when vision, then prefill, had finished: with --warmup 0, each phase's peak. */
-  maxRssAfterVisionMb: number;
-  maxRssAfterPrefillMb: number;
+  /** Resident MiB when the run began (weights and runtime; rss-high-water.ts). */
+  startRssMb: number;
+  /** Peak resident MiB during vision, and during prompt embedding + prefill (each phase's own high-water on Linux). */
+  visionPeakRssMb: number;
+  prefillPeakRssMb: number;
 }
 
 export async function runBench(o: BenchOptions): Promise<BenchResult> {
@@ -193,13 +196,16 @@ function uploadWeights(backend: TensorBackend, config: PaliGemmaConfig, seed: nu
 async function runOnce(model: PaliGemmaModel, pixels: { data: Float32Array; shape: [number, number, number] }, ids: Int32Array, newTokens: number): Promise<RunTimes> {
   const b = model.backend;
   let rss = rssMb();
+  const startRssMb = rss;
+  resetHighWater();
   let t = performance.now();
   const start = t;
   const rows = model.imageRows(pixels);
   await b.read(rows);
   const visionMs = performance.now() - t;
   rss = Math.max(rss, rssMb());
-  const maxRssAfterVisionMb = maxRssMb();
+  const visionPeakRssMb = highWaterMb();
+  resetHighWater();
 
   const session = model.session(ids.length + newTokens + 1);
   t = performance.now();
@@ -209,7 +215,7 @@ async function runOnce(model: PaliGemmaModel, pixels: { data: Float32Array; shap
   const ttftMs = performance.now() - start;
   b.dispose([rows, embeds]);
   rss = Math.max(rss, rssMb());
-  const maxRssAfterPrefillMb = maxRssMb();
+  const prefillPeakRssMb = highWaterMb();
 
   let decodeMs = 0;
   for (let i = 0; i < newTokens; i++) {
@@ -221,7 +227,7 @@ async function runOnce(model: PaliGemmaModel, pixels: { data: Float32Array; shap
   session.dispose();
   rss = Math.max(rss, rssMb(), maxRssMb());
   return { visionMs, prefillMs, ttftMs, decodeMsPerToken: newTokens > 0 ? decodeMs / newTokens : 0, rssMb: rss,
-    maxRssAfterVisionMb, maxRssAfterPrefillMb };
+    startRssMb, visionPeakRssMb, prefillPeakRssMb };
 }
 
 function argmax(x: Float32Array): number {
@@ -306,7 +312,7 @@ export function formatBench(r: BenchResult): string {
     row('decode (ms/token)', r.decodeMsPerToken, r.floors.decodeMsPerToken, `${f(d.decodeMbPerToken)} MB read per step ÷ ${f(r.readGBps)} GB/s`),
     `  ${'first token (ms)'.padEnd(18)}${f(r.ttftMs).padStart(10)}   image to first token`,
     `  ${'peak RSS (MiB)'.padEnd(18)}${f(r.peakRssMb).padStart(10)}` +
-      (phasePeaks ? `   high-water after vision ${f(phasePeaks.maxRssAfterVisionMb)}, after prefill ${f(phasePeaks.maxRssAfterPrefillMb)} (first timed run)` : ''),
+      (phasePeaks ? `   first run: ${f(phasePeaks.startRssMb)} at start, peak in vision ${f(phasePeaks.visionPeakRssMb)}, in prefill ${f(phasePeaks.prefillPeakRssMb)}` : ''),
     '',
     `  machine, measured in this run:`,
     `    matmul peak     ${f(r.peakGflops)} GFLOP/s  (${d.peakMethod})`,
