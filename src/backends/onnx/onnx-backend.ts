@@ -34,6 +34,7 @@ import type {
   BlockQuantizedWeight, DType, LossyWeights, MatmulOptions, OpName, Tensor, TensorBackend,
 } from '../../interfaces/tensor-backend.js';
 import { keyVisible } from '../../kernels/attention-mask.js';
+import { blockElementsOption, queryBlocks } from '../../kernels/query-blocks.js';
 import {
   attentionDims, checkBroadcast, checkReshape, checkWriteRows, concatShape, embeddingDims, matmulDims,
   patchEmbedDims, ropeDims, sizeOf, sliceShape, transposeShape,
@@ -83,6 +84,8 @@ export interface OnnxBackendOptions extends BackendOptions {
    * the table stays as it is for the gather. Default 'none'.
    */
   quantize?: 'none' | 'int8' | 'int4';
+  /** Score elements per attention query block (query-blocks.ts; default 2²²); 0: no tiling. */
+  attentionBlockElements?: number;
 }
 
 /** Counters for tests and benchmarks. */
@@ -163,6 +166,8 @@ export class OnnxBackend implements TensorBackend {
   /** The dtype uploads were made with, for views of their storage. */
   private readonly dtypes = new WeakMap<Storage, DType>();
 
+  private readonly attentionBlockElements: number;
+
   constructor(options: OnnxBackendOptions = {}) {
     this.options = options;
     const device = (options.device ?? 'cpu').toLowerCase();
@@ -181,6 +186,7 @@ export class OnnxBackend implements TensorBackend {
       throw new PaliGemmaError(`onnx backend: widenChunkBytes must be a positive integer, got ${String(options.widenChunkBytes)}`);
     }
     this.widenChunkBytes = chunk;
+    this.attentionBlockElements = blockElementsOption(options.attentionBlockElements, 'onnx backend');
   }
 
   async init(): Promise<void> {
@@ -561,17 +567,35 @@ export class OnnxBackend implements TensorBackend {
   /**
    * softmax(Q·Kᵀ·scale [+ softcap] + mask)·V over every row of k/v, GQA by reshaping the query
    * heads of one kv head into one batch. Rows past kvLength are masked (-∞) instead of sliced
-   * off, so the graph's shapes do not depend on how full the cache is.
+   * off, so the graph's shapes do not depend on how full the cache is. Long prompts run in
+   * query blocks (query-blocks.ts), one chain of nodes each, joined by a Concat: onnxruntime
+   * runs each chain to its end before the next and frees its scores, so a layer holds one
+   * block's [Hq, rows, cap] scores, not [Hq, T, T].
    */
   attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
     const Q = this.own(q), K = this.own(k), V = this.own(v);
-    const { tq, hq, d, tk: cap, hkv, kvLength } = attentionDims(Q.shape, K.shape, V.shape, opts.kvLength);
+    const { tq, hq, d, tk: cap, hkv } = attentionDims(Q.shape, K.shape, V.shape, opts.kvLength);
+    const kt = this.node('Transpose', [this.operand(K)], { perm: ints([1, 2, 0]) }, [hkv, d, cap]);   // [Hkv, D, cap]
+    const vh = this.node('Transpose', [this.operand(V)], { perm: ints([1, 0, 2]) }, [hkv, cap, d]);   // [Hkv, cap, D]
+    const blocks = queryBlocks(tq, hq, cap, this.attentionBlockElements);
+    if (blocks.length === 1) return this.wrap(this.attentionRows(this.operand(Q), tq, kt, vh, Q.shape, K.shape, V.shape, opts));
+    const off = opts.queryOffset ?? 0;
+    const parts = blocks.map(([s, e]) => {
+      const qb = this.node('Slice', [this.operand(Q), this.i64([s]), this.i64([e]), this.i64([0])], {}, [e - s, hq, d]);
+      return this.attentionRows(qb, e - s, kt, vh, [e - s, hq, d], K.shape, V.shape, { ...opts, queryOffset: off + s });
+    });
+    return this.wrap(this.node('Concat', parts, { axis: int(0) }, [tq, hq, d]));              // [Tq, Hq, D]
+  }
+
+  /** One block of query rows: q [Tq, Hq, D] against kᵀ [Hkv, D, cap] and v [Hkv, cap, D] → [Tq, Hq, D]. */
+  private attentionRows(q: Operand, tq: number, kt: GraphNode, vh: GraphNode, qShape: readonly number[],
+    kShape: readonly number[], vShape: readonly number[], opts: AttentionOptions): GraphNode {
+    const { hq, d, tk: cap, hkv, kvLength } = attentionDims(qShape, kShape, vShape, opts.kvLength);
     const g = hq / hkv;
     const scoreShape = [hkv, g * tq, cap];
 
-    const qh = this.node('Transpose', [this.operand(Q)], { perm: ints([1, 0, 2]) }, [hq, tq, d]);
+    const qh = this.node('Transpose', [q], { perm: ints([1, 0, 2]) }, [hq, tq, d]);
     const qg = this.reshapeNode(qh, [hkv, g * tq, d]);                          // heads of one kv head together
-    const kt = this.node('Transpose', [this.operand(K)], { perm: ints([1, 2, 0]) }, [hkv, d, cap]);
     let scores: GraphNode = this.node('MatMul', [qg, kt], {}, scoreShape);      // [Hkv, G·Tq, cap]
     scores = this.node('Mul', [scores, this.f32(opts.scale)], {}, scoreShape);
     if (opts.softCap !== undefined) {
@@ -587,10 +611,9 @@ export class OnnxBackend implements TensorBackend {
     } else {
       probs = this.node('Softmax', [scores], { axis: int(-1) }, scoreShape);
     }
-    const vh = this.node('Transpose', [this.operand(V)], { perm: ints([1, 0, 2]) }, [hkv, cap, d]);
     const out = this.node('MatMul', [probs, vh], {}, [hkv, g * tq, d]);       // [Hkv, G·Tq, D]
     const heads = this.reshapeNode(out, [hq, tq, d]);
-    return this.wrap(this.node('Transpose', [heads], { perm: ints([1, 0, 2]) }, [tq, hq, d]));
+    return this.node('Transpose', [heads], { perm: ints([1, 0, 2]) }, [tq, hq, d]);
   }
 
   // ── internals ───────────────────────────────────────────────────────────
