@@ -4,6 +4,7 @@
  * cache (used in place); else downloaded into that cache.
  */
 import { statSync } from 'node:fs';
+import { basename } from 'node:path';
 import { PaliGemmaError } from '../interfaces/errors.js';
 import { cachedCommit, repoFolder, snapshotFolder } from './cache-layout.js';
 import { downloadSnapshot, type DownloadPlan, type DownloadProgress } from './download-snapshot.js';
@@ -62,4 +63,16 @@ export async function resolveModel(model: string, options: ResolveModelOptions =
     if (cached && !(e instanceof PaliGemmaError)) return cached;
     throw e;
   }
+}
+
+/**
+ * The name a model goes by for clients (the served model id): the hub id `ORG/NAME` as given
+ * (without `@REV`), as vLLM names a model served by id; a folder's own name otherwise.
+ */
+export function modelDisplayName(model: string): string {
+  if (!isFolder(model)) {
+    const ref = parseModelReference(model);
+    if (ref) return ref.repo;
+  }
+  return basename(model.replace(/[\\/]+$/, ''));
 }

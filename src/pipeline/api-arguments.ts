@@ -124,6 +124,7 @@ export function checkGenerateOptions(opts: unknown, vocabSize: number): CheckedG
 const CREATE_OPTIONS = [
   'model', 'backend', 'backendOptions', 'attention', 'kvCache', 'sampler', 'samplerOptions', 'tokenizer',
   'imageProcessor', 'plugins', 'onProgress', 'configure',
+  'dtype', 'revision', 'onDownloadProgress', 'onDownloadPlan',
 ] as const;
 
 /** The methods a part given as an instance must have (the minimum the pipeline calls). */
@@ -142,7 +143,10 @@ export function checkCreateOptions(options: unknown): void {
   if (!isObject(options)) throw invalidArgument('createPipeline options', 'an object', options);
   checkKnownKeys('createPipeline option', options, CREATE_OPTIONS);
   if (options.model !== undefined && (typeof options.model !== 'string' || options.model === '')) {
-    throw invalidArgument('model', 'the path of a model folder (a non-empty string)', options.model);
+    throw invalidArgument('model', 'a model folder or a hub id ORG/NAME (a non-empty string)', options.model);
+  }
+  if (options.revision !== undefined && (typeof options.revision !== 'string' || options.revision === '')) {
+    throw invalidArgument('revision', 'a branch, tag or commit (a non-empty string)', options.revision);
   }
   for (const [part, methods] of Object.entries(PART_METHODS)) {
     const value = options[part];
@@ -166,7 +170,7 @@ export function checkCreateOptions(options: unknown): void {
       }
     });
   }
-  for (const key of ['onProgress', 'configure'] as const) {
+  for (const key of ['onProgress', 'configure', 'onDownloadProgress', 'onDownloadPlan'] as const) {
     if (options[key] !== undefined && typeof options[key] !== 'function') throw invalidArgument(key, 'a function', options[key]);
   }
 }
