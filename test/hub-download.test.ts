@@ -111,6 +111,13 @@ describe('hub downloads into the shared cache (stand-in hub on 127.0.0.1)', () =
     const repo = await rejection(resolveModel('test-org/no-such-model', { settings: settings() }));
     expect(repo.code).to.equal('not_found');
     expect(repo.message).to.match(/^model test-org\/no-such-model not found on http:\/\/127\.0\.0\.1/);
+    // The hub answers an anonymous caller 401 RepoNotFound (missing and private look alike): not "gated".
+    expect(hub.requests.at(-1)?.status).to.equal(401);
+    expect(repo.message).to.include('(if it is private or gated, set HF_TOKEN)');
+    const withToken = await rejection(resolveModel('test-org/no-such-model', { settings: settings({ token: OTHER_TOKEN }) }));
+    expect(withToken.code).to.equal('not_found');
+    expect(hub.requests.at(-1)?.status).to.equal(404);
+    expect(withToken.message).to.equal(`model test-org/no-such-model not found on ${hub.url}`);
     const rev = await rejection(resolveModel(`${OPEN_REPO}@no-such-branch`, { settings: settings() }));
     expect(rev.code).to.equal('not_found');
     expect(rev.message).to.match(/revision no-such-branch not found in model test-org\/paligemma-tiny/);

@@ -1,16 +1,18 @@
 /**
  * A stand-in for the model hub on 127.0.0.1, serving the routes both clients call
- * (`@huggingface/hub` and Python's `huggingface_hub`, checked by test/fixtures/hub/make-hub-record.py):
+ * (`@huggingface/hub` and Python's `huggingface_hub`, checked by test/fixtures/hub/make-hub-cache.py):
  *
  *   GET  /api/models/ORG/NAME[/revision/REV]       repo info with the commit `sha` and `siblings`
  *   GET  /api/models/ORG/NAME/tree/REV[/PATH]      file listing (oid, size, lfs {oid, size})
  *   POST /api/models/ORG/NAME/paths-info/REV       the same entries for named paths (JSON or form body)
  *   GET|HEAD /ORG/NAME/resolve/REV/FILE            X-Repo-Commit, ETag, Range; LFS files answer 302 to
- *                                                  a second address (the storage host) with
+ *                                                  a second address (the storage host, on
+ *                                                  `localhost`: another host name) with
  *                                                  X-Linked-Etag / X-Linked-Size, as the real hub does
  *
  * Errors carry `X-Error-Code` like the hub's: gated repos answer 401 without a token and 403 with
- * a token that was not granted; unknown repos, revisions and files answer 404.
+ * a token that was not granted; unknown repos answer 401 (RepoNotFound) without a token and 404
+ * with one; unknown revisions and files answer 404.
  */
 import { createHash } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -38,6 +40,8 @@ export interface RecordedRequest {
   /** The Range header, when one came. */
   range?: string;
   host: 'hub' | 'storage';
+  /** The status answered (set once the response is sent). */
+  status?: number;
 }
 
 export interface HubStandIn {
@@ -89,8 +93,11 @@ export async function startHubStandIn(repos: StandInRepo[]): Promise<HubStandIn>
   const hub: FastifyInstance = Fastify();
   const storage: FastifyInstance = Fastify();
   for (const [app, host] of [[hub, 'hub'], [storage, 'storage']] as const) {
-    app.addHook('onRequest', async (req) => {
-      requests.push({ method: req.method, url: req.url, authorized: req.headers.authorization !== undefined, range: req.headers.range, host });
+    app.addHook('onRequest', async (req, reply) => {
+      const r: RecordedRequest = { method: req.method, url: req.url, authorized: req.headers.authorization !== undefined, range: req.headers.range, host };
+      requests.push(r);
+      // Hijacked replies (cut downloads) skip onResponse; the raw response's close still comes.
+      reply.raw.once('close', () => { r.status = reply.raw.statusCode; });
     });
   }
   hub.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
@@ -105,7 +112,8 @@ export async function startHubStandIn(repos: StandInRepo[]): Promise<HubStandIn>
   function lookup(req: FastifyRequest, reply: FastifyReply, rev = 'main'): { repo: StandInRepo; commit: string; files: StandInFile[] } | undefined {
     const { org, name } = req.params as { org: string; name: string };
     const repo = repos.find((r) => r.id === `${org}/${name}`);
-    if (!repo) { fail(reply, 404, 'RepositoryNotFound', 'Repository not found'); return undefined; }
+    // As the hub: 401 to an anonymous caller (it cannot tell missing from private), 404 otherwise.
+    if (!repo) { fail(reply, req.headers.authorization ? 404 : 401, 'RepoNotFound', 'Repository not found'); return undefined; }
     if (repo.grantedTokens) {
       const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
       if (!token) {
@@ -205,7 +213,11 @@ export async function startHubStandIn(repos: StandInRepo[]): Promise<HubStandIn>
   });
 
   const url = await hub.listen({ host: '127.0.0.1', port: 0 });
-  storageUrl = await storage.listen({ host: '127.0.0.1', port: 0 });
+  // The storage host must have another host name than the hub, as on the real hub: Python's client
+  // follows a redirect to the same host name (whatever the port) but stops at another host's.
+  // Fastify listens on every loopback address `localhost` names.
+  const storageAddress = new URL(await storage.listen({ host: 'localhost', port: 0 }));
+  storageUrl = `http://localhost:${storageAddress.port}`;
   return {
     url, storageUrl, requests,
     cutNextDownload: (path, bytes) => { cuts.set(path, bytes); },
