@@ -1,5 +1,7 @@
 import { expect } from 'chai';
-import { lstat, mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DownloadPlan, DownloadProgress } from '../src/hub/download-snapshot.js';
@@ -12,6 +14,15 @@ import {
 import { etagOf, startHubStandIn, type HubStandIn, type StandInFile } from './support/hub-stand-in.js';
 
 const REPO_DIR = 'models--test-org--paligemma-tiny';
+
+/** An address on 127.0.0.1 where nothing listens (a port just released). */
+async function closedEndpoint(): Promise<string> {
+  const server = createServer();
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((done) => server.close(done));
+  return `http://127.0.0.1:${port}`;
+}
 
 async function rejection(p: Promise<unknown>): Promise<PaliGemmaError> {
   try {
@@ -147,5 +158,41 @@ describe('hub downloads into the shared cache (stand-in hub on 127.0.0.1)', () =
     const resumedBytes = shard.content.length - cut + left.reduce((n, f) => n + f.content.length, 0);
     expect(events.at(-1)?.receivedBytes).to.equal(resumedBytes);
     expect(await stat(partial).catch(() => undefined)).to.equal(undefined);
+  });
+  it('a file whose bytes do not hash to its etag is refused, removed, and never linked; the next run fetches it anew', async () => {
+    const shard = files.find((f) => f.path === 'model-00001-of-00002.safetensors')!;
+    hub.corruptNextDownload(shard.path);
+    const bad = await rejection(resolveModel(OPEN_REPO, { settings: settings() }));
+    expect(bad.code).to.equal('hub_error');
+    expect(bad.message).to.match(new RegExp(`download of ${shard.path} from test-org/paligemma-tiny@1{40} is corrupt \\(\\d+ of \\d+ bytes, hash [0-9a-f]{64}, expected ${etagOf(shard)}\\); run again`));
+    const blobs = join(cache, REPO_DIR, 'blobs');
+    expect(await stat(join(blobs, etagOf(shard))).catch(() => undefined)).to.equal(undefined);
+    expect(await stat(join(blobs, `${etagOf(shard)}.incomplete`)).catch(() => undefined)).to.equal(undefined);
+    expect(await stat(join(cache, REPO_DIR, 'snapshots', MAIN_COMMIT, shard.path)).catch(() => undefined)).to.equal(undefined);
+    const dir = await resolveModel(OPEN_REPO, { settings: settings() });
+    expect(Buffer.compare(await readFile(join(dir, shard.path)), Buffer.from(shard.content))).to.equal(0);
+  });
+
+  it('hub unreachable: a complete cached branch is used, as Python does; without one, one line naming HF_ENDPOINT and HF_HUB_OFFLINE', async () => {
+    const dir = await resolveModel(OPEN_REPO, { settings: settings() });
+    const closed = await closedEndpoint();
+    expect(await resolveModel(OPEN_REPO, { settings: settings({ endpoint: closed }) })).to.equal(dir);
+    const down = await rejection(resolveModel(`${OPEN_REPO}@v0`, { settings: settings({ endpoint: closed }) }));
+    expect(down.code).to.equal('network');
+    expect(down.message).to.match(/^cannot reach the hub at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\) for model test-org\/paligemma-tiny: check the network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1/);
+  });
+
+  it('an existing folder named like ORG/NAME wins over the hub id, and takes no revision', async () => {
+    const cwd = process.cwd();
+    process.chdir(cache);
+    try {
+      await mkdir(join('test-org', 'paligemma-tiny'), { recursive: true });
+      expect(await resolveModel(OPEN_REPO, { settings: settings() })).to.equal(OPEN_REPO);
+      expect(hub.requests).to.deep.equal([]);
+      const err = await rejection(resolveModel(OPEN_REPO, { revision: 'v0', settings: settings() }));
+      expect(err.message).to.match(/revision v0 given with the local folder test-org\/paligemma-tiny/);
+    } finally {
+      process.chdir(cwd);
+    }
   });
 });

@@ -27,6 +27,16 @@ export function hubFetch(settings: HubSettings): HubFetch {
   return { fetch: wrapped, lastErrorCode: () => errorCode };
 }
 
+/**
+ * No answer from the hub, or a server error (it is down): with a complete copy in the cache
+ * the caller uses that instead, as Python's client does.
+ */
+export class HubUnreachableError extends PaliGemmaError {
+  constructor(message: string) {
+    super(message, 'network');
+  }
+}
+
 /** A failed hub call as the user should read it. */
 export function hubError(e: unknown, repo: string, revision: string, settings: HubSettings, errorCode: string | undefined): unknown {
   const page = `${settings.endpoint}/${repo}`;
@@ -50,6 +60,7 @@ export function hubError(e: unknown, repo: string, revision: string, settings: H
         ? new PaliGemmaError(`the hub at ${settings.endpoint} refused HF_TOKEN for model ${repo} (401): set a valid token (HF_TOKEN, or hf auth login)`, 'gated')
         : new PaliGemmaError(`model ${repo} needs a login on ${settings.endpoint}: accept the licence on ${page} if it is gated, and set HF_TOKEN`, 'gated');
     }
+    if (e.statusCode >= 500) return new HubUnreachableError(`the hub at ${settings.endpoint} answered ${e.statusCode} for model ${repo}: try again later, or set HF_HUB_OFFLINE=1 to use the cache only`);
     return new PaliGemmaError(`the hub at ${settings.endpoint} answered ${e.statusCode} for model ${repo}`, 'hub_error');
   }
   return e;

@@ -50,6 +50,8 @@ export interface HubStandIn {
   requests: RecordedRequest[];
   /** The next GET of `path`'s bytes sends only `bytes` bytes, then drops the connection. */
   cutNextDownload(path: string, bytes: number): void;
+  /** The next GET of `path`'s bytes sends the right length with one byte flipped. */
+  corruptNextDownload(path: string): void;
   close(): Promise<void>;
 }
 
@@ -89,6 +91,7 @@ function parseRange(header: string | undefined, size: number): [number, number] 
 export async function startHubStandIn(repos: StandInRepo[]): Promise<HubStandIn> {
   const requests: RecordedRequest[] = [];
   const cuts = new Map<string, number>();
+  const corrupt = new Set<string>();
   const blobs = new Map<string, StandInFile>();       // storage host: sha256 → file
   const hub: FastifyInstance = Fastify();
   const storage: FastifyInstance = Fastify();
@@ -168,6 +171,10 @@ export async function startHubStandIn(repos: StandInRepo[]): Promise<HubStandIn>
     const [start, end] = range ?? [0, size - 1];
     if (range && (start > end || start >= size)) return reply.code(416).header('Content-Range', `bytes */${size}`).send();
     const body = Buffer.from(file.content.subarray(start, end + 1));
+    if (req.method === 'GET' && corrupt.has(file.path) && body.length > 1) {
+      corrupt.delete(file.path);
+      body[body.length >> 1] ^= 0xff;
+    }
     const cut = req.method === 'GET' ? cuts.get(file.path) : undefined;
     if (cut !== undefined && !(range && end - start === 0)) {
       cuts.delete(file.path);
@@ -221,6 +228,7 @@ export async function startHubStandIn(repos: StandInRepo[]): Promise<HubStandIn>
   return {
     url, storageUrl, requests,
     cutNextDownload: (path, bytes) => { cuts.set(path, bytes); },
+    corruptNextDownload: (path) => { corrupt.add(path); },
     close: async () => { await hub.close(); await storage.close(); },
   };
 }
