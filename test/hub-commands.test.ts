@@ -23,6 +23,7 @@ import { encodeNpz } from '../src/testing/npz-writer.js';
 import { smoothVaeTensors } from '../src/testing/tiny-vae.js';
 import { fixtureRepos, MAIN_COMMIT, OLD_COMMIT, OPEN_REPO, UNNEEDED } from './support/hub-fixture-repo.js';
 import { startHubStandIn, type HubStandIn } from './support/hub-stand-in.js';
+import { hasRedisServer, startRedis } from './support/redis-server.js';
 import { expectUserError } from './support/run-cli.js';
 import { runCliAsync } from './support/run-cli-async.js';
 
@@ -123,6 +124,25 @@ describe('hub ids on every model command and in createPipeline (stand-in hub on 
     const outcome = JSON.parse((await readFile(results, 'utf8')).trim()) as { id: string; status: string };
     expect(outcome).to.include({ id: 'j1', status: 'completed' });
     expect(hub.requests).to.deep.equal([]);
+  });
+
+  it('batch worker --model ORG/NAME (Redis queue) takes the cached hub id offline, with no request', async function () {
+    if (!hasRedisServer()) this.skip();   // redis-server is not on PATH: this one needs a real Redis
+    const redis = await startRedis();
+    try {
+      const jobs = join(dir, 'worker-jobs.jsonl');
+      await writeFile(jobs, `${JSON.stringify({ id: 'w1', image: IMAGE, prompt: 'caption en', options: { maxNewTokens: 2 } })}\n`);
+      const q = ['--redis', redis.url, '--queue', 'hubq'];
+      const submitted = await runCliAsync(['batch', 'submit', ...q, '--input', jobs], env());
+      expect(submitted.code, submitted.stderr).to.equal(0);
+      hub.requests.length = 0;
+      const worker = await runCliAsync(['batch', 'worker', ...q, '--model', OPEN_REPO, '--until-idle'], env({ HF_HUB_OFFLINE: '1' }));
+      expect(worker.code, worker.stderr).to.equal(0);
+      expect(worker.stderr).to.match(/job w1 completed/);
+      expect(hub.requests).to.deep.equal([]);
+    } finally {
+      await redis.stop();
+    }
   });
 
   it('--revision and @REV reach the resolver on every command; offline, a revision not in the cache is one line naming the cache path', async () => {
