@@ -30,6 +30,10 @@ interface Record {
     python_read: { scan: Scan; snapshot_download: { [rev: string]: Outcome<string> }; hf_hub_download: { [file: string]: Outcome<{ path: string; sha256: string }> } };
   };
   errors: { [name: string]: Outcome<string> };
+  interrupted: {
+    python: { result: Outcome<string>; tree: TreeEntry[] };
+    ours_then_python: { code: number; stderr: string; tree: TreeEntry[]; python_snapshot_download: Outcome<string>; tree_after_python: TreeEntry[]; python_scan: Scan };
+  };
   requests: { [phase: string]: string[] };
 }
 
@@ -166,5 +170,23 @@ describe(`the hub cache shared with Python's huggingface_hub (recorded with ${RE
       expect('ok' in recorded ? 'ok' : recorded.error, name).to.equal(pythonClass);
       expect(our, name).to.equal(ourCode[pythonClass]);
     }
+  });
+  it("a partial file our download leaves is kept for our resume and never taken for a whole blob by Python's client", async () => {
+    const shard = [...contents.values()].find((f) => f.path === 'model-00002-of-00002.safetensors')!;
+    const blob = `models--test-org--paligemma-tiny/blobs/${sha256(shard.content)}`;
+    const { ours_then_python: ours, python } = RECORD.interrupted;
+    expect(ours.code).to.equal(2);
+    expect(ours.stderr).to.match(/^error: download of model-00002-of-00002\.safetensors .* at 50000 of \d+ bytes; run again to resume$/);
+    const at = (tree: TreeEntry[], path: string) => tree.find((e) => e.path === path);
+    expect(at(ours.tree, `${blob}.incomplete`)?.size).to.equal(50000);
+    expect(at(ours.tree, blob)).to.equal(undefined);
+    // Python fetched the shard whole beside our partial file; its scan of the result is clean.
+    expect(ours.python_snapshot_download).to.deep.equal({ ok: `models--test-org--paligemma-tiny/snapshots/${MAIN_COMMIT}` });
+    expect(at(ours.tree_after_python, blob)).to.include({ size: shard.content.length, sha256: sha256(shard.content) });
+    expect(ours.python_scan.warnings).to.deep.equal([]);
+    // The stand-in's cut is what a dropped connection looks like to Python too: it retried and got the file whole.
+    expect(python.result).to.deep.equal({ ok: `models--test-org--paligemma-tiny/snapshots/${MAIN_COMMIT}/model-00002-of-00002.safetensors` });
+    expect(at(python.tree, blob)).to.include({ size: shard.content.length, sha256: sha256(shard.content) });
+    expect(RECORD.requests['python-cut'].filter((l) => l.startsWith('storage GET'))).to.have.length(2);
   });
 });
