@@ -30,7 +30,7 @@ import { runCliAsync } from './support/run-cli-async.js';
 const IMAGE = fileURLToPath(new URL('../examples/demo.png', import.meta.url));
 const BIN = fileURLToPath(new URL('../bin/paligemma.js', import.meta.url));
 const REPO_DIR = 'models--test-org--paligemma-tiny';
-const HF_VARS = ['HF_HUB_CACHE', 'HF_HOME', 'HF_ENDPOINT', 'HF_TOKEN', 'HF_HUB_OFFLINE', 'HF_TOKEN_PATH', 'HUGGINGFACE_HUB_CACHE'];
+const HF_VARS = ['HF_HUB_CACHE', 'HF_HOME', 'HF_ENDPOINT', 'HF_TOKEN', 'HF_HUB_OFFLINE', 'HF_TOKEN_PATH', 'HUGGINGFACE_HUB_CACHE', 'HUGGING_FACE_HUB_TOKEN', 'TRANSFORMERS_OFFLINE', 'XDG_CACHE_HOME'];
 
 describe('hub ids on every model command and in createPipeline (stand-in hub on 127.0.0.1)', function () {
   let hub: HubStandIn;
@@ -188,8 +188,7 @@ describe('hub ids on every model command and in createPipeline (stand-in hub on 
     const saved = Object.fromEntries(HF_VARS.map((k) => [k, process.env[k]]));
     const apiCache = join(dir, 'api-cache');
     Object.assign(process.env, { HF_HUB_CACHE: apiCache, HF_ENDPOINT: hub.url, HF_HOME: join(dir, 'hf-home') });
-    delete process.env.HF_HUB_OFFLINE;
-    delete process.env.HF_TOKEN;
+    for (const k of ['HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE', 'HF_TOKEN', 'HUGGING_FACE_HUB_TOKEN', 'HF_TOKEN_PATH']) delete process.env[k];
     try {
       const events: DownloadProgress[] = [];
       const pipe = await createPipeline({ model: OPEN_REPO, revision: 'v0', onDownloadProgress: (p) => events.push(p) });
