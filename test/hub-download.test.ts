@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -180,6 +181,17 @@ describe('hub downloads into the shared cache (stand-in hub on 127.0.0.1)', () =
     const down = await rejection(resolveModel(`${OPEN_REPO}@v0`, { settings: settings({ endpoint: closed }) }));
     expect(down.code).to.equal('network');
     expect(down.message).to.match(/^cannot reach the hub at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\) for model test-org\/paligemma-tiny: check the network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1/);
+    // A hub that is down (5xx) counts as unreachable too.
+    const failing = createHttpServer((_req, res) => { res.writeHead(503).end(); });
+    await new Promise<void>((done) => failing.listen(0, '127.0.0.1', done));
+    try {
+      const endpoint = `http://127.0.0.1:${(failing.address() as AddressInfo).port}`;
+      expect(await resolveModel(OPEN_REPO, { settings: settings({ endpoint }) })).to.equal(dir);
+      const err = await rejection(resolveModel(`${OPEN_REPO}@v0`, { settings: settings({ endpoint }) }));
+      expect(err.message).to.match(/answered 503 for model test-org\/paligemma-tiny: try again later/);
+    } finally {
+      await new Promise((done) => failing.close(done));
+    }
   });
 
   it('an existing folder named like ORG/NAME wins over the hub id, and takes no revision', async () => {
