@@ -16,7 +16,7 @@ import { readResultsFile, writeResultsFile } from '../batch/results-file.js';
 import { openBullmqJobQueue } from '../batch/index.js';
 import { createRegistry } from '../create-pipeline.js';
 import { PaliGemmaError } from '../interfaces/errors.js';
-import { parseNumber } from './cli-errors.js';
+import { parseInteger } from './cli-errors.js';
 import { addModelOptions, pipelineFor, type ModelFlags } from './model-options.js';
 
 interface RetryFlags { attempts: string; backoffMs: string }
@@ -66,13 +66,13 @@ function redisWarning(redisUrl: string): (message: string) => void {
 }
 
 function concurrencyOf(value: string): number {
-  return parseNumber('--concurrency', value, (n) => Number.isInteger(n) && n >= 1 && n <= 1024, 'an integer in 1..1024')!;
+  return parseInteger('--concurrency', value, 1, 1024)!;
 }
 
 function retryOf(flags: RetryFlags): RetryPolicy {
   return {
-    attempts: parseNumber('--attempts', flags.attempts, (n) => Number.isInteger(n) && n >= 1 && n <= 100, 'an integer in 1..100')!,
-    backoffMs: parseNumber('--backoff-ms', flags.backoffMs, (n) => Number.isInteger(n) && n >= 0, 'an integer ≥ 0')!,
+    attempts: parseInteger('--attempts', flags.attempts, 1, 100)!,
+    backoffMs: parseInteger('--backoff-ms', flags.backoffMs, 0)!,
   };
 }
 
@@ -183,11 +183,11 @@ function workerCommand(): Command {
     .option('--until-idle', 'exit once nothing is waiting or running')))
     .action(async (flags: WorkerFlags) => {
       const concurrency = concurrencyOf(flags.concurrency);
-      const ms = (flag: string, v: string) => parseNumber(flag, v, (n) => Number.isInteger(n) && n >= 100, 'an integer ≥ 100 (milliseconds)')!;
+      const ms = (flag: string, v: string) => parseInteger(flag, v, 100)!;
       const stall = {
         lockMs: ms('--lock-ms', flags.lockMs),
         stalledIntervalMs: ms('--stalled-interval-ms', flags.stalledIntervalMs),
-        maxStalledCount: parseNumber('--max-stalled', flags.maxStalled, (n) => Number.isInteger(n) && n >= 0, 'an integer ≥ 0')!,
+        maxStalledCount: parseInteger('--max-stalled', flags.maxStalled, 0)!,
       };
       const queue = await openQueue(queueOptions(flags, { stall, persistent: true, onConnectionError: redisWarning(flags.redis) }));
       const controller = new AbortController();

@@ -197,11 +197,11 @@ export class PaliGemmaPipeline {
   private taskHelpers?: PaliGemmaTasks;
   /** The task helpers bound to this pipeline. */
   get tasks(): PaliGemmaTasks { return this.taskHelpers ??= new PaliGemmaTasks(this, { modelDir: this.modelDir }); }
-  detect(image: ImageInput, labels: string | readonly string[], opts?: GenerateOptions) { return this.tasks.detect(image, labels, opts); }
-  segment(image: ImageInput, label: string, opts?: SegmentOptions) { return this.tasks.segment(image, label, opts); }
-  caption(image: ImageInput, opts?: GenerateOptions & { lang?: string }) { return this.tasks.caption(image, opts); }
-  ocr(image: ImageInput, opts?: GenerateOptions) { return this.tasks.ocr(image, opts); }
-  answer(image: ImageInput, question: string, opts?: GenerateOptions & { lang?: string }) { return this.tasks.answer(image, question, opts); }
+  async detect(image: ImageInput, labels: string | readonly string[], opts?: GenerateOptions) { this.checkOpen('detect'); return this.tasks.detect(image, labels, opts); }
+  async segment(image: ImageInput, label: string, opts?: SegmentOptions) { this.checkOpen('segment'); return this.tasks.segment(image, label, opts); }
+  async caption(image: ImageInput, opts?: GenerateOptions & { lang?: string }) { this.checkOpen('caption'); return this.tasks.caption(image, opts); }
+  async ocr(image: ImageInput, opts?: GenerateOptions) { this.checkOpen('ocr'); return this.tasks.ocr(image, opts); }
+  async answer(image: ImageInput, question: string, opts?: GenerateOptions & { lang?: string }) { this.checkOpen('answer'); return this.tasks.answer(image, question, opts); }
 
   /** Releases the weights and the backend; later generate/stream/score calls fail with code 'closed'. */
   async close(): Promise<void> {
