@@ -171,12 +171,8 @@ export function checkCreateOptions(options: unknown, known: readonly string[]): 
       }
     });
   }
-<<<<<<< HEAD
   if (options.gemma2 !== undefined && !isObject(options.gemma2)) throw invalidArgument('gemma2', 'an object', options.gemma2);
   for (const key of ['onProgress', 'onDownloadProgress', 'onDownloadPlan', 'configure'] as const) {
-=======
-  for (const key of ['onProgress', 'configure', 'onDownloadProgress', 'onDownloadPlan'] as const) {
->>>>>>> hub2
     if (options[key] !== undefined && typeof options[key] !== 'function') throw invalidArgument(key, 'a function', options[key]);
   }
 }
