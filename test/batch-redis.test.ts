@@ -108,11 +108,16 @@ describe('paligemma batch on Redis', function () {
     this.timeout(240_000);
     const args = ['--queue', Q1, '--redis', redis!.url, '--model', model, '--plugin', SLOW_PLUGIN, '--image-processor', 'slow-siglip',
       '--lock-ms', '1500', '--stalled-interval-ms', '300'];
-    // a runs one job at a time (so it is killed inside exactly one); b batches three.
+    // a runs one job at a time (so it is killed inside exactly one); b batches three. b starts
+    // once a has its model: b's own start then leaves a the time to finish a first job while
+    // jobs still wait, so a surely holds one when it is killed.
     const a = startWorker(args);
+    workers.push(a);
+    await waitFor('worker a to be ready', 60_000, () => a.log().includes(' ready on queue ') || a.child.exitCode !== null);
     const b = startWorker([...args, '--concurrency', '3']);
-    workers.push(a, b);
-    // Kill a once it has finished one job: it is then inside the next one's image pause.
+    workers.push(b);
+    // Kill a once it has finished one job: it took the next one as it finished (BullMQ fetches
+    // it in the same call) and is inside that one's image pause.
     await waitFor('worker a to complete a job', 60_000, () => completedIds(a.log()).length >= 1 || a.child.exitCode !== null);
     expect(a.child.exitCode, a.log()).to.equal(null);
     a.child.kill('SIGKILL');
