@@ -142,6 +142,20 @@ describe('paligemma serve: task helpers on /v1/generate', function () {
     expect(r.body.skipped).to.deep.equal(JSON.parse(JSON.stringify(alone.skipped)));
   });
 
+  it('a bare base64 JPEG (which starts with "/") is an image, not a file path', async () => {
+    const jpeg = await sharp(png).jpeg().toBuffer();
+    const b64 = jpeg.toString('base64');
+    expect(b64.startsWith('/9j/')).to.equal(true);
+    const r = await fetch(`${greedyUrl}/v1/generate`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ image: b64, task: 'caption', maxNewTokens: 4 }),
+    });
+    const body = await r.json() as any;
+    expect(r.status, JSON.stringify(body)).to.equal(200);
+    const alone = await pipe.caption(new Uint8Array(jpeg), { maxNewTokens: 4 });
+    expect(body.tokens).to.deep.equal(alone.generation.tokens);
+  });
+
   it('bad task requests are 400s naming the field', async () => {
     const cases: [Record<string, unknown>, string][] = [
       [{ task: 'classify' }, 'task'],
