@@ -29,7 +29,7 @@ import { loadPluginModule } from './plugin/load-plugin.js';
 import { PartRegistry } from './plugin/part-registry.js';
 import { parseModelDtype, planDtype, type ModelDtype } from './pipeline/model-dtype.js';
 import { ensureDemoCheckpoint } from './testing/demo-checkpoint.js';
-import { checkBackendOptionKeys, checkCreateOptions, guarded } from './pipeline/api-arguments.js';
+import { checkBackendOptionKeys, checkCreateOptions, guarded, guardedAsync } from './pipeline/api-arguments.js';
 
 export interface CreatePipelineOptions {
   /**
@@ -138,11 +138,13 @@ export async function createPipeline(options: CreatePipelineOptions = {}): Promi
       ? options.sampler
       : guarded('sampler create()', () => registry.get('sampler', options.sampler as string | undefined ?? 'greedy').create(options.samplerOptions ?? {}));
 
-    const tokenizer = typeof options.tokenizer === 'object' ? options.tokenizer : await tokenizerPart!.load(dir);
+    const tokenizer = typeof options.tokenizer === 'object'
+      ? options.tokenizer
+      : await guardedAsync(`tokenizer ${tokenizerPart!.name} load()`, () => tokenizerPart!.load(dir));
     checkpoint = await loadCheckpoint(dir, backend, { onProgress: options.onProgress, weights: plan.weights });
     const imageProcessor = typeof options.imageProcessor === 'object'
       ? options.imageProcessor
-      : await imageProcessorPart!.load(dir, checkpoint.config.vision.imageSize);
+      : await guardedAsync(`image processor ${imageProcessorPart!.name} load()`, () => imageProcessorPart!.load(dir, checkpoint!.config.vision.imageSize));
 
     const c = registry.container;
     c.bind(TensorBackend).toConstantValue(backend);

@@ -132,9 +132,16 @@ describe('paligemma serve: task helpers on /v1/generate', function () {
 
   it('with the model\'s own greedy answer, a served detect equals pipe.detect run alone', async () => {
     const [r, alone] = await Promise.all([
-      post(greedyUrl, { task: 'detect', labels: 'cat', maxNewTokens: 12 }),
-      pipe.detect(new Uint8Array(png), 'cat', { maxNewTokens: 12 }),
+      post(greedyUrl, { task: 'detect', labels: 'cat', maxNewTokens: 12, logprobs: 2 }),
+      pipe.detect(new Uint8Array(png), 'cat', { maxNewTokens: 12, logprobs: 2 }),
     ]);
+    expect(r.body.logprobs).to.have.length(alone.generation.logprobs!.length);
+    r.body.logprobs.forEach((e: any, i: number) => {
+      const w = alone.generation.logprobs![i];
+      expect(e.token).to.equal(w.token);
+      expect(e.logprob).to.be.closeTo(w.logprob, 1e-6);
+      expect(e.top.map((t: any) => t.token)).to.deep.equal(w.top.map((t) => t.token));
+    });
     expect(r.status, JSON.stringify(r.body)).to.equal(200);
     expect(r.body.tokens).to.deep.equal(alone.generation.tokens);
     expect(r.body.text).to.equal(alone.text);

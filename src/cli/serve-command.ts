@@ -1,9 +1,9 @@
-import { basename } from 'node:path';
 import { Command } from 'commander';
-import { parseNumber } from './cli-errors.js';
+import { parseInteger } from './cli-errors.js';
 import { addModelOptions, pipelineFor, type ModelFlags } from './model-options.js';
 import { ServingEngine } from '../serving/serving-engine.js';
 import { buildServer } from '../serving/server.js';
+import { modelDisplayName } from '../hub/resolve-model.js';
 
 interface ServeFlags extends ModelFlags {
   port: string;
@@ -29,13 +29,13 @@ export function serveCommand(): Command {
     .option('--max-body <bytes>', 'largest request body; larger ones get 413', String(25 * 1024 * 1024))
     .option('--max-tokens <n>', 'max_tokens when a request gives none', '256')
     .option('--vision-cache <n>', 'images whose vision-tower output stays cached', '64')
-    .option('--model-name <id>', 'model id clients use (default: the model folder name)')
+    .option('--model-name <id>', 'model id clients use (default: the hub id ORG/NAME, or the model folder name)')
     .option('--api-key <key>', 'require Authorization: Bearer KEY')
     .option('--allow-file-images <dir>', 'accept file:// image URLs inside this folder')
     .option('--allow-remote-images', 'fetch http(s) image URLs'))
     .action(async (flags: ServeFlags) => {
       const int = (flag: string, v: string, min: number) =>
-        parseNumber(flag, v, (n) => Number.isInteger(n) && n >= min, `an integer ≥ ${min}`)!;
+        parseInteger(flag, v, min)!;
       const port = int('--port', flags.port, 0);
       const maxBatch = int('--max-batch', flags.maxBatch, 1);
       const maxQueue = int('--max-queue', flags.maxQueue, 0);
@@ -45,7 +45,7 @@ export function serveCommand(): Command {
       const pipe = await pipelineFor(flags);
       const engine = new ServingEngine(pipe, { maxBatch, maxQueue, visionCacheSize });
       const app = await buildServer(engine, {
-        modelId: flags.modelName ?? (flags.model ? basename(flags.model) : 'paligemma-demo'),
+        modelId: flags.modelName ?? (flags.model ? modelDisplayName(flags.model) : 'paligemma-demo'),
         apiKey: flags.apiKey, maxBody, defaultMaxTokens,
         images: { fileRoot: flags.allowFileImages, allowRemote: flags.allowRemoteImages === true },
       });

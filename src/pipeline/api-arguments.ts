@@ -93,7 +93,7 @@ export function checkInstance(what: string, value: unknown, methods: readonly st
 }
 
 /** Every GenerateOptions key, once: the compiler fails here when the interface gains one. */
-const GENERATE_OPTIONS = Object.keys({
+export const GENERATE_OPTIONS = Object.keys({
   maxNewTokens: true, sampler: true, seed: true, logprobs: true, signal: true,
 } satisfies Record<keyof GenerateOptions, true>);
 
@@ -141,7 +141,10 @@ export function checkCreateOptions(options: unknown, known: readonly string[]): 
   if (!isObject(options)) throw invalidArgument('createPipeline options', 'an object', options);
   checkKnownKeys('createPipeline option', options, known);
   if (options.model !== undefined && (typeof options.model !== 'string' || options.model === '')) {
-    throw invalidArgument('model', 'the path of a model folder (a non-empty string)', options.model);
+    throw invalidArgument('model', 'a model folder or a hub id ORG/NAME (a non-empty string)', options.model);
+  }
+  if (options.revision !== undefined && (typeof options.revision !== 'string' || options.revision === '')) {
+    throw invalidArgument('revision', 'a branch, tag or commit (a non-empty string)', options.revision);
   }
   if (options.revision !== undefined && (typeof options.revision !== 'string' || options.revision === '')) {
     throw invalidArgument('revision', 'a branch, tag or commit (a non-empty string)', options.revision);
@@ -168,6 +171,7 @@ export function checkCreateOptions(options: unknown, known: readonly string[]): 
       }
     });
   }
+  if (options.gemma2 !== undefined && !isObject(options.gemma2)) throw invalidArgument('gemma2', 'an object', options.gemma2);
   for (const key of ['onProgress', 'onDownloadProgress', 'onDownloadPlan', 'configure'] as const) {
     if (options[key] !== undefined && typeof options[key] !== 'function') throw invalidArgument(key, 'a function', options[key]);
   }
@@ -177,6 +181,16 @@ export function checkCreateOptions(options: unknown, known: readonly string[]): 
 export function guarded<T>(what: string, run: () => T): T {
   try {
     return run();
+  } catch (e) {
+    if (e instanceof PaliGemmaError) throw e;
+    throw new PaliGemmaError(`${what} failed: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]}`, 'plugin_failed');
+  }
+}
+
+/** `guarded` for an async function (a plugin's tokenizer or image processor load()). */
+export async function guardedAsync<T>(what: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
   } catch (e) {
     if (e instanceof PaliGemmaError) throw e;
     throw new PaliGemmaError(`${what} failed: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]}`, 'plugin_failed');
