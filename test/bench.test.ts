@@ -182,8 +182,8 @@ describe('paligemma bench', function () {
     expect((error as Error).message).to.match(/--repeats/);
   });
 
-  it('--model paligemma2 --image-size 896: Gemma 2 shapes and (896/14)² image tokens, phase peaks in each run', async function () {
-    const r = JSON.parse(await bench([...tiny, '--json', '--model', 'paligemma2', '--image-size', '896']));
+  it('--shapes paligemma2 --image-size 896: Gemma 2 shapes and (896/14)² image tokens, phase peaks in each run', async function () {
+    const r = JSON.parse(await bench([...tiny, '--json', '--shapes', 'paligemma2', '--image-size', '896']));
     const config = benchConfig({ visionLayers: 1, textLayers: 2, scaleDown: 16, model: 'paligemma2', imageSize: 896 });
     expect(config.text.modelType).to.equal('gemma2');
     expect(r.detail.model).to.equal(`PaliGemma 2 3B-${config.vision.imageSize}`);
@@ -197,12 +197,12 @@ describe('paligemma bench', function () {
       expect(run.prefillPeakRssMb).to.be.above(0);
     }
     // Through a written checkpoint, the Gemma 2 fields read back as the bench config.
-    const viaFile = JSON.parse(await bench([...tiny, '--json', '--model', 'paligemma2', '--image-size', '448', '--weights', 'bf16']));
+    const viaFile = JSON.parse(await bench([...tiny, '--json', '--shapes', 'paligemma2', '--image-size', '448', '--weights', 'bf16']));
     expect(viaFile.weights).to.equal('bf16');
   });
 
-  it('rejects a bad --model or --image-size, naming the flag', async function () {
-    for (const [flag, value, pattern] of [['--model', 'gemma3', /invalid --model "gemma3": expected paligemma or paligemma2/],
+  it('rejects a bad --shapes or --image-size, naming the flag', async function () {
+    for (const [flag, value, pattern] of [['--shapes', 'gemma3', /invalid --shapes "gemma3": expected paligemma or paligemma2/],
       ['--image-size', '512', /invalid --image-size "512": expected 224, 448, 896/]] as const) {
       let error: unknown;
       try { await bench([...tiny, flag, value, '--json']); } catch (e) { error = e; }

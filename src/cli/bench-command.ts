@@ -25,7 +25,7 @@ interface BenchFlags {
   bandwidthMib: string;
   seed: string;
   weights?: string;
-  model: string;
+  shapes: string;
   imageSize: string;
 }
 
@@ -33,7 +33,7 @@ const int = (flag: string, value: string, min: number) => parseInteger(flag, val
 
 function parseBenchModel(value: string): BenchModel {
   if ((BENCH_MODELS as readonly string[]).includes(value)) return value as BenchModel;
-  throw new PaliGemmaError(`invalid --model ${JSON.stringify(value)}: expected ${BENCH_MODELS.join(' or ')}`, 'invalid_option');
+  throw new PaliGemmaError(`invalid --shapes ${JSON.stringify(value)}: expected ${BENCH_MODELS.join(' or ')}`, 'invalid_option');
 }
 
 function parseImageSize(value: string): number {
@@ -55,7 +55,7 @@ export function benchCommand(): Command {
     .option('--backend-option <key=value>', BACKEND_OPTION_HELP, collect, [])
     .option('--vision-layers <n>', 'SigLIP encoder layers (the real model has 27)', '2')
     .option('--text-layers <n>', 'Gemma decoder layers (the real model has 18; PaliGemma 2 3B 26)', '2')
-    .option('--model <shapes>', `model shapes: ${BENCH_MODELS.join(' (PaliGemma-3B) or ')} (PaliGemma 2 3B, Gemma 2 2B decoder)`, 'paligemma')
+    .option('--shapes <model>', `model shapes (random weights, no folder): ${BENCH_MODELS.join(' (PaliGemma-3B) or ')} (PaliGemma 2 3B, Gemma 2 2B decoder)`, 'paligemma')
     .option('--image-size <px>', `input side: ${BENCH_IMAGE_SIZES.join(', ')} (256, 1024, 4096 image tokens)`, '224')
     .option('--new-tokens <n>', 'greedy decode steps per run', '16')
     .option('--weights <dtype>', 'store the random weights as a f32, bf16 or f16 checkpoint and load it the real way (default: f32 arrays in memory)')
@@ -83,7 +83,7 @@ export function benchCommand(): Command {
         bandwidthMib: int('--bandwidth-mib', flags.bandwidthMib, 1),
         seed: int('--seed', flags.seed, 0),
         weights: flags.weights === undefined ? undefined : parseBenchWeights(flags.weights),
-        model: parseBenchModel(flags.model),
+        model: parseBenchModel(flags.shapes),
         imageSize: parseImageSize(flags.imageSize),
       };
       const progress = !flags.json && process.stderr.isTTY;
