@@ -29,7 +29,7 @@ import { loadPluginModule } from './plugin/load-plugin.js';
 import { PartRegistry } from './plugin/part-registry.js';
 import { parseModelDtype, planDtype, type ModelDtype } from './pipeline/model-dtype.js';
 import { ensureDemoCheckpoint } from './testing/demo-checkpoint.js';
-import { checkBackendOptionKeys, checkCreateOptions, guarded } from './pipeline/api-arguments.js';
+import { checkBackendOptionKeys, checkCreateOptions, guarded, guardedAsync } from './pipeline/api-arguments.js';
 
 export interface CreatePipelineOptions {
   /**
@@ -71,6 +71,13 @@ export interface CreatePipelineOptions {
   configure?: (container: Container) => void;
 }
 
+/** Every CreatePipelineOptions key, once: the compiler fails here when the interface gains one. */
+const CREATE_PIPELINE_OPTIONS = Object.keys({
+  model: true, revision: true, onDownloadProgress: true, onDownloadPlan: true, backend: true, backendOptions: true,
+  dtype: true, attention: true, kvCache: true, sampler: true, samplerOptions: true, tokenizer: true,
+  imageProcessor: true, plugins: true, gemma2: true, onProgress: true, configure: true,
+} satisfies Record<keyof CreatePipelineOptions, true>);
+
 /** A registry holding the built-in plugins and the given ones. */
 export async function createRegistry(plugins: ReadonlyArray<PaliGemmaPlugin | string> = []): Promise<PartRegistry> {
   const registry = new PartRegistry();
@@ -95,7 +102,7 @@ export async function startBackend(registry: PartRegistry, name: string, options
 }
 
 export async function createPipeline(options: CreatePipelineOptions = {}): Promise<PaliGemmaPipeline> {
-  checkCreateOptions(options);
+  checkCreateOptions(options, CREATE_PIPELINE_OPTIONS);
   const registry = await createRegistry(options.plugins);
   const model = options.model === undefined ? undefined
     : await resolveModel(options.model, { revision: options.revision, onProgress: options.onDownloadProgress, onPlan: options.onDownloadPlan });
@@ -131,11 +138,13 @@ export async function createPipeline(options: CreatePipelineOptions = {}): Promi
       ? options.sampler
       : guarded('sampler create()', () => registry.get('sampler', options.sampler as string | undefined ?? 'greedy').create(options.samplerOptions ?? {}));
 
-    const tokenizer = typeof options.tokenizer === 'object' ? options.tokenizer : await tokenizerPart!.load(dir);
+    const tokenizer = typeof options.tokenizer === 'object'
+      ? options.tokenizer
+      : await guardedAsync(`tokenizer ${tokenizerPart!.name} load()`, () => tokenizerPart!.load(dir));
     checkpoint = await loadCheckpoint(dir, backend, { onProgress: options.onProgress, weights: plan.weights });
     const imageProcessor = typeof options.imageProcessor === 'object'
       ? options.imageProcessor
-      : await imageProcessorPart!.load(dir, checkpoint.config.vision.imageSize);
+      : await guardedAsync(`image processor ${imageProcessorPart!.name} load()`, () => imageProcessorPart!.load(dir, checkpoint!.config.vision.imageSize));
 
     const c = registry.container;
     c.bind(TensorBackend).toConstantValue(backend);

@@ -7,6 +7,8 @@ import { expect } from 'chai';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
+  AttentionKernelContribution, BackendContribution, ImageProcessorContribution, KVCacheStoreContribution, SamplerContribution,
+  TokenizerContribution,
   ContiguousKvCacheStore, PaliGemmaError, SiglipImageProcessor, createPipeline, definePlugin, promptIds, suffixIds,
   type CreatePipelineOptions, type GenerateOptions, type KVCacheStore, type PaliGemmaPipeline, type Sampler,
 } from '../src/index.js';
@@ -125,13 +127,15 @@ describe('faults: API', function () {
   });
 
   describe('rule 5: cancellation lands', function () {
-    for (const backend of ['reference', 'onnx', 'tfjs']) {
+    for (const backend of ['reference', 'onnx', 'tfjs', 'webgpu']) {
       it(`${backend}: a timer-fired abort during decoding stops within a step or two`, async function () {
         let p: PaliGemmaPipeline;
         try {
           p = await createPipeline({ model: dir, backend, sampler: neverEos(eos) });
         } catch (e) {
           if (e instanceof PaliGemmaError && e.code === 'missing_dependency') this.skip();
+          // No WebGPU adapter (no GPU and no SwiftShader): the backend refuses to start.
+          if (backend === 'webgpu' && e instanceof PaliGemmaError && /adapter/i.test(e.message)) this.skip();
           throw e;
         }
         try {
@@ -252,6 +256,12 @@ describe('faults: API', function () {
       ['plugins not an array', create({ plugins: 'x' }), 'invalid_argument', /invalid plugins/],
       ['a plugin that is not one', create({ plugins: [42] }), 'invalid_argument', /invalid plugins\[0\]/],
       ['backendOptions not an object', create({ backendOptions: 'int8' }), 'invalid_argument', /invalid backendOptions/],
+      ['revision a number', create({ revision: 3 }), 'invalid_argument', /invalid revision: .*got number 3/],
+      ['revision an empty string', create({ revision: '' }), 'invalid_argument', /invalid revision/],
+      ['onDownloadProgress not a function', create({ onDownloadProgress: true }), 'invalid_argument', /invalid onDownloadProgress: expected a function/],
+      ['onDownloadPlan not a function', create({ onDownloadPlan: {} }), 'invalid_argument', /invalid onDownloadPlan: expected a function/],
+      ['gemma2 not an object', create({ gemma2: 'auto' }), 'invalid_argument', /invalid gemma2: expected an object/],
+      ['dtype unknown', create({ dtype: 'int3' }), 'invalid_option', /dtype: unknown dtype "int3"/],
       ['samplerOptions not an object', create({ samplerOptions: 3 }), 'invalid_argument', /invalid samplerOptions/],
       ['unknown backend option key', create({ backendOptions: { quantise: 'int8' } }), 'unknown_option', /unknown option of backend reference: "quantise"/],
       ['a plugin whose module throws', create({ plugins: [throwingPlugin] }), 'invalid_input', /plugin throws-on-load .*boom in register/],
@@ -259,6 +269,17 @@ describe('faults: API', function () {
     for (const [label, run, code, pattern] of createCases) {
       it(`createPipeline: ${label}`, async function () { await expectCode(run, code, pattern); });
     }
+
+    it('createPipeline: every documented option is accepted (none is refused as unknown)', async function () {
+      // Every key of the type must be present here (a revision applies to hub ids only: undefined).
+      const all: { [K in keyof Required<CreatePipelineOptions>]: CreatePipelineOptions[K] } = {
+        model: dir, revision: undefined, onDownloadProgress: () => {}, onDownloadPlan: () => {}, backend: 'reference',
+        backendOptions: {}, dtype: 'auto', attention: 'plain', kvCache: 'contiguous', sampler: 'greedy', samplerOptions: {},
+        tokenizer: 'hf', imageProcessor: 'siglip', plugins: [], gemma2: {}, onProgress: () => {}, configure: () => {},
+      };
+      const p = await createPipeline(all);
+      await p.close();
+    });
 
     it('createPipeline: a configure option that throws', async function () {
       await expectCode(() => createPipeline({ model: dir, configure: () => { throw new TypeError('bad rebind'); } }),
@@ -272,6 +293,82 @@ describe('faults: API', function () {
       await expectCode(() => p.generate(image, PROMPT), 'closed', /generate|stream/);
       await expectCode(() => p.stream(image, PROMPT), 'closed', /stream\(\) was called after close\(\)/);
       await expectCode(() => p.score(image, PROMPT, 'x'), 'closed', /score\(\) was called after close\(\)/);
+    });
+  });
+
+  describe('rule 6: plugin parts that throw', function () {
+    const boom = (what: string) => () => { throw new TypeError(`${what} exploded`); };
+    const parts = definePlugin('throwing-parts', ({ bind }) => {
+      bind(BackendContribution).toConstantValue({ name: 'boom-backend', description: 'throws', create: boom('backend') });
+      bind(SamplerContribution).toConstantValue({ name: 'boom-sampler', description: 'throws', create: boom('sampler') });
+      bind(KVCacheStoreContribution).toConstantValue({ name: 'boom-kv', description: 'throws', create: boom('kv') });
+      bind(AttentionKernelContribution).toConstantValue({ name: 'boom-attention', description: 'throws', create: boom('attention') });
+      bind(TokenizerContribution).toConstantValue({ name: 'boom-tokenizer', description: 'throws', load: async () => boom('tokenizer')() });
+      bind(ImageProcessorContribution).toConstantValue({ name: 'boom-images', description: 'throws', load: async () => boom('images')() });
+    });
+    const cases: Array<[string, Partial<CreatePipelineOptions>, string, RegExp]> = [
+      ['backend create()', { backend: 'boom-backend' }, 'invalid_input', /backend boom-backend \(plugin throwing-parts\) failed to start: backend exploded/],
+      ['sampler create()', { sampler: 'boom-sampler' }, 'plugin_failed', /sampler create\(\) failed: sampler exploded/],
+      ['KV cache create()', { kvCache: 'boom-kv' }, 'plugin_failed', /KV cache store create\(\) failed: kv exploded/],
+      ['attention create()', { attention: 'boom-attention' }, 'plugin_failed', /attention kernel create\(\) failed: attention exploded/],
+      ['tokenizer load()', { tokenizer: 'boom-tokenizer' }, 'plugin_failed', /tokenizer boom-tokenizer load\(\) failed: tokenizer exploded/],
+      ['image processor load()', { imageProcessor: 'boom-images' }, 'plugin_failed', /image processor boom-images load\(\) failed: images exploded/],
+    ];
+    for (const [label, options, code, pattern] of cases) {
+      it(`a plugin whose ${label} throws a TypeError`, async function () {
+        await expectCode(() => createPipeline({ model: dir, plugins: [parts], ...options }), code, pattern);
+      });
+    }
+  });
+
+  describe('rule 6: arguments of the task helpers (pipe.detect/segment/caption/ocr/answer)', function () {
+    const taskCases: Array<[string, () => unknown, string, RegExp]> = [
+      ['detect: labels a number', () => pipe.detect(image, 5 as never), 'invalid_argument', /invalid detect labels: expected a string or an array of strings, got number 5/],
+      ['detect: labels null', () => pipe.detect(image, null as never), 'invalid_argument', /invalid detect labels/],
+      ['detect: a label that is a number', () => pipe.detect(image, ['cat', 1] as never), 'invalid_argument', /invalid detect labels/],
+      ['detect: no labels', () => pipe.detect(image, []), 'invalid_argument', /at least one label/],
+      ['detect: a label with ";"', () => pipe.detect(image, 'cat ; dog'), 'invalid_argument', /must not contain ';'/],
+      ['detect: image null', () => pipe.detect(null as never, 'cat'), 'invalid_argument', /invalid image/],
+      ['detect: options null', () => pipe.detect(image, 'cat', null as never), 'invalid_argument', /invalid detect options: expected an object, got null/],
+      ['detect: unknown option key', () => pipe.detect(image, 'cat', { maxNewToken: 3 } as never), 'unknown_option', /unknown detect option "maxNewToken"/],
+      ['detect: lang is not a detect option', () => pipe.detect(image, 'cat', { lang: 'en' } as never), 'unknown_option', /unknown detect option "lang"/],
+      ['detect: seed NaN', () => pipe.detect(image, 'cat', { seed: NaN }), 'invalid_argument', /invalid seed/],
+      ['segment: label null', () => pipe.segment(image, null as never), 'invalid_argument', /invalid segment label: expected a string, got null/],
+      ['segment: label a number', () => pipe.segment(image, 3 as never), 'invalid_argument', /invalid segment label/],
+      ['segment: vae a number', () => pipe.segment(image, 'cat', { vae: 3 } as never), 'invalid_argument', /invalid vae/],
+      ['segment: unknown option key', () => pipe.segment(image, 'cat', { vea: 'x.npz' } as never), 'unknown_option', /unknown segment option "vea"/],
+      ['caption: lang a number', () => pipe.caption(image, { lang: 5 } as never), 'invalid_argument', /invalid lang/],
+      ['caption: lang not a code', () => pipe.caption(image, { lang: 'en; ocr' }), 'invalid_argument', /invalid lang "en; ocr"/],
+      ['caption: options a string', () => pipe.caption(image, 'en' as never), 'invalid_argument', /invalid caption options/],
+      ['caption: image a number', () => pipe.caption(4 as never), 'invalid_argument', /invalid image/],
+      ['ocr: signal not an AbortSignal', () => pipe.ocr(image, { signal: {} as never }), 'invalid_argument', /invalid signal/],
+      ['ocr: maxNewTokens "3"', () => pipe.ocr(image, { maxNewTokens: '3' as never }), 'invalid_argument', /invalid maxNewTokens/],
+      ['answer: question null', () => pipe.answer(image, null as never), 'invalid_argument', /invalid question: expected a string, got null/],
+      ['answer: question a number', () => pipe.answer(image, 42 as never), 'invalid_argument', /invalid question/],
+      ['answer: question empty', () => pipe.answer(image, '  '), 'invalid_argument', /invalid question: empty/],
+      ['answer: logprobs -1', () => pipe.answer(image, 'what?', { logprobs: -1 }), 'invalid_argument', /invalid logprobs/],
+      ['answer: unknown option key', () => pipe.answer(image, 'what?', { language: 'en' } as never), 'unknown_option', /unknown answer option "language"/],
+    ];
+    for (const [label, run, code, pattern] of taskCases) {
+      it(label, async function () { await expectCode(run, code, pattern); });
+    }
+
+    it('the task helpers still run with good arguments', async function () {
+      const r = await pipe.caption(image, { lang: 'en', maxNewTokens: 2 });
+      expect(r.prompt).to.equal('caption en');
+      expect(r.generation.tokens.length).to.be.within(1, 2);
+      const d = await pipe.detect(image, ['cat', 'dog'], { maxNewTokens: 2 });
+      expect(d.prompt).to.equal('detect cat ; dog');
+    });
+
+    it('detect, segment, caption, ocr and answer after close() fail with code closed', async function () {
+      const p = await createPipeline({ model: dir });
+      await p.close();
+      await expectCode(() => p.detect(image, 'cat'), 'closed', /detect\(\) was called after close\(\)/);
+      await expectCode(() => p.segment(image, 'cat'), 'closed', /segment\(\) was called after close\(\)/);
+      await expectCode(() => p.caption(image), 'closed', /caption\(\)/);
+      await expectCode(() => p.ocr(image), 'closed', /ocr\(\)/);
+      await expectCode(() => p.answer(image, 'what?'), 'closed', /answer\(\)/);
     });
   });
 });

@@ -48,12 +48,13 @@ export function parseNumber(flag: string, value: string | undefined, check: (n: 
   return n;
 }
 
-/** Parses an integer option written as a decimal integer (`16`, not `0x10`, `1e3` or `16.0`), at least `min`. */
-export function parseInteger(flag: string, value: string | undefined, min?: number): number | undefined {
+/** Parses an integer option written as a decimal integer (`16`, not `0x10`, `1e3` or `16.0`), in [`min`, `max`]. */
+export function parseInteger(flag: string, value: string | undefined, min?: number, max?: number): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  const expected = min === undefined ? 'a decimal integer' : `a decimal integer ≥ ${min}`;
-  if (!DECIMAL_INTEGER.test(value) || !Number.isSafeInteger(n) || (min !== undefined && n < min)) {
+  const expected = min === undefined ? 'a decimal integer'
+    : max === undefined ? `a decimal integer ≥ ${min}` : `a decimal integer in ${min}..${max}`;
+  if (!DECIMAL_INTEGER.test(value) || !Number.isSafeInteger(n) || (min !== undefined && n < min) || (max !== undefined && n > max)) {
     throw new PaliGemmaError(`invalid ${flag} ${value}: expected ${expected}`, 'invalid_option');
   }
   return n;

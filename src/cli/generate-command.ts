@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { IMAGE_HELP, imageArg } from './image-arg.js';
 import { PaliGemmaError } from '../interfaces/errors.js';
 import { parseInteger, parseNumber } from './cli-errors.js';
+import { onInterrupt } from './interrupt.js';
 import { collect, parseKeyValueOptions } from './key-value-options.js';
 import { addModelOptions, pipelineFor, type ModelFlags } from './model-options.js';
 
@@ -56,11 +57,9 @@ export function generateCommand(): Command {
 
       const image = await imageArg(flags.image);      // stdin is read before the model loads
       const pipe = await pipelineFor(flags, { sampler, samplerOptions });
-      const controller = new AbortController();
-      const onSigint = () => controller.abort();
-      process.once('SIGINT', onSigint);
+      const interrupt = onInterrupt();
       try {
-        const stream = pipe.stream(image, flags.prompt, { maxNewTokens, seed, logprobs, signal: controller.signal });
+        const stream = pipe.stream(image, flags.prompt, { maxNewTokens, seed, logprobs, signal: interrupt.signal });
         let r = await stream.next();
         while (!r.done) {
           if (!flags.json) process.stdout.write(r.value.text);
@@ -77,8 +76,8 @@ export function generateCommand(): Command {
             + `${t.decodeMsPerToken.toFixed(1)} ms/token]\n`);
         }
       } finally {
-        process.off('SIGINT', onSigint);
         await pipe.close();
+        interrupt.release();
       }
     });
 }

@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { parseNumber } from './cli-errors.js';
+import { parseInteger } from './cli-errors.js';
 import { addModelOptions, pipelineFor, type ModelFlags } from './model-options.js';
 import { ServingEngine } from '../serving/serving-engine.js';
 import { buildServer } from '../serving/server.js';
@@ -35,7 +35,7 @@ export function serveCommand(): Command {
     .option('--allow-remote-images', 'fetch http(s) image URLs'))
     .action(async (flags: ServeFlags) => {
       const int = (flag: string, v: string, min: number) =>
-        parseNumber(flag, v, (n) => Number.isInteger(n) && n >= min, `an integer ≥ ${min}`)!;
+        parseInteger(flag, v, min)!;
       const port = int('--port', flags.port, 0);
       const maxBatch = int('--max-batch', flags.maxBatch, 1);
       const maxQueue = int('--max-queue', flags.maxQueue, 0);
@@ -55,10 +55,12 @@ export function serveCommand(): Command {
       const stop = async (signal: string) => {
         if (stopping) return;
         stopping = true;
-        process.stderr.write(`paligemma serve: ${signal}, draining in-flight requests\n`);
+        process.stderr.write(`paligemma serve: ${signal}, draining ${engine.inFlight} in-flight requests\n`);
         // close() stops accepting connections and waits for in-flight ones; new requests get 503.
+        // The engine finishes every request it accepted (image decoding, queued, decoding).
         await Promise.all([app.close(), engine.drain()]);
         await pipe.close();
+        process.stderr.write('paligemma serve: drained, exiting\n');
         process.exit(0);
       };
       process.once('SIGTERM', () => void stop('SIGTERM'));

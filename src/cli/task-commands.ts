@@ -11,8 +11,9 @@ import { decodeToRgb } from '../pipeline/siglip-image-processor.js';
 import { drawObjects } from '../tasks/draw-overlay.js';
 import { maskToRle } from '../tasks/mask-paste.js';
 import type { DetectResult, SegmentResult, TextTaskResult } from '../tasks/paligemma-tasks.js';
-import { parseNumber } from './cli-errors.js';
+import { parseInteger } from './cli-errors.js';
 import { IMAGE_HELP, imageArg } from './image-arg.js';
+import { onInterrupt } from './interrupt.js';
 import { collect, parseKeyValueOptions } from './key-value-options.js';
 import { addModelOptions, pipelineFor, type ModelFlags } from './model-options.js';
 
@@ -41,15 +42,18 @@ function taskCommand(name: string, description: string): Command {
 
 /** Loads the pipeline, runs `task`, closes; the image is read (stdin too) before the model loads. */
 async function runTask<T>(flags: TaskFlags, task: (pipe: PaliGemmaPipeline, image: Awaited<ReturnType<typeof imageArg>>, gen: GenerateOptions) => Promise<T>): Promise<T> {
-  const maxNewTokens = parseNumber('--max-new-tokens', flags.maxNewTokens, (n) => Number.isInteger(n) && n >= 1, 'an integer ≥ 1');
-  const seed = parseNumber('--seed', flags.seed, Number.isInteger, 'an integer')!;
+  const maxNewTokens = parseInteger('--max-new-tokens', flags.maxNewTokens, 1);
+  const seed = parseInteger('--seed', flags.seed)!;
   const samplerOptions = parseKeyValueOptions('--sampler-option', flags.samplerOption);
   const image = await imageArg(flags.image);
   const pipe = await pipelineFor(flags, { sampler: flags.sampler ?? 'greedy', samplerOptions });
+  // Ctrl-C stops the generation; what was found is printed (finishReason 'aborted') and the exit is 130.
+  const interrupt = onInterrupt();
   try {
-    return await task(pipe, image, { seed, ...(maxNewTokens !== undefined ? { maxNewTokens } : {}) });
+    return await task(pipe, image, { seed, signal: interrupt.signal, ...(maxNewTokens !== undefined ? { maxNewTokens } : {}) });
   } finally {
     await pipe.close();
+    interrupt.release();
   }
 }
 

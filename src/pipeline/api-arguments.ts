@@ -5,6 +5,7 @@
  * so that a typo (`maxNewToken`) cannot pass unseen.
  */
 import { PaliGemmaError } from '../interfaces/errors.js';
+import type { GenerateOptions } from './generation-types.js';
 
 /** Short, safe description of a value for a message: its type, or the value itself when small. */
 export function describe(value: unknown): string {
@@ -91,7 +92,10 @@ export function checkInstance(what: string, value: unknown, methods: readonly st
   }
 }
 
-const GENERATE_OPTIONS = ['maxNewTokens', 'sampler', 'seed', 'logprobs', 'signal'] as const;
+/** Every GenerateOptions key, once: the compiler fails here when the interface gains one. */
+export const GENERATE_OPTIONS = Object.keys({
+  maxNewTokens: true, sampler: true, seed: true, logprobs: true, signal: true,
+} satisfies Record<keyof GenerateOptions, true>);
 
 export interface CheckedGenerateOptions {
   maxNewTokens?: number;
@@ -121,12 +125,6 @@ export function checkGenerateOptions(opts: unknown, vocabSize: number): CheckedG
   return { maxNewTokens: maxNewTokens as number | undefined, seed, logprobs };
 }
 
-const CREATE_OPTIONS = [
-  'model', 'backend', 'backendOptions', 'attention', 'kvCache', 'sampler', 'samplerOptions', 'tokenizer',
-  'imageProcessor', 'plugins', 'onProgress', 'configure',
-  'dtype', 'revision', 'onDownloadProgress', 'onDownloadPlan',
-] as const;
-
 /** The methods a part given as an instance must have (the minimum the pipeline calls). */
 const PART_METHODS = {
   backend: ['upload', 'read', 'dispose', 'matmul'],
@@ -137,13 +135,16 @@ const PART_METHODS = {
   imageProcessor: ['process'],
 } as const;
 
-/** createPipeline() options, checked before any plugin loads or file is read. */
-export function checkCreateOptions(options: unknown): void {
+/** createPipeline() options (`known`: every key it takes), checked before any plugin loads or file is read. */
+export function checkCreateOptions(options: unknown, known: readonly string[]): void {
   if (options === undefined) return;
   if (!isObject(options)) throw invalidArgument('createPipeline options', 'an object', options);
-  checkKnownKeys('createPipeline option', options, CREATE_OPTIONS);
+  checkKnownKeys('createPipeline option', options, known);
   if (options.model !== undefined && (typeof options.model !== 'string' || options.model === '')) {
     throw invalidArgument('model', 'a model folder or a hub id ORG/NAME (a non-empty string)', options.model);
+  }
+  if (options.revision !== undefined && (typeof options.revision !== 'string' || options.revision === '')) {
+    throw invalidArgument('revision', 'a branch, tag or commit (a non-empty string)', options.revision);
   }
   if (options.revision !== undefined && (typeof options.revision !== 'string' || options.revision === '')) {
     throw invalidArgument('revision', 'a branch, tag or commit (a non-empty string)', options.revision);
@@ -170,7 +171,8 @@ export function checkCreateOptions(options: unknown): void {
       }
     });
   }
-  for (const key of ['onProgress', 'configure', 'onDownloadProgress', 'onDownloadPlan'] as const) {
+  if (options.gemma2 !== undefined && !isObject(options.gemma2)) throw invalidArgument('gemma2', 'an object', options.gemma2);
+  for (const key of ['onProgress', 'onDownloadProgress', 'onDownloadPlan', 'configure'] as const) {
     if (options[key] !== undefined && typeof options[key] !== 'function') throw invalidArgument(key, 'a function', options[key]);
   }
 }
@@ -179,6 +181,16 @@ export function checkCreateOptions(options: unknown): void {
 export function guarded<T>(what: string, run: () => T): T {
   try {
     return run();
+  } catch (e) {
+    if (e instanceof PaliGemmaError) throw e;
+    throw new PaliGemmaError(`${what} failed: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]}`, 'plugin_failed');
+  }
+}
+
+/** `guarded` for an async function (a plugin's tokenizer or image processor load()). */
+export async function guardedAsync<T>(what: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
   } catch (e) {
     if (e instanceof PaliGemmaError) throw e;
     throw new PaliGemmaError(`${what} failed: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]}`, 'plugin_failed');

@@ -24,6 +24,8 @@ import { parseLocOutput, type LocQuad, type SkippedEntry } from './loc-parser.js
 import { MASK_SIZE, VqVaeDecoder } from './vqvae-decoder.js';
 import { pasteMask } from './mask-paste.js';
 import { requireTaskTokens, taskText } from './task-tokens.js';
+import { checkLabels, checkTaskCall } from './task-arguments.js';
+import { checkText } from '../pipeline/api-arguments.js';
 import { answerPrompt, captionPrompt, detectPrompt, ocrPrompt, segmentPrompt } from './task-prompts.js';
 import { loadVqVaeDecoderWeights, resolveVaePath, type VqVaeDecoderWeights } from './vae-weights.js';
 
@@ -100,6 +102,8 @@ export class PaliGemmaTasks {
 
   /** `detect a ; b`: boxes of each label found. */
   async detect(image: ImageInput, labels: string | readonly string[], opts: GenerateOptions = {}): Promise<DetectResult> {
+    checkTaskCall('detect', image, opts);
+    checkLabels(labels);
     const prompt = detectPrompt(labels);
     requireTaskTokens(this.pipe.tokenizer, 'detect');
     const { rgb, generation, text } = await this.run(image, prompt, opts, LOC_TASK_MAX_TOKENS);
@@ -116,6 +120,8 @@ export class PaliGemmaTasks {
 
   /** `segment a`: box and mask (at the original size) of each instance found. */
   async segment(image: ImageInput, label: string, opts: SegmentOptions = {}): Promise<SegmentResult> {
+    checkTaskCall('segment', image, opts);
+    checkText('segment label', label);
     const prompt = segmentPrompt(label);
     requireTaskTokens(this.pipe.tokenizer, 'segment');
     // Find the weights before the (slow) generation, so a missing file fails at once.
@@ -143,18 +149,22 @@ export class PaliGemmaTasks {
   }
 
   /** `caption <lang>`. */
-  caption(image: ImageInput, opts: GenerateOptions & { lang?: string } = {}): Promise<TextTaskResult> {
+  async caption(image: ImageInput, opts: GenerateOptions & { lang?: string } = {}): Promise<TextTaskResult> {
+    checkTaskCall('caption', image, opts);
     const { lang, ...gen } = opts;
     return this.textTask(image, captionPrompt(lang), gen);
   }
 
   /** `ocr`. */
-  ocr(image: ImageInput, opts: GenerateOptions = {}): Promise<TextTaskResult> {
+  async ocr(image: ImageInput, opts: GenerateOptions = {}): Promise<TextTaskResult> {
+    checkTaskCall('ocr', image, opts);
     return this.textTask(image, ocrPrompt(), opts);
   }
 
   /** `answer <lang> <question>`. */
-  answer(image: ImageInput, question: string, opts: GenerateOptions & { lang?: string } = {}): Promise<TextTaskResult> {
+  async answer(image: ImageInput, question: string, opts: GenerateOptions & { lang?: string } = {}): Promise<TextTaskResult> {
+    checkTaskCall('answer', image, opts);
+    checkText('question', question);
     const { lang, ...gen } = opts;
     return this.textTask(image, answerPrompt(question, lang), gen);
   }
