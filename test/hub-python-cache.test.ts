@@ -7,6 +7,7 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
+import { readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { cachedPaliGemmaModels } from '../src/hub/cached-models.js';
@@ -27,7 +28,10 @@ interface Record {
   ours_cache: {
     downloads: { repo: string; revision: string; path: string; stderr: string }[];
     tree: TreeEntry[];
-    python_read: { scan: Scan; snapshot_download: { [rev: string]: Outcome<string> }; hf_hub_download: { [file: string]: Outcome<{ path: string; sha256: string }> } };
+    python_read: {
+      scan: Scan; snapshot_download: { [rev: string]: Outcome<string> }; hf_hub_download: { [file: string]: Outcome<{ path: string; sha256: string }> };
+      from_pretrained?: Outcome<{ transformers: string; class: string; parameters: number; missing_keys: string[]; unexpected_keys: string[]; mismatched_keys: string[] }>;
+    };
   };
   errors: { [name: string]: Outcome<string> };
   interrupted: {
@@ -37,7 +41,16 @@ interface Record {
   requests: { [phase: string]: string[] };
 }
 
-const RECORD = JSON.parse(await readFile(new URL('./fixtures/hub/python-cache.json', import.meta.url), 'utf8')) as Record;
+const FIXTURES = new URL('./fixtures/hub/', import.meta.url);
+const RECORDS = await Promise.all(readdirSync(FIXTURES).filter((f) => /^python-cache-.*\.json$/.test(f)).sort()
+  .map(async (f) => JSON.parse(await readFile(new URL(f, FIXTURES), 'utf8')) as Record));
+
+/** Elements in every tensor of a safetensors file (its JSON header gives each shape). */
+async function tensorElements(path: string): Promise<number> {
+  const bytes = await readFile(path);
+  const header = JSON.parse(bytes.subarray(8, 8 + Number(bytes.readBigUInt64LE(0))).toString('utf8')) as { [name: string]: { shape?: number[] } };
+  return Object.entries(header).filter(([k]) => k !== '__metadata__').reduce((n, [, t]) => n + t.shape!.reduce((a, b) => a * b, 1), 0);
+}
 
 /** Every entry under `root`, in the form make-hub-cache.py writes. */
 async function cacheTree(root: string): Promise<TreeEntry[]> {
@@ -62,7 +75,12 @@ async function cacheTree(root: string): Promise<TreeEntry[]> {
   return entries.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }
 
-describe(`the hub cache shared with Python's huggingface_hub (recorded with ${RECORD.huggingface_hub})`, () => {
+it('the Python records include one with transformers, whose from_pretrained read our cache', () => {
+  expect(RECORDS.length).to.be.at.least(1);
+  expect(RECORDS.some((r) => r.ours_cache.python_read.from_pretrained && 'ok' in r.ours_cache.python_read.from_pretrained)).to.equal(true);
+});
+
+for (const RECORD of RECORDS) describe(`the hub cache shared with Python's huggingface_hub (recorded with ${RECORD.huggingface_hub})`, () => {
   let hub: HubStandIn;
   let contents: Map<string, StandInFile>;
   let cache: string;
@@ -133,6 +151,17 @@ describe(`the hub cache shared with Python's huggingface_hub (recorded with ${RE
     expect(Object.keys(read.hf_hub_download).sort()).to.deep.equal(files.sort());
     for (const name of files) {
       expect(read.hf_hub_download[name], name).to.deep.equal({ ok: { path: relative(cache, join(main, name)), sha256: sha256(await readFile(join(main, name))) } });
+    }
+    // transformers loaded every weight of it, none missing or left over, and as many parameters as the shards hold.
+    const loaded = read.from_pretrained;
+    if (loaded && 'ok' in loaded) {
+      expect(loaded.ok).to.include({ class: 'PaliGemmaForConditionalGeneration' });
+      expect([loaded.ok.missing_keys, loaded.ok.unexpected_keys, loaded.ok.mismatched_keys]).to.deep.equal([[], [], []]);
+      let elements = 0;
+      for (const f of files.filter((n) => n.endsWith('.safetensors'))) elements += await tensorElements(join(main, f));
+      expect(loaded.ok.parameters).to.equal(elements);
+    } else {
+      expect(loaded ?? { error: 'ImportError' }).to.include({ error: 'ImportError' });
     }
     // Python's local reads asked the stand-in nothing.
     expect(RECORD.requests['python-reads-ours']).to.equal(undefined);

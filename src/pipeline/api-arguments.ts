@@ -146,9 +146,6 @@ export function checkCreateOptions(options: unknown, known: readonly string[]): 
   if (options.revision !== undefined && (typeof options.revision !== 'string' || options.revision === '')) {
     throw invalidArgument('revision', 'a branch, tag or commit (a non-empty string)', options.revision);
   }
-  if (options.revision !== undefined && (typeof options.revision !== 'string' || options.revision === '')) {
-    throw invalidArgument('revision', 'a branch, tag or commit (a non-empty string)', options.revision);
-  }
   for (const [part, methods] of Object.entries(PART_METHODS)) {
     const value = options[part];
     if (value === undefined || (typeof value === 'string' && value !== '')) continue;
