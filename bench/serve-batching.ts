@@ -3,9 +3,12 @@
  * random weights in memory, onnx): S requests run one at a time (the 1-stream baseline, and each
  * stream's reference tokens), then the same S requests submitted together (batch S). Prints
  * aggregate tokens/s both ways, decode-only and end to end, time to first token per request,
- * and whether every stream's greedy tokens (and their log-probabilities) equal its run alone.
+ * and whether every stream's greedy tokens (and, with --logprobs N, their log-probabilities)
+ * equal its run alone. Decode throughput is given by wall time and by this process's CPU time
+ * (user + system, onnxruntime's threads included): on a shared machine the wall-time ratio
+ * swings with other load, the CPU-time one much less.
  *
- *   npx tsx bench/serve-batching.ts [--backend onnx] [--streams 8] [--new-tokens 16] [--text-layers 2] [--vision-layers 2]
+ *   npx tsx bench/serve-batching.ts [--backend onnx] [--streams 8] [--new-tokens 16] [--logprobs 0] [--text-layers 2] [--vision-layers 2]
  */
 import 'reflect-metadata';
 import { parseArgs } from 'node:util';
@@ -27,9 +30,11 @@ const { values: a } = parseArgs({
     'text-layers': { type: 'string', default: '2' },
     'vision-layers': { type: 'string', default: '2' },
     'scale-down': { type: 'string', default: '1' },
+    logprobs: { type: 'string', default: '0' },
   },
 });
-const S = Number(a.streams), NEW = Number(a['new-tokens']);
+const S = Number(a.streams), NEW = Number(a['new-tokens']), LOGPROBS = Number(a.logprobs);
+const cpuMs = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; };
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
 const registry = await createRegistry();
@@ -53,24 +58,25 @@ const requests = Array.from({ length: S }, (_, i) => ({
   ids: benchPromptIds(config, 8, 2000 + i),
 }));
 
-interface Run { tokens: number[]; logprobs: number[]; times: number[]; submitted: number; first: number; last: number }
+interface Run { tokens: number[]; logprobs: number[]; times: number[]; cpus: number[]; submitted: number; first: number; last: number }
 
 /** Submits the given requests at once to a scheduler with room for `maxBatch`; times each. */
 async function runAll(maxBatch: number, which: number[], newTokens = NEW): Promise<{ runs: Run[]; wallMs: number; steps: number; stepRows: number }> {
   const vision = new VisionCache(backend, 1);
   const sched = new BatchScheduler(sequences, vision, { maxBatch, maxQueue: S, eosId: -1 });   // fixed length: no early stop
   const t0 = performance.now();
-  const runs: Run[] = which.map(() => ({ tokens: [], logprobs: [], times: [], submitted: t0, first: 0, last: 0 }));
+  const runs: Run[] = which.map(() => ({ tokens: [], logprobs: [], times: [], cpus: [], submitted: t0, first: 0, last: 0 }));
   await Promise.all(which.map((r, j) => sched.submit({
     imageKey: requests[r].key, pixels: () => requests[r].pixels, ids: requests[r].ids, maxNewTokens: newTokens,
-    choices: [{ sampler: greedy(), rng: seededRng(0) }], logprobs: 1,
+    choices: [{ sampler: greedy(), rng: seededRng(0) }], logprobs: LOGPROBS,
     onToken: (_c: number, t: SampledToken) => {
       const now = performance.now();
       if (runs[j].tokens.length === 0) runs[j].first = now;
       runs[j].last = now;
       runs[j].times.push(now);
+      runs[j].cpus.push(cpuMs());
       runs[j].tokens.push(t.token);
-      runs[j].logprobs.push(t.logprob!);
+      if (t.logprob !== undefined) runs[j].logprobs.push(t.logprob);
     },
     onFinish: () => {},
   })));
@@ -85,19 +91,20 @@ await runAll(S, requests.map((_, i) => i), 2);
 
 log(`${S} requests one at a time, ${NEW} tokens each…`);
 const alone: Run[] = [];
-let aloneWall = 0, aloneDecodeMs = 0;
+let aloneWall = 0, aloneDecodeMs = 0, aloneDecodeCpu = 0;
 for (let i = 0; i < S; i++) {
   const r = await runAll(1, [i]);
   alone.push(r.runs[0]);
   aloneWall += r.wallMs;
   aloneDecodeMs += r.runs[0].last - r.runs[0].first;
+  aloneDecodeCpu += r.runs[0].cpus[NEW - 1] - r.runs[0].cpus[0];
   log(`  request ${i}: first token ${(r.runs[0].first - r.runs[0].submitted).toFixed(0)} ms, ${((r.runs[0].last - r.runs[0].first) / (NEW - 1)).toFixed(0)} ms/token`);
 }
 
 log(`${S} requests together (max batch ${S})…`);
 const together = await runAll(S, requests.map((_, i) => i));
 const same = together.runs.map((r, i) => r.tokens.length === alone[i].tokens.length && r.tokens.every((t, k) => t === alone[i].tokens[k]));
-const lpDiff = Math.max(...together.runs.flatMap((r, i) => r.logprobs.map((l, k) => Math.abs(l - alone[i].logprobs[k]))));
+const lpDiff = Math.max(0, ...together.runs.flatMap((r, i) => r.logprobs.map((l, k) => Math.abs(l - alone[i].logprobs[k]))));
 
 // Decode throughput: alone, a stream's tokens after its first over the time they took; together,
 // the tokens that came after the last request got its first one (all S in the batch) over that window.
@@ -106,6 +113,11 @@ const allIn = Math.max(...together.runs.map((r) => r.first));
 const end = Math.max(...together.runs.map((r) => r.last));
 const inWindow = together.runs.reduce((n, r) => n + r.times.filter((t) => t > allIn).length, 0);
 const manyDecodeTps = inWindow / ((end - allIn) / 1000);
+// The same window in CPU time: from the token that completed the batch to the last one.
+const allInRun = together.runs.find((r) => r.first === allIn)!;
+const lastRun = together.runs.find((r) => r.last === end)!;
+const manyDecodeCpu = lastRun.cpus[lastRun.cpus.length - 1] - allInRun.cpus[0];
+const oneCpuTps = (S * (NEW - 1)) / (aloneDecodeCpu / 1000), manyCpuTps = inWindow / (manyDecodeCpu / 1000);
 const oneE2eTps = (S * NEW) / (aloneWall / 1000);
 const manyE2eTps = (S * NEW) / (together.wallMs / 1000);
 
@@ -114,9 +126,10 @@ console.log(`serve batching — ${backend.engine ?? backend.name}, PaliGemma-3B-
 console.log(`  1 stream at a time : decode ${oneDecodeTps.toFixed(2)} tok/s (${ms(aloneDecodeMs / (S * (NEW - 1)))}/token), end to end ${oneE2eTps.toFixed(2)} tok/s`);
 console.log(`  ${S} streams at once : decode ${manyDecodeTps.toFixed(2)} tok/s (${ms((end - allIn) / (inWindow / S))}/step of ${S} rows; ${together.steps} steps, mean batch ${(together.stepRows / together.steps).toFixed(2)}), end to end ${manyE2eTps.toFixed(2)} tok/s`);
 console.log(`  ratio ${S}:1        : decode ${(manyDecodeTps / oneDecodeTps).toFixed(2)}×, end to end ${(manyE2eTps / oneE2eTps).toFixed(2)}× (prefill of every prompt included)`);
+console.log(`  by CPU time        : decode ${oneCpuTps.toFixed(2)} → ${manyCpuTps.toFixed(2)} tok/CPU-s, ratio ${(manyCpuTps / oneCpuTps).toFixed(2)}×`);
 console.log(`  TTFT alone         : ${alone.map((r) => ms(r.first - r.submitted)).join(', ')}`);
 console.log(`  TTFT together      : ${together.runs.map((r) => ms(r.first - r.submitted)).join(', ')}`);
-console.log(`  tokens identical to alone: ${same.filter(Boolean).length}/${S}; max |Δ logprob| ${lpDiff.toExponential(2)}`);
+console.log(`  tokens identical to alone: ${same.filter(Boolean).length}/${S}${LOGPROBS > 0 ? `; max |Δ logprob| ${lpDiff.toExponential(2)}` : ''}`);
 backend.dispose([...weights.values()]);
 await backend.close?.();
 if (!same.every(Boolean)) process.exit(1);

@@ -71,6 +71,13 @@ export interface CreatePipelineOptions {
   configure?: (container: Container) => void;
 }
 
+/** Every CreatePipelineOptions key, once: the compiler fails here when the interface gains one. */
+const CREATE_PIPELINE_OPTIONS = Object.keys({
+  model: true, revision: true, onDownloadProgress: true, onDownloadPlan: true, backend: true, backendOptions: true,
+  dtype: true, attention: true, kvCache: true, sampler: true, samplerOptions: true, tokenizer: true,
+  imageProcessor: true, plugins: true, gemma2: true, onProgress: true, configure: true,
+} satisfies Record<keyof CreatePipelineOptions, true>);
+
 /** A registry holding the built-in plugins and the given ones. */
 export async function createRegistry(plugins: ReadonlyArray<PaliGemmaPlugin | string> = []): Promise<PartRegistry> {
   const registry = new PartRegistry();
@@ -95,7 +102,7 @@ export async function startBackend(registry: PartRegistry, name: string, options
 }
 
 export async function createPipeline(options: CreatePipelineOptions = {}): Promise<PaliGemmaPipeline> {
-  checkCreateOptions(options);
+  checkCreateOptions(options, CREATE_PIPELINE_OPTIONS);
   const registry = await createRegistry(options.plugins);
   const model = options.model === undefined ? undefined
     : await resolveModel(options.model, { revision: options.revision, onProgress: options.onDownloadProgress, onPlan: options.onDownloadPlan });

@@ -30,3 +30,4 @@ export { ensureDemoCheckpoint } from './testing/demo-checkpoint.js';
 export * from './conformance/index.js';
 export * from './tasks/index.js';
 export * from './batch/index.js';
+export * from './hub/index.js';

@@ -1,6 +1,8 @@
 /**
- * `paligemma batch` on a real Redis: its own redis-server on a loopback port, two worker
- * processes on one queue, one killed with SIGKILL in the middle of a job.
+ * `paligemma batch` on a real Redis: the one PALIGEMMA_TEST_REDIS_URL names (CI starts it on a
+ * loopback port), else a throwaway redis-server of its own; two worker processes on one queue,
+ * one killed with SIGKILL in the middle of a job. Queue names are this run's own and are
+ * removed at the end, so a shared Redis keeps nothing of the tests.
  */
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -15,7 +17,7 @@ import { createPipeline } from '../src/create-pipeline.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
 import type { GenerationResult } from '../src/pipeline/generation-types.js';
 import { expectUserError, runCli } from './support/run-cli.js';
-import { hasRedisServer, startRedis, type TestRedis } from './support/redis-server.js';
+import { TEST_REDIS_ENV, removeQueues, testRedis, uniqueQueueName, type TestRedis } from './support/redis-server.js';
 import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec } from './support/tiny-checkpoint.js';
 
 const BIN = fileURLToPath(new URL('../bin/paligemma.js', import.meta.url));
@@ -44,6 +46,7 @@ const completedIds = (log: string) => [...log.matchAll(/^job (\S+) completed$/gm
 
 describe('paligemma batch on Redis', function () {
   let redis: TestRedis | undefined;
+  const Q1 = uniqueQueueName('q1');
   let dir: string;
   let model: string;
   let jobsFile: string;
@@ -51,11 +54,11 @@ describe('paligemma batch on Redis', function () {
   const jobs: Array<{ id: string; image: string; prompt: string; maxNewTokens: number }> = [];
 
   before(async function () {
-    if (!hasRedisServer()) {
-      console.log('    skipped: redis-server is not on PATH (Debian: apt-get install redis-server)');
+    redis = await testRedis();
+    if (!redis) {
+      console.log(`    skipped: no ${TEST_REDIS_ENV} and no redis-server on PATH (Debian: apt-get install redis-server)`);
       this.skip();
     }
-    redis = await startRedis();
     dir = await makeTempDir('pg-batch-redis-');
     model = join(dir, 'model');
     await mkdir(model);
@@ -79,11 +82,16 @@ describe('paligemma batch on Redis', function () {
 
   after(async function () {
     for (const w of workers) if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
-    await redis?.stop();
+    await Promise.all(workers.map((w) => w.exited));
+    try {
+      if (redis) await removeQueues(redis.url, [Q1]);
+    } finally {
+      await redis?.stop();
+    }
   });
 
   it('submitting the same file twice queues each id once', function () {
-    const q = ['--queue', 'q1', '--redis', redis!.url];
+    const q = ['--queue', Q1, '--redis', redis!.url];
     const first = runCli(['batch', 'submit', ...q, '--input', jobsFile, '--json', '--attempts', '2', '--backoff-ms', '200']);
     expect(first.code, first.stderr).to.equal(0);
     expect(JSON.parse(first.stdout)).to.deep.equal({ added: 13, duplicates: 0 });
@@ -96,18 +104,26 @@ describe('paligemma batch on Redis', function () {
   });
 
   it('two workers, one SIGKILLed mid-job: every job has exactly one result with the tokens of a direct generate', async function () {
-    const args = ['--queue', 'q1', '--redis', redis!.url, '--model', model, '--plugin', SLOW_PLUGIN, '--image-processor', 'slow-siglip',
+    // Bounded: each wait below has its own limit, and together they stay under this one.
+    this.timeout(240_000);
+    const args = ['--queue', Q1, '--redis', redis!.url, '--model', model, '--plugin', SLOW_PLUGIN, '--image-processor', 'slow-siglip',
       '--lock-ms', '1500', '--stalled-interval-ms', '300'];
+    // a runs one job at a time (so it is killed inside exactly one); b batches three. b starts
+    // once a has its model: b's own start then leaves a the time to finish a first job while
+    // jobs still wait, so a surely holds one when it is killed.
     const a = startWorker(args);
-    const b = startWorker(args);
-    workers.push(a, b);
-    // Kill a once it has finished one job: it is then inside the next one's image pause.
+    workers.push(a);
+    await waitFor('worker a to be ready', 60_000, () => a.log().includes(' ready on queue ') || a.child.exitCode !== null);
+    const b = startWorker([...args, '--concurrency', '3']);
+    workers.push(b);
+    // Kill a once it has finished one job: it took the next one as it finished (BullMQ fetches
+    // it in the same call) and is inside that one's image pause.
     await waitFor('worker a to complete a job', 60_000, () => completedIds(a.log()).length >= 1 || a.child.exitCode !== null);
     expect(a.child.exitCode, a.log()).to.equal(null);
     a.child.kill('SIGKILL');
     await a.exited;
 
-    const queue = await BullmqJobQueue.open({ name: 'q1', redisUrl: redis!.url });
+    const queue = await BullmqJobQueue.open({ name: Q1, redisUrl: redis!.url });
     try {
       await waitFor('the queue to drain', 60_000, async () => {
         const c = await queue.counts();
@@ -130,7 +146,7 @@ describe('paligemma batch on Redis', function () {
 
     // The job a was killed in was recovered from the stall, by b.
     const connection = new Redis(redis!.url, { maxRetriesPerRequest: null });
-    const raw = new Queue('q1', { connection });
+    const raw = new Queue(Q1, { connection });
     try {
       const stalled = [];
       for (const j of [...jobs, { id: 'bad' }]) {
@@ -149,7 +165,7 @@ describe('paligemma batch on Redis', function () {
     // `batch results` twice: one line per id, each completed one equal to a direct generate.
     const out = join(dir, 'results.jsonl');
     for (let i = 0; i < 2; i++) {
-      const r = runCli(['batch', 'results', '--queue', 'q1', '--redis', redis!.url, '--out', out]);
+      const r = runCli(['batch', 'results', '--queue', Q1, '--redis', redis!.url, '--out', out]);
       expect(r.code, r.stderr).to.equal(0);
       expect(r.stderr).to.match(/12 completed, 1 failed; 13 results/);
     }

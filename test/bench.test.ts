@@ -182,6 +182,45 @@ describe('paligemma bench', function () {
     expect((error as Error).message).to.match(/--repeats/);
   });
 
+  it('--model paligemma2 --image-size 896: Gemma 2 shapes and (896/14)² image tokens, phase peaks in each run', async function () {
+    const r = JSON.parse(await bench([...tiny, '--json', '--model', 'paligemma2', '--image-size', '896']));
+    const config = benchConfig({ visionLayers: 1, textLayers: 2, scaleDown: 16, model: 'paligemma2', imageSize: 896 });
+    expect(config.text.modelType).to.equal('gemma2');
+    expect(r.detail.model).to.equal(`PaliGemma 2 3B-${config.vision.imageSize}`);
+    expect(r.detail.numImageTokens).to.equal(config.numImageTokens);
+    expect(r.detail.promptLength).to.equal(config.numImageTokens + 10);
+    expect(r.weightBytes).to.equal(weightSpecs(config).reduce((s, w) => s + elementsOf(w.shape), 0) * 4);
+    for (const run of r.detail.runs) {
+      expect(run.startRssMb).to.be.above(0);
+      // Each phase's own peak holds at least what was resident when the phase began.
+      expect(run.visionPeakRssMb).to.be.at.least(run.startRssMb * 0.9);
+      expect(run.prefillPeakRssMb).to.be.above(0);
+    }
+    // Through a written checkpoint, the Gemma 2 fields read back as the bench config.
+    const viaFile = JSON.parse(await bench([...tiny, '--json', '--model', 'paligemma2', '--image-size', '448', '--weights', 'bf16']));
+    expect(viaFile.weights).to.equal('bf16');
+  });
+
+  it('rejects a bad --model or --image-size, naming the flag', async function () {
+    for (const [flag, value, pattern] of [['--model', 'gemma3', /invalid --model "gemma3": expected paligemma or paligemma2/],
+      ['--image-size', '512', /invalid --image-size "512": expected 224, 448, 896/]] as const) {
+      let error: unknown;
+      try { await bench([...tiny, flag, value, '--json']); } catch (e) { error = e; }
+      expect(error).to.be.instanceOf(PaliGemmaError);
+      expect((error as Error).message).to.match(pattern);
+    }
+  });
+
+  it('models PaliGemma 2 3B-896 at full depth: about 3.03B parameters, 4096 image tokens, window 4096', function () {
+    const config = benchConfig({ visionLayers: 27, textLayers: 26, model: 'paligemma2', imageSize: 896 });
+    expect(config.numImageTokens).to.equal(4096);
+    const t = config.text;
+    expect([t.hiddenSize, t.intermediateSize, t.numHeads, t.numKvHeads, t.headDim, t.slidingWindow, t.attnLogitSoftcapping, t.queryPreAttnScalar])
+      .to.deep.equal([2304, 9216, 8, 4, 256, 4096, 50, 256]);
+    const params = weightSpecs(config).reduce((s, w) => s + elementsOf(w.shape), 0);
+    expect(params / 1e9).to.be.closeTo(3.03, 0.02);
+  });
+
   it('models PaliGemma-3B-224 at full depth: 2.92B parameters, 266-token prompt, known phase costs', function () {
     const config = benchConfig({ visionLayers: 27, textLayers: 18 });
     expect(config.numImageTokens).to.equal(256);

@@ -22,7 +22,7 @@ import { LOSSY_THRESHOLDS } from '../src/conformance/lossy-weights.js';
 import { THRESHOLDS } from '../src/conformance/op-case.js';
 import { brokenBackendsPlugin, RowDroppingMatmulBackend } from './support/broken-backends.js';
 import { runCli } from './support/run-cli.js';
-import { buildTinyCheckpoint, makeTempDir, mqaSpec } from './support/tiny-checkpoint.js';
+import { buildTinyCheckpoint, gemma2Spec, makeTempDir, mqaSpec } from './support/tiny-checkpoint.js';
 
 const BROKEN_PLUGIN = fileURLToPath(new URL('./support/broken-backends.ts', import.meta.url));
 const ALL_OPS: OpName[] = ['upload', 'read', 'matmul', 'add', 'mul', 'scale', 'layerNorm', 'rmsNorm', 'gelu', 'softmax',
@@ -53,7 +53,8 @@ describe('conformance', function () {
       const attention = report.ops.filter((o) => o.op === 'attention');
       for (const kernel of ['reference', 'plain']) {
         const mine = attention.filter((o) => o.case.startsWith(`${kernel}: `)).map((o) => o.case);
-        for (const want of ['bidirectional gqa 1', 'causal gqa 2', 'prefixLm(11) gqa 8', 'T300', 'T1 ', 'decode']) {
+        for (const want of ['bidirectional gqa 1', 'causal gqa 2', 'prefixLm(11) gqa 8', 'T300', 'T1 ', 'decode',
+          'softCap 5', 'T40 window 8 prefixLm(24)', 'window 8 softCap 5', 'decode at 40 window 8']) {
           expect(mine.some((c) => c.includes(want)), `${kernel} ${want}`).to.equal(true);
         }
       }
@@ -84,14 +85,15 @@ describe('conformance', function () {
       }
     });
 
-    it('runs the three tiny models end to end with identical logits and tokens', function () {
-      expect(report.models.map((m) => m.model)).to.have.length(3);
+    it('runs the five tiny models (three PaliGemma 1, two PaliGemma 2) end to end with identical logits and tokens', function () {
+      expect(report.models.map((m) => m.model)).to.have.length(5);
+      expect(report.models.filter((m) => m.model.startsWith('tiny-paligemma2'))).to.have.length(2);
       for (const m of report.models) {
         expect(m.status, m.model).to.equal('pass');
         expect(m.maxAbsLogitDiff).to.equal(0);
         expect(m.tokensMatch).to.equal(true);
         expect(m.tokens).to.have.length.of.at.least(8);
-        expect(m.checks.map((c) => c.check)).to.include.members(['vision tower', 'prefill logits (all rows)', 'kv cache vs no cache', 'score log-probs']);
+        expect(m.checks.map((c) => c.check)).to.include.members(['vision tower', 'prefill logits (all rows)', 'decode step logits', 'kv cache vs no cache', 'score log-probs']);
       }
     });
   });
@@ -161,6 +163,43 @@ describe('conformance', function () {
       for (const n of bad) expect(n).to.match(/^attention always-causal: .*(bidirectional|prefixLm)/);
       for (const o of r.ops.filter((x) => x.case.startsWith('always-causal: ') && / causal /.test(x.case))) expect(o.status).to.equal('pass');
     });
+  });
+
+  describe('broken Gemma 2 attention fails and is named (PaliGemma 1 models and cases stay green)', function () {
+    let models: string[];
+    before(async function () {
+      const g2 = await makeTempDir('pg-conf-g2-'), g1 = await makeTempDir('pg-conf-g1-');
+      await buildTinyCheckpoint(g2, gemma2Spec());
+      await buildTinyCheckpoint(g1, mqaSpec());
+      models = [g2, g1];
+    });
+    const gemma2Case = /softCap [0-9]|window/;
+    const cases: Array<{ backend: string; kernel: string; fails: (name: string) => boolean }> = [
+      // Cap 50 barely bites on these scores (< 0.1 %), so only the cap-5 cases must fail.
+      { backend: 'broken-softcap', kernel: 'no-softcap', fails: (n) => /softCap 5/.test(n) },
+      // Every window case has a row whose key w behind it matters.
+      { backend: 'broken-window', kernel: 'wide-window', fails: (n) => /window/.test(n) },
+      // Only the window cases with prefix rows: not the causal one, not the decode row past the prefix.
+      { backend: 'broken-prefix-window', kernel: 'window-over-prefix', fails: (n) => /window/.test(n) && /prefixLm/.test(n) && !/decode/.test(n) },
+    ];
+    for (const c of cases) {
+      it(`${c.kernel}: exactly its Gemma 2 attention cases, and the tiny PaliGemma 2 model`, async function () {
+        const r = await brokenRun(c.backend, { models, ops: '^attention', samplers: false });
+        const mine = r.ops.filter((o) => o.case.startsWith(`${c.kernel}: `));
+        const names = mine.map((o) => o.case.slice(c.kernel.length + 2));
+        expect(names.filter(c.fails).length, 'cases the bug must fail').to.be.at.least(2);
+        for (const o of mine) expect(o.status, o.case).to.equal(c.fails(o.case.slice(c.kernel.length + 2)) ? 'fail' : 'pass');
+        expect(names.filter((n) => !gemma2Case.test(n)).length, 'PaliGemma 1 cases that pass').to.be.at.least(10);
+        const [g2, g1] = r.models;
+        expect(g2.status, 'tiny PaliGemma 2').to.equal('fail');
+        // Rows past the prefix run with the bug: the decode steps' logits and the scored suffix.
+        for (const check of ['decode step logits', 'score log-probs']) {
+          expect(g2.checks.find((x) => x.check === check)?.status, check).to.equal('fail');
+        }
+        expect(g1.status, 'tiny PaliGemma 1').to.equal('pass');
+        expect(r.ok).to.equal(false);
+      });
+    }
   });
 
   describe('unsupported ops', function () {

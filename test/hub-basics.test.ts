@@ -33,6 +33,12 @@ describe('hub ids, settings and cache layout', () => {
       expect(hubSettings({ HF_ENDPOINT: 'http://127.0.0.1:9/' }).endpoint).to.equal('http://127.0.0.1:9');
       expect(hubSettings({ HF_HUB_OFFLINE: '1' }).offline).to.equal(true);
       expect(hubSettings({ HF_HUB_OFFLINE: '0' }).offline).to.equal(false);
+      expect(hubSettings({ HF_HUB_OFFLINE: 'yes' }).offline).to.equal(true);
+      expect(hubSettings({ TRANSFORMERS_OFFLINE: '1' }).offline).to.equal(true);
+      expect(hubSettings({ HF_HOME: home, HUGGING_FACE_HUB_TOKEN: 'hf_oldname' }).token).to.equal('hf_oldname');
+      expect(hubSettings({ HF_HOME: home, HF_TOKEN: 'hf_new', HUGGING_FACE_HUB_TOKEN: 'hf_oldname' }).token).to.equal('hf_new');
+      expect(hubSettings({ HF_HOME: home, HF_TOKEN_PATH: join(home, 'missing') }).token).to.equal(undefined);
+      expect(hubSettings({ XDG_CACHE_HOME: '/x/xdg' }).cacheDir).to.equal('/x/xdg/huggingface/hub');
     } finally {
       await rm(home, { recursive: true, force: true });
     }

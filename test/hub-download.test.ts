@@ -1,5 +1,8 @@
 import { expect } from 'chai';
-import { lstat, mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DownloadPlan, DownloadProgress } from '../src/hub/download-snapshot.js';
@@ -12,6 +15,15 @@ import {
 import { etagOf, startHubStandIn, type HubStandIn, type StandInFile } from './support/hub-stand-in.js';
 
 const REPO_DIR = 'models--test-org--paligemma-tiny';
+
+/** An address on 127.0.0.1 where nothing listens (a port just released). */
+async function closedEndpoint(): Promise<string> {
+  const server = createServer();
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((done) => server.close(done));
+  return `http://127.0.0.1:${port}`;
+}
 
 async function rejection(p: Promise<unknown>): Promise<PaliGemmaError> {
   try {
@@ -111,6 +123,13 @@ describe('hub downloads into the shared cache (stand-in hub on 127.0.0.1)', () =
     const repo = await rejection(resolveModel('test-org/no-such-model', { settings: settings() }));
     expect(repo.code).to.equal('not_found');
     expect(repo.message).to.match(/^model test-org\/no-such-model not found on http:\/\/127\.0\.0\.1/);
+    // The hub answers an anonymous caller 401 RepoNotFound (missing and private look alike): not "gated".
+    expect(hub.requests.at(-1)?.status).to.equal(401);
+    expect(repo.message).to.include('(if it is private or gated, set HF_TOKEN)');
+    const withToken = await rejection(resolveModel('test-org/no-such-model', { settings: settings({ token: OTHER_TOKEN }) }));
+    expect(withToken.code).to.equal('not_found');
+    expect(hub.requests.at(-1)?.status).to.equal(404);
+    expect(withToken.message).to.equal(`model test-org/no-such-model not found on ${hub.url}`);
     const rev = await rejection(resolveModel(`${OPEN_REPO}@no-such-branch`, { settings: settings() }));
     expect(rev.code).to.equal('not_found');
     expect(rev.message).to.match(/revision no-such-branch not found in model test-org\/paligemma-tiny/);
@@ -140,5 +159,52 @@ describe('hub downloads into the shared cache (stand-in hub on 127.0.0.1)', () =
     const resumedBytes = shard.content.length - cut + left.reduce((n, f) => n + f.content.length, 0);
     expect(events.at(-1)?.receivedBytes).to.equal(resumedBytes);
     expect(await stat(partial).catch(() => undefined)).to.equal(undefined);
+  });
+  it('a file whose bytes do not hash to its etag is refused, removed, and never linked; the next run fetches it anew', async () => {
+    const shard = files.find((f) => f.path === 'model-00001-of-00002.safetensors')!;
+    hub.corruptNextDownload(shard.path);
+    const bad = await rejection(resolveModel(OPEN_REPO, { settings: settings() }));
+    expect(bad.code).to.equal('hub_error');
+    expect(bad.message).to.match(new RegExp(`download of ${shard.path} from test-org/paligemma-tiny@1{40} is corrupt \\(\\d+ of \\d+ bytes, hash [0-9a-f]{64}, expected ${etagOf(shard)}\\); run again`));
+    const blobs = join(cache, REPO_DIR, 'blobs');
+    expect(await stat(join(blobs, etagOf(shard))).catch(() => undefined)).to.equal(undefined);
+    expect(await stat(join(blobs, `${etagOf(shard)}.incomplete`)).catch(() => undefined)).to.equal(undefined);
+    expect(await stat(join(cache, REPO_DIR, 'snapshots', MAIN_COMMIT, shard.path)).catch(() => undefined)).to.equal(undefined);
+    const dir = await resolveModel(OPEN_REPO, { settings: settings() });
+    expect(Buffer.compare(await readFile(join(dir, shard.path)), Buffer.from(shard.content))).to.equal(0);
+  });
+
+  it('hub unreachable: a complete cached branch is used, as Python does; without one, one line naming HF_ENDPOINT and HF_HUB_OFFLINE', async () => {
+    const dir = await resolveModel(OPEN_REPO, { settings: settings() });
+    const closed = await closedEndpoint();
+    expect(await resolveModel(OPEN_REPO, { settings: settings({ endpoint: closed }) })).to.equal(dir);
+    const down = await rejection(resolveModel(`${OPEN_REPO}@v0`, { settings: settings({ endpoint: closed }) }));
+    expect(down.code).to.equal('network');
+    expect(down.message).to.match(/^cannot reach the hub at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\) for model test-org\/paligemma-tiny: check the network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1/);
+    // A hub that is down (5xx) counts as unreachable too.
+    const failing = createHttpServer((_req, res) => { res.writeHead(503).end(); });
+    await new Promise<void>((done) => failing.listen(0, '127.0.0.1', done));
+    try {
+      const endpoint = `http://127.0.0.1:${(failing.address() as AddressInfo).port}`;
+      expect(await resolveModel(OPEN_REPO, { settings: settings({ endpoint }) })).to.equal(dir);
+      const err = await rejection(resolveModel(`${OPEN_REPO}@v0`, { settings: settings({ endpoint }) }));
+      expect(err.message).to.match(/answered 503 for model test-org\/paligemma-tiny: try again later/);
+    } finally {
+      await new Promise((done) => failing.close(done));
+    }
+  });
+
+  it('an existing folder named like ORG/NAME wins over the hub id, and takes no revision', async () => {
+    const cwd = process.cwd();
+    process.chdir(cache);
+    try {
+      await mkdir(join('test-org', 'paligemma-tiny'), { recursive: true });
+      expect(await resolveModel(OPEN_REPO, { settings: settings() })).to.equal(OPEN_REPO);
+      expect(hub.requests).to.deep.equal([]);
+      const err = await rejection(resolveModel(OPEN_REPO, { revision: 'v0', settings: settings() }));
+      expect(err.message).to.match(/revision v0 given with the local folder test-org\/paligemma-tiny/);
+    } finally {
+      process.chdir(cwd);
+    }
   });
 });

@@ -31,6 +31,11 @@ export interface BullmqQueueOptions {
   persistent?: boolean;
   /** Give up on the first connection after this long, ms (default 5000). */
   connectTimeoutMs?: number;
+  /**
+   * Told of each connection error after the first connect (Redis restarted, network lost); the
+   * client keeps reconnecting. Without it they are dropped (BullMQ would print each stack).
+   */
+  onConnectionError?: (message: string) => void;
 }
 
 const JOB_NAME = 'generate';
@@ -70,6 +75,11 @@ export class BullmqJobQueue implements JobQueue {
     this.retry = opts.retry ?? DEFAULT_RETRY;
     this.stall = { ...DEFAULT_STALL, ...opts.stall };
     this.queue = new Queue(opts.name, { connection });
+    this.queue.on('error', (e: Error) => this.connectionError(e));
+  }
+
+  private connectionError(e: Error): void {
+    this.opts.onConnectionError?.(failureReason(e));
   }
 
   /** Connects (failing with one line naming the URL when Redis cannot be reached) and opens the queue. */
@@ -188,7 +198,7 @@ export class BullmqJobQueue implements JobQueue {
         opts.onOutcome?.({ id: job.data.id, status: 'failed', error: job.failedReason ?? failureReason(err) });
       }
     });
-    worker.on('error', () => {});                     // connection errors are retried by the client
+    worker.on('error', (e) => this.connectionError(e));   // retried by the client
     let timer: NodeJS.Timeout | undefined;
     const stopped = new Promise<void>((resolve) => {
       opts.signal?.addEventListener('abort', () => resolve(), { once: true });

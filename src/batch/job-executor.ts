@@ -1,8 +1,8 @@
 /**
  * What runs a job on the model. A worker loads the pipeline once and hands every job it holds
- * to a `JobExecutor`; `PipelineJobExecutor` calls `generate` per job. The seam is here so that a
- * worker can later hand its jobs to a continuous-batching scheduler (which batches the rows of
- * the sequences it holds through each matmul) without the queue code changing.
+ * to a `JobExecutor`: `PipelineJobExecutor` calls `generate` per job (concurrency 1);
+ * `BatchedJobExecutor` (batched-executor.ts) runs the jobs it holds through one continuous-batching
+ * scheduler. `jobExecutorFor` picks between them; the queue code is the same for both.
  */
 import { PaliGemmaError } from '../interfaces/errors.js';
 import type { PaliGemmaPipeline } from '../pipeline/paligemma-pipeline.js';
@@ -13,9 +13,11 @@ import type { JobHandler } from './job-queue.js';
 
 export interface JobExecutor {
   run(job: BatchJob, progress: (fraction: number) => void): Promise<JobResult>;
+  /** Waits for running jobs and frees what the executor holds (not the pipeline). */
+  close?(): Promise<void>;
 }
 
-const DEFAULT_MAX_NEW_TOKENS = 32;
+export const DEFAULT_MAX_NEW_TOKENS = 32;
 
 export class PipelineJobExecutor implements JobExecutor {
   /**
@@ -28,7 +30,7 @@ export class PipelineJobExecutor implements JobExecutor {
     const o = job.options;
     const maxNewTokens = o.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
     const stream = this.pipe.stream(job.image, job.prompt, {
-      maxNewTokens, seed: o.seed ?? 0, logprobs: o.logprobs, sampler: this.samplerFor(job),
+      maxNewTokens, seed: o.seed ?? 0, logprobs: o.logprobs, sampler: samplerForJob(job, this.registry),
     });
     let done = 0;
     for (;;) {
@@ -40,20 +42,24 @@ export class PipelineJobExecutor implements JobExecutor {
       progress(++done / maxNewTokens);
     }
   }
+}
 
-  private samplerFor(job: BatchJob): Sampler | undefined {
-    const { sampler, temperature, topK, topP } = job.options;
-    if (sampler === undefined && temperature === undefined && topK === undefined && topP === undefined) return undefined;
-    if (!this.registry) throw new PaliGemmaError(`job ${job.id}: options name a sampler, but this executor has no part registry to make one`);
-    // As in `generate`: without a sampler name, the sampling options given choose one.
-    const name = sampler ?? (topP !== undefined ? 'top-p' : topK !== undefined ? 'top-k' : 'temperature');
-    const options = {
-      ...(temperature !== undefined ? { temperature } : {}),
-      ...(topK !== undefined ? { topK } : {}),
-      ...(topP !== undefined ? { topP } : {}),
-    };
-    return this.registry.get('sampler', name).create(options);
-  }
+/**
+ * The sampler a job's options name, made by `registry` as `generate --sampler` makes it;
+ * undefined when the job names none (the pipeline's own sampler runs).
+ */
+export function samplerForJob(job: BatchJob, registry?: PartRegistry): Sampler | undefined {
+  const { sampler, temperature, topK, topP } = job.options;
+  if (sampler === undefined && temperature === undefined && topK === undefined && topP === undefined) return undefined;
+  if (!registry) throw new PaliGemmaError(`job ${job.id}: options name a sampler, but this executor has no part registry to make one`);
+  // As in `generate`: without a sampler name, the sampling options given choose one.
+  const name = sampler ?? (topP !== undefined ? 'top-p' : topK !== undefined ? 'top-k' : 'temperature');
+  const options = {
+    ...(temperature !== undefined ? { temperature } : {}),
+    ...(topK !== undefined ? { topK } : {}),
+    ...(topP !== undefined ? { topP } : {}),
+  };
+  return registry.get('sampler', name).create(options);
 }
 
 export function executorHandler(executor: JobExecutor): JobHandler {

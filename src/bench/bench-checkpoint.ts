@@ -37,6 +37,10 @@ export function benchConfigJson(config: PaliGemmaConfig, dtype: BenchWeights): R
     dtype: STORED[dtype],
     vision: { hiddenSize: v.hiddenSize, intermediateSize: v.intermediateSize, numLayers: v.numLayers, numHeads: v.numHeads, patchSize: v.patchSize, imageSize: v.imageSize },
     text: { hiddenSize: t.hiddenSize, intermediateSize: t.intermediateSize, numLayers: t.numLayers, numHeads: t.numHeads, numKvHeads: t.numKvHeads, headDim: t.headDim },
+    ...(t.modelType === 'gemma2' ? { gemma2: {
+      slidingWindow: t.slidingWindow!, attnLogitSoftcapping: t.attnLogitSoftcapping ?? null,
+      finalLogitSoftcapping: t.finalLogitSoftcapping ?? null, queryPreAttnScalar: t.queryPreAttnScalar!,
+    } } : {}),
   };
   const json = tinyConfigJson(spec);
   (json.text_config as Record<string, unknown>).vocab_size = t.vocabSize;

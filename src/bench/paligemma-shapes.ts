@@ -1,5 +1,5 @@
 /**
- * PaliGemma-3B-224 at chosen depth, with seeded random weights built in memory, and the work each
+ * PaliGemma-3B (or PaliGemma 2 3B) at 224, 448 or 896 px and chosen depth, with seeded random weights built in memory, and the work each
  * phase has to do (FLOPs for vision and prefill, bytes read per decode step) — the numbers the
  * bench divides by the machine's peak matmul rate and memory bandwidth to get its floors.
  *
@@ -11,33 +11,65 @@ import type { PaliGemmaConfig } from '../pipeline/config-types.js';
 import { expectedShapes } from '../pipeline/checkpoint/weight-names.js';
 import { initRule, modelConfig } from '../testing/random-weights.js';
 
+/** PaliGemma 1 (Gemma 2B decoder) or PaliGemma 2 3B (Gemma 2 2B decoder); the vision tower is the same. */
+export type BenchModel = 'paligemma' | 'paligemma2';
+export const BENCH_MODELS: readonly BenchModel[] = ['paligemma', 'paligemma2'];
+/** Published input sizes: 256, 1024 and 4096 image tokens. */
+export const BENCH_IMAGE_SIZES: readonly number[] = [224, 448, 896];
+
 export interface BenchModelOptions {
   visionLayers: number;
   textLayers: number;
+  /** Default 'paligemma' (PaliGemma-3B). */
+  model?: BenchModel;
+  /** Input side in pixels (default 224); image tokens = (size / 14)². */
+  imageSize?: number;
   /** Divide every width (hidden, MLP, head dim, vocabulary, image side) by this; 1 = real shapes. For tests. */
   scaleDown?: number;
 }
 
-/** The config of PaliGemma-3B-224 with the given depth (and, for tests, narrower widths). */
+/**
+ * The config of PaliGemma-3B (or PaliGemma 2 3B) at the given depth and image size (and, for
+ * tests, narrower widths). PaliGemma 2's text model is Gemma 2 2B: hidden 2304, MLP 9216,
+ * 8 heads, 4 KV heads, head dim 256, soft-caps 50 (attention) and 30 (final), window 4096 on
+ * even layers, query scale 256^-0.5.
+ */
 export function benchConfig(o: BenchModelOptions): PaliGemmaConfig {
   const s = o.scaleDown ?? 1;
   const div = (x: number, min = 1) => Math.max(min, Math.round(x / s));
   const visionHeads = 16, textHeads = 8;
   const patch = 14;
-  const imageSize = patch * div(224 / patch);
+  const imageSize = patch * div((o.imageSize ?? 224) / patch);
   const vocab = div(257216, 64);
-  const textHidden = div(2048, 8);
-  return modelConfig({
+  const g2 = o.model === 'paligemma2';
+  const textHidden = div(g2 ? 2304 : 2048, 8);
+  const config = modelConfig({
     vision: {
       hidden: visionHeads * div(1152 / visionHeads), inter: div(4304), layers: o.visionLayers,
       heads: visionHeads, patch, image: imageSize,
     },
     text: {
-      hidden: textHidden, inter: div(16384), layers: o.textLayers, heads: textHeads, kvHeads: 1,
+      hidden: textHidden, inter: div(g2 ? 9216 : 16384), layers: o.textLayers, heads: textHeads, kvHeads: g2 ? 4 : 1,
       headDim: 2 * div(128), vocab,
     },
     imageTokenIndex: vocab - div(64),                  // 257152 at real size
   });
+  if (!g2) return config;
+  const t = config.text;
+  return {
+    ...config,
+    text: {
+      ...t, modelType: 'gemma2', attnLogitSoftcapping: 50, finalLogitSoftcapping: 30,
+      slidingWindow: div(4096), queryPreAttnScalar: t.headDim,
+      layerTypes: Array.from({ length: t.numLayers }, (_, i) => (i % 2 === 0 ? 'sliding_attention' : 'full_attention')),
+    },
+  };
+}
+
+/** "PaliGemma-3B-224" or "PaliGemma 2 3B-896", and its full depth (vision + text layers). */
+export function benchModelName(c: PaliGemmaConfig): { name: string; fullDepth: [number, number] } {
+  const g2 = c.text.modelType === 'gemma2';
+  return { name: `${g2 ? 'PaliGemma 2 3B' : 'PaliGemma-3B'}-${c.vision.imageSize}`, fullDepth: [27, g2 ? 26 : 18] };
 }
 
 export interface WeightSpec {

@@ -1,5 +1,5 @@
 /**
- * `paligemma bench`: PaliGemma-3B-224 shapes at a chosen depth, random weights built in memory,
+ * `paligemma bench`: PaliGemma-3B or PaliGemma 2 3B shapes at 224, 448 or 896 px and a chosen depth, random weights built in memory,
  * on any registered backend. Times the three phases of a request and sets them against floors
  * computed from this machine's matmul peak and memory bandwidth, measured in the same process.
  *
@@ -17,9 +17,10 @@ import { type BenchWeights, writeBenchCheckpoint } from './bench-checkpoint.js';
 import { createRegistry, startBackend } from '../create-pipeline.js';
 import type { PaliGemmaConfig } from '../pipeline/config-types.js';
 import { PaliGemmaModel } from '../pipeline/paligemma-model.js';
+import { highWaterMb, resetHighWater } from './rss-high-water.js';
 import { measureMatmulPeak, measureReadBandwidth, type ProbeResult } from './machine-probe.js';
 import {
-  benchConfig, benchPromptIds, elementsOf, fillUniform, phaseCosts, weightSpecs, type PhaseCosts,
+  benchConfig, benchModelName, benchPromptIds, elementsOf, fillUniform, phaseCosts, weightSpecs, type BenchModel, type PhaseCosts,
 } from './paligemma-shapes.js';
 
 export interface BenchOptions {
@@ -31,6 +32,10 @@ export interface BenchOptions {
   plugins?: readonly string[];
   visionLayers: number;
   textLayers: number;
+  /** 'paligemma' (default, PaliGemma-3B) or 'paligemma2' (PaliGemma 2 3B: Gemma 2 2B decoder). */
+  model?: BenchModel;
+  /** Input side in pixels (default 224): 448 → 1024 image tokens, 896 → 4096. */
+  imageSize?: number;
   newTokens: number;
   repeats: number;
   warmup: number;
@@ -77,6 +82,10 @@ export interface BenchResult {
     readMethod: string;
     visionLayers: number;
     textLayers: number;
+    /** e.g. "PaliGemma 2 3B-896". */
+    model: string;
+    imageSize: number;
+    numImageTokens: number;
     scaleDown: number;
     promptLength: number;
     newTokens: number;
@@ -96,6 +105,11 @@ export interface RunTimes {
   ttftMs: number;
   decodeMsPerToken: number;
   rssMb: number;
+  /** Resident MiB when the run began (weights and runtime; rss-high-water.ts). */
+  startRssMb: number;
+  /** Peak resident MiB during vision, and during prompt embedding + prefill (each phase's own high-water on Linux). */
+  visionPeakRssMb: number;
+  prefillPeakRssMb: number;
 }
 
 export async function runBench(o: BenchOptions): Promise<BenchResult> {
@@ -107,7 +121,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     const contribution = registry.get('backend', o.backend);
     const attention = registry.get('attention', contribution.defaultAttention ?? 'plain').create();
     const kvCacheStore = registry.get('kvCache', contribution.defaultKvCache ?? 'contiguous').create();
-    const config = benchConfig({ visionLayers: o.visionLayers, textLayers: o.textLayers, scaleDown: o.scaleDown });
+    const config = benchConfig({ visionLayers: o.visionLayers, textLayers: o.textLayers, model: o.model, imageSize: o.imageSize, scaleDown: o.scaleDown });
     const seed = o.seed ?? 1;
 
     let weights: Map<string, Tensor>, weightDtype: DType = 'f32', loadMs = 0, fileBytes = 0;
@@ -182,12 +196,16 @@ function uploadWeights(backend: TensorBackend, config: PaliGemmaConfig, seed: nu
 async function runOnce(model: PaliGemmaModel, pixels: { data: Float32Array; shape: [number, number, number] }, ids: Int32Array, newTokens: number): Promise<RunTimes> {
   const b = model.backend;
   let rss = rssMb();
+  const startRssMb = rss;
+  resetHighWater();
   let t = performance.now();
   const start = t;
   const rows = model.imageRows(pixels);
   await b.read(rows);
   const visionMs = performance.now() - t;
   rss = Math.max(rss, rssMb());
+  const visionPeakRssMb = highWaterMb();
+  resetHighWater();
 
   const session = model.session(ids.length + newTokens + 1);
   t = performance.now();
@@ -197,6 +215,7 @@ async function runOnce(model: PaliGemmaModel, pixels: { data: Float32Array; shap
   const ttftMs = performance.now() - start;
   b.dispose([rows, embeds]);
   rss = Math.max(rss, rssMb());
+  const prefillPeakRssMb = highWaterMb();
 
   let decodeMs = 0;
   for (let i = 0; i < newTokens; i++) {
@@ -207,7 +226,8 @@ async function runOnce(model: PaliGemmaModel, pixels: { data: Float32Array; shap
   }
   session.dispose();
   rss = Math.max(rss, rssMb(), maxRssMb());
-  return { visionMs, prefillMs, ttftMs, decodeMsPerToken: newTokens > 0 ? decodeMs / newTokens : 0, rssMb: rss };
+  return { visionMs, prefillMs, ttftMs, decodeMsPerToken: newTokens > 0 ? decodeMs / newTokens : 0, rssMb: rss,
+    startRssMb, visionPeakRssMb, prefillPeakRssMb };
 }
 
 function argmax(x: Float32Array): number {
@@ -253,6 +273,9 @@ function assemble(o: BenchOptions, backend: TensorBackend, config: PaliGemmaConf
       readMethod: read.method,
       visionLayers: config.vision.numLayers,
       textLayers: config.text.numLayers,
+      model: benchModelName(config).name,
+      imageSize: config.vision.imageSize,
+      numImageTokens: config.numImageTokens,
       scaleDown: o.scaleDown ?? 1,
       promptLength,
       newTokens: o.newTokens,
@@ -273,10 +296,12 @@ export function formatBench(r: BenchResult): string {
   const f = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x >= 1 ? x.toFixed(2) : x.toPrecision(2));
   const row = (name: string, ms: number, floor: number, basis: string) =>
     `  ${name.padEnd(18)}${f(ms).padStart(10)}${f(floor).padStart(10)}${`${(ms / floor).toFixed(1)}×`.padStart(9)}   ${basis}`;
-  const scale = d.scaleDown === 1 ? 'PaliGemma-3B-224 shapes' : `PaliGemma-3B-224 shapes ÷ ${d.scaleDown} (test size)`;
+  const scale = d.scaleDown === 1 ? `${d.model} shapes` : `${d.model} shapes ÷ ${d.scaleDown} (test size)`;
+  const full = d.model.startsWith('PaliGemma 2') ? '27 + 26' : '27 + 18';
+  const phasePeaks = d.runs.length ? d.runs[0] : undefined;
   return [
     `paligemma bench — backend ${r.backend} (${d.engine})`,
-    `  model: ${scale}, ${d.visionLayers} vision + ${d.textLayers} text layers (of 27 + 18), ` +
+    `  model: ${scale}, ${d.numImageTokens} image tokens, ${d.visionLayers} vision + ${d.textLayers} text layers (of ${full}), ` +
       `${(d.params / 1e6).toFixed(0)}M params, ${(r.weightBytes / 1e9).toFixed(2)} GB float32 weights`,
     `  weights: ${r.weights}${d.fileBytes ? `, ${(d.fileBytes / 1e9).toFixed(2)} GB checkpoint loaded in ${f(d.loadMs)} ms` : ''}`,
     `  request: ${d.promptLength}-token prompt, ${d.newTokens} greedy tokens; median of ${d.repeats} run(s) after ${d.warmup} warm-up`,
@@ -286,7 +311,8 @@ export function formatBench(r: BenchResult): string {
     row('prefill (ms)', r.prefillMs, r.floors.prefillMs, `${f(d.prefillGflop)} GFLOP ÷ ${f(r.peakGflops)} GFLOP/s`),
     row('decode (ms/token)', r.decodeMsPerToken, r.floors.decodeMsPerToken, `${f(d.decodeMbPerToken)} MB read per step ÷ ${f(r.readGBps)} GB/s`),
     `  ${'first token (ms)'.padEnd(18)}${f(r.ttftMs).padStart(10)}   image to first token`,
-    `  ${'peak RSS (MiB)'.padEnd(18)}${f(r.peakRssMb).padStart(10)}`,
+    `  ${'peak RSS (MiB)'.padEnd(18)}${f(r.peakRssMb).padStart(10)}` +
+      (phasePeaks ? `   first run: ${f(phasePeaks.startRssMb)} at start, peak in vision ${f(phasePeaks.visionPeakRssMb)}, in prefill ${f(phasePeaks.prefillPeakRssMb)}` : ''),
     '',
     `  machine, measured in this run:`,
     `    matmul peak     ${f(r.peakGflops)} GFLOP/s  (${d.peakMethod})`,

@@ -9,7 +9,8 @@ import { SingleBar, Presets } from 'cli-progress';
 import { readJobFile, type JobOutcome, type QueueCounts } from '../batch/batch-job.js';
 import type { BullmqJobQueue, BullmqQueueOptions } from '../batch/bullmq-queue.js';
 import { InProcessJobQueue } from '../batch/in-process-queue.js';
-import { PipelineJobExecutor, executorHandler } from '../batch/job-executor.js';
+import { jobExecutorFor } from '../batch/batched-executor.js';
+import { executorHandler } from '../batch/job-executor.js';
 import { DEFAULT_RETRY, DEFAULT_STALL, type RetryPolicy } from '../batch/job-queue.js';
 import { readResultsFile, writeResultsFile } from '../batch/results-file.js';
 import { openBullmqJobQueue } from '../batch/index.js';
@@ -47,6 +48,21 @@ const openQueue = openBullmqJobQueue;
 function countsLine(c: QueueCounts): string {
   const total = c.waiting + c.active + c.completed + c.failed;
   return `waiting ${c.waiting}, active ${c.active}, completed ${c.completed}, failed ${c.failed} (${total} jobs)`;
+}
+
+/** One stderr line per new Redis error message, and at most one every 10 s: an outage is not a flood. */
+function redisWarning(redisUrl: string): (message: string) => void {
+  let url = redisUrl;
+  try { const u = new URL(redisUrl); if (u.password) { u.password = '***'; url = u.toString(); } } catch { /* shown as given */ }
+  let last = '';
+  let at = 0;
+  return (message) => {
+    const now = Date.now();
+    if (message === last && now - at < 10_000) return;
+    last = message;
+    at = now;
+    process.stderr.write(`warning: Redis at ${url}: ${message}\n`);
+  };
 }
 
 function concurrencyOf(value: string): number {
@@ -91,7 +107,7 @@ function runCommand(): Command {
     .description('run a job file on this machine, no Redis needed (an in-process queue)')
     .requiredOption('--input <jobs.jsonl>', 'job file: one {id, image, prompt | task, options} per line')
     .requiredOption('--out <results.jsonl>', 'results file: one line per id; ids already completed there are skipped')
-    .option('--concurrency <n>', 'jobs run at once on the one loaded model', '1')))
+    .option('--concurrency <n>', 'jobs run at once on the one loaded model, decoded as one batch', '1')))
     .action(async (flags: RunFlags) => {
       const concurrency = concurrencyOf(flags.concurrency);
       const retry = retryOf(flags);
@@ -117,12 +133,13 @@ function runCommand(): Command {
         const controller = new AbortController();
         const onSigint = () => controller.abort();
         process.once('SIGINT', onSigint);
+        const executor = jobExecutorFor(pipe, concurrency, registry);
         try {
-          const executor = new PipelineJobExecutor(pipe, registry);
           await queue.work(executorHandler(executor), {
             concurrency, signal: controller.signal, onOutcome: () => { void queue.counts().then((c) => bar.update(c)); },
           });
         } finally {
+          await executor.close?.();
           bar.stop();
           process.off('SIGINT', onSigint);
           await pipe.close();
@@ -159,7 +176,7 @@ function submitCommand(): Command {
 function workerCommand(): Command {
   return addModelOptions(addQueueOptions(new Command('worker')
     .description('load the model once and run jobs from the queue until stopped (Ctrl-C or SIGTERM lets running jobs finish)')
-    .option('--concurrency <n>', 'jobs run at once on the one loaded model', '1')
+    .option('--concurrency <n>', 'jobs run at once on the one loaded model, decoded as one batch', '1')
     .option('--lock-ms <ms>', "a running job's lock; a dead worker's jobs are retried this long after it stops renewing", String(DEFAULT_STALL.lockMs))
     .option('--stalled-interval-ms <ms>', 'how often to look for jobs of dead workers', String(DEFAULT_STALL.stalledIntervalMs))
     .option('--max-stalled <n>', "times a job is retried after its worker died before it is failed", String(DEFAULT_STALL.maxStalledCount))
@@ -172,7 +189,7 @@ function workerCommand(): Command {
         stalledIntervalMs: ms('--stalled-interval-ms', flags.stalledIntervalMs),
         maxStalledCount: parseInteger('--max-stalled', flags.maxStalled, 0)!,
       };
-      const queue = await openQueue(queueOptions(flags, { stall, persistent: true }));
+      const queue = await openQueue(queueOptions(flags, { stall, persistent: true, onConnectionError: redisWarning(flags.redis) }));
       const controller = new AbortController();
       const stop = () => { process.stderr.write('stopping: running jobs finish first\n'); controller.abort(); };
       process.once('SIGINT', stop);
@@ -180,8 +197,8 @@ function workerCommand(): Command {
       try {
         const registry = await createRegistry(flags.plugin);
         const pipe = await pipelineFor(flags);
+        const executor = jobExecutorFor(pipe, concurrency, registry);
         try {
-          const executor = new PipelineJobExecutor(pipe, registry);
           process.stderr.write(`worker ${process.pid} ready on queue ${flags.queue} (concurrency ${concurrency})\n`);
           await queue.work(executorHandler(executor), {
             concurrency,
@@ -190,6 +207,7 @@ function workerCommand(): Command {
             onOutcome: (o) => process.stderr.write(o.status === 'completed' ? `job ${o.id} completed\n` : `job ${o.id} failed: ${o.error}\n`),
           });
         } finally {
+          await executor.close?.();
           await pipe.close();
         }
       } finally {

@@ -2,6 +2,8 @@ import { Command, Option } from 'commander';
 import { matmulEngineInfo } from '../backends/reference/matmul.js';
 import { parseBenchWeights } from '../bench/bench-checkpoint.js';
 import { formatBench, runBench } from '../bench/run-bench.js';
+import { BENCH_IMAGE_SIZES, BENCH_MODELS, type BenchModel } from '../bench/paligemma-shapes.js';
+import { PaliGemmaError } from '../interfaces/errors.js';
 import { parseInteger } from './cli-errors.js';
 import { collect } from './key-value-options.js';
 import { BACKEND_OPTION_HELP, backendOptionsOf } from './model-options.js';
@@ -23,9 +25,22 @@ interface BenchFlags {
   bandwidthMib: string;
   seed: string;
   weights?: string;
+  model: string;
+  imageSize: string;
 }
 
 const int = (flag: string, value: string, min: number) => parseInteger(flag, value, min)!;
+
+function parseBenchModel(value: string): BenchModel {
+  if ((BENCH_MODELS as readonly string[]).includes(value)) return value as BenchModel;
+  throw new PaliGemmaError(`invalid --model ${JSON.stringify(value)}: expected ${BENCH_MODELS.join(' or ')}`, 'invalid_option');
+}
+
+function parseImageSize(value: string): number {
+  const n = Number(value);
+  if (BENCH_IMAGE_SIZES.includes(n) && /^\d+$/.test(value)) return n;
+  throw new PaliGemmaError(`invalid --image-size ${JSON.stringify(value)}: expected ${BENCH_IMAGE_SIZES.join(', ')}`, 'invalid_option');
+}
 
 /**
  * `paligemma bench`: PaliGemma-3B-224 shapes at a chosen depth with random weights in memory,
@@ -34,12 +49,14 @@ const int = (flag: string, value: string, min: number) => parseInteger(flag, val
  */
 export function benchCommand(): Command {
   return new Command('bench')
-    .description('time vision, prefill and decode at real PaliGemma-3B shapes (random weights) against machine floors')
+    .description('time vision, prefill and decode at real PaliGemma-3B or PaliGemma 2 3B shapes (random weights) against machine floors')
     .option('--backend <name>', 'tensor backend', 'reference')
     .option('--device <name>', 'device for backends that have several (e.g. cpu, cuda)')
     .option('--backend-option <key=value>', BACKEND_OPTION_HELP, collect, [])
     .option('--vision-layers <n>', 'SigLIP encoder layers (the real model has 27)', '2')
-    .option('--text-layers <n>', 'Gemma decoder layers (the real model has 18)', '2')
+    .option('--text-layers <n>', 'Gemma decoder layers (the real model has 18; PaliGemma 2 3B 26)', '2')
+    .option('--model <shapes>', `model shapes: ${BENCH_MODELS.join(' (PaliGemma-3B) or ')} (PaliGemma 2 3B, Gemma 2 2B decoder)`, 'paligemma')
+    .option('--image-size <px>', `input side: ${BENCH_IMAGE_SIZES.join(', ')} (256, 1024, 4096 image tokens)`, '224')
     .option('--new-tokens <n>', 'greedy decode steps per run', '16')
     .option('--weights <dtype>', 'store the random weights as a f32, bf16 or f16 checkpoint and load it the real way (default: f32 arrays in memory)')
     .option('--repeats <n>', 'timed runs; each number is their median', '3')
@@ -66,6 +83,8 @@ export function benchCommand(): Command {
         bandwidthMib: int('--bandwidth-mib', flags.bandwidthMib, 1),
         seed: int('--seed', flags.seed, 0),
         weights: flags.weights === undefined ? undefined : parseBenchWeights(flags.weights),
+        model: parseBenchModel(flags.model),
+        imageSize: parseImageSize(flags.imageSize),
       };
       const progress = !flags.json && process.stderr.isTTY;
       const result = await runBench({ ...options, log: progress ? (l) => process.stderr.write(`${l}\n`) : undefined });

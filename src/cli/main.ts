@@ -9,6 +9,7 @@ import { downloadCommand } from './download-command.js';
 import { generateCommand } from './generate-command.js';
 import { modelsCommand } from './models-command.js';
 import { pluginsCommand } from './plugins-command.js';
+import { quantizeCommand } from './quantize-command.js';
 import { scoreCommand } from './score-command.js';
 import { serveCommand } from './serve-command.js';
 import { packageVersion } from './package-version.js';
@@ -47,6 +48,7 @@ export function buildProgram(): Command {
     modelsCommand(),
     conformanceCommand(),
     benchCommand(),
+    quantizeCommand(),
     pluginsCommand(),
   ];
   for (const cmd of commands) {

@@ -5,6 +5,8 @@ import { downloadReporter } from './download-progress.js';
 import { collect, parseKeyValueOptions } from './key-value-options.js';
 import { loadProgressBar } from './progress.js';
 import { MODEL_DTYPES, parseModelDtype } from '../pipeline/model-dtype.js';
+import { PaliGemmaError } from '../interfaces/errors.js';
+import { parseFinalLogitSoftcap, type Gemma2Options } from '../pipeline/gemma2-options.js';
 
 export interface ModelFlags {
   model?: string;
@@ -18,6 +20,8 @@ export interface ModelFlags {
   kvCache?: string;
   tokenizer?: string;
   imageProcessor?: string;
+  finalLogitSoftcap?: string;
+  slidingWindow?: string;
   verbose?: boolean;
 }
 
@@ -42,13 +46,29 @@ export function addModelOptions(cmd: Command): Command {
     .option('--tokenizer <name>', "tokenizer (default: hf, the model folder's tokenizer.json)")
     .option('--image-processor <name>', 'image processor (default: siglip)')
     .option('--plugin <path>', 'load a plugin (file or package); repeatable', collect, [])
+    .option('--final-logit-softcap <v>', 'PaliGemma 2: off (default, as transformers 5), auto (the config\'s 30, as big_vision) or a number')
+    .option('--sliding-window <v>', 'PaliGemma 2: auto (default, the config\'s window with the prefix rule, as transformers) or off (as big_vision)')
     .option('--verbose', 'print stack traces on errors');
+}
+
+/** The gemma2 options of --final-logit-softcap and --sliding-window, or undefined when neither is given. */
+function gemma2OptionsOf(flags: ModelFlags): Gemma2Options | undefined {
+  if (flags.finalLogitSoftcap === undefined && flags.slidingWindow === undefined) return undefined;
+  const sw = flags.slidingWindow;
+  if (sw !== undefined && sw !== 'auto' && sw !== 'off') {
+    throw new PaliGemmaError(`invalid --sliding-window ${JSON.stringify(sw)}: expected auto or off`, 'invalid_option');
+  }
+  return {
+    ...(flags.finalLogitSoftcap !== undefined ? { finalLogitSoftcap: parseFinalLogitSoftcap(flags.finalLogitSoftcap) } : {}),
+    ...(sw !== undefined ? { slidingWindow: sw } : {}),
+  };
 }
 
 /** Builds the pipeline for a command, with a progress bar while weights load. */
 export async function pipelineFor(flags: ModelFlags, extra: Parameters<typeof createPipeline>[0] = {}): Promise<PaliGemmaPipeline> {
   const backendOptions = backendOptionsOf(flags);   // a malformed item fails before anything prints or loads
   const dtype = flags.dtype === undefined ? undefined : parseModelDtype(flags.dtype, '--dtype');
+  const gemma2 = gemma2OptionsOf(flags);
   if (!flags.model) {
     process.stderr.write('note: no --model given; using the built-in tiny checkpoint (random weights, output is noise)\n');
   }
@@ -69,6 +89,7 @@ export async function pipelineFor(flags: ModelFlags, extra: Parameters<typeof cr
       tokenizer: flags.tokenizer,
       imageProcessor: flags.imageProcessor,
       onProgress: progress.onProgress,
+      ...(gemma2 ? { gemma2 } : {}),
       ...extra,
     });
   } finally {

@@ -1,9 +1,9 @@
-import { basename } from 'node:path';
 import { Command } from 'commander';
 import { parseInteger } from './cli-errors.js';
 import { addModelOptions, pipelineFor, type ModelFlags } from './model-options.js';
 import { ServingEngine } from '../serving/serving-engine.js';
 import { buildServer } from '../serving/server.js';
+import { modelDisplayName } from '../hub/resolve-model.js';
 
 interface ServeFlags extends ModelFlags {
   port: string;
@@ -29,7 +29,7 @@ export function serveCommand(): Command {
     .option('--max-body <bytes>', 'largest request body; larger ones get 413', String(25 * 1024 * 1024))
     .option('--max-tokens <n>', 'max_tokens when a request gives none', '256')
     .option('--vision-cache <n>', 'images whose vision-tower output stays cached', '64')
-    .option('--model-name <id>', 'model id clients use (default: the model folder name)')
+    .option('--model-name <id>', 'model id clients use (default: the hub id ORG/NAME, or the model folder name)')
     .option('--api-key <key>', 'require Authorization: Bearer KEY')
     .option('--allow-file-images <dir>', 'accept file:// image URLs inside this folder')
     .option('--allow-remote-images', 'fetch http(s) image URLs'))
@@ -45,7 +45,7 @@ export function serveCommand(): Command {
       const pipe = await pipelineFor(flags);
       const engine = new ServingEngine(pipe, { maxBatch, maxQueue, visionCacheSize });
       const app = await buildServer(engine, {
-        modelId: flags.modelName ?? (flags.model ? basename(flags.model) : 'paligemma-demo'),
+        modelId: flags.modelName ?? (flags.model ? modelDisplayName(flags.model) : 'paligemma-demo'),
         apiKey: flags.apiKey, maxBody, defaultMaxTokens,
         images: { fileRoot: flags.allowFileImages, allowRemote: flags.allowRemoteImages === true },
       });
@@ -55,10 +55,12 @@ export function serveCommand(): Command {
       const stop = async (signal: string) => {
         if (stopping) return;
         stopping = true;
-        process.stderr.write(`paligemma serve: ${signal}, draining in-flight requests\n`);
+        process.stderr.write(`paligemma serve: ${signal}, draining ${engine.inFlight} in-flight requests\n`);
         // close() stops accepting connections and waits for in-flight ones; new requests get 503.
+        // The engine finishes every request it accepted (image decoding, queued, decoding).
         await Promise.all([app.close(), engine.drain()]);
         await pipe.close();
+        process.stderr.write('paligemma serve: drained, exiting\n');
         process.exit(0);
       };
       process.once('SIGTERM', () => void stop('SIGTERM'));

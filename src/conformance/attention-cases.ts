@@ -1,7 +1,8 @@
 /**
  * Attention cases for one kernel: every mask kind at GQA ratios 1, 2 and 8, a length-1 and a
  * 300-long sequence, a decode step into a cache whose rows past kvLength hold garbage, a prefill
- * chunk that straddles the prefix boundary, a sliding window and soft-capping.
+ * chunk that straddles the prefix boundary, and Gemma 2's soft-capping and sliding windows
+ * (alone, together, and with the bidirectional prefix; in prefill, a chunk and a decode step).
  */
 import type { AttentionMask, AttentionOptions } from '../interfaces/attention-kernel.js';
 import { fmt, input, THRESHOLDS, type CaseSpec, type KernelSlot } from './op-case.js';
@@ -38,6 +39,29 @@ function shapes(): AttentionShape[] {
     },
     { label: 'T33 window 8', tq: 33, tk: 33, hq: 2, hkv: 1, d: 16, opts: { mask: causal, slidingWindow: 8 } },
     { label: 'T17 softCap 50', tq: 17, tk: 17, hq: 4, hkv: 2, d: 16, opts: { mask: { kind: 'bidirectional' }, softCap: 50 } },
+    ...gemma2Shapes(),
+  ];
+}
+
+/**
+ * Gemma 2 (PaliGemma 2) attention: a cap small enough to bite (scaled scores have std ≈ 2 here,
+ * so cap 50 moves them by < 0.1 %), windows shorter than the sequence, and the window combined
+ * with the bidirectional prefix, where prefix rows keep the whole prefix (keyVisible's rule).
+ */
+function gemma2Shapes(): AttentionShape[] {
+  const prefix = (prefixLength: number): AttentionMask => ({ kind: 'prefixLm', prefixLength });
+  return [
+    { label: 'T17 softCap 5', tq: 17, tk: 17, hq: 4, hkv: 2, d: 16, opts: { mask: causal, softCap: 5 } },
+    { label: 'T40 window 8', tq: 40, tk: 40, hq: 4, hkv: 2, d: 16, opts: { mask: prefix(24), slidingWindow: 8 } },
+    { label: 'T40 window 8 softCap 5', tq: 40, tk: 40, hq: 8, hkv: 1, d: 16, opts: { mask: prefix(24), slidingWindow: 8, softCap: 5 } },
+    {
+      label: 'chunk of 6 at 20 window 8 softCap 5, 32-row cache', tq: 6, tk: 32, hq: 4, hkv: 2, d: 16,
+      opts: { mask: prefix(24), queryOffset: 20, kvLength: 26, slidingWindow: 8, softCap: 5 },
+    },
+    {
+      label: 'decode at 40 window 8 softCap 5, 48-row cache', tq: 1, tk: 48, hq: 4, hkv: 2, d: 32,
+      opts: { mask: prefix(24), queryOffset: 40, kvLength: 41, slidingWindow: 8, softCap: 5 },
+    },
   ];
 }
 

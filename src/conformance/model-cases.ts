@@ -1,7 +1,7 @@
 /**
  * Model cases: one checkpoint run end to end on the tested backend and on the oracle, through
  * the same PaliGemmaModel/PaliGemmaPipeline code users run. Checked: the vision tower output,
- * prefill logits on every row, greedy tokens over STEPS steps, KV-cache decoding against a
+ * prefill logits on every row, greedy tokens over STEPS steps and the logits they came from, KV-cache decoding against a
  * no-cache forward of prompt + generated tokens (every step's logits, tested backend alone), and
  * `score`.
  */
@@ -154,6 +154,17 @@ function tokensCheck(mine: SideRun, theirs: SideRun, limits: ModelThresholds): M
   return { ...base, error: mismatches, status: 'fail', detail: `first differs at ${where} (oracle margin ${margin.toFixed(4)})` };
 }
 
+/**
+ * The logits each greedy token was chosen from, up to and including the first step where the
+ * tokens part (later steps read different inputs). Catches what greedy tokens miss: a wrong
+ * window or cap on the generated rows that happens not to flip an argmax.
+ */
+function stepLogitsCheck(mine: SideRun, theirs: SideRun, limits: ModelThresholds): ModelCheck & { maxAbsDiff: number } {
+  const i = mine.tokens.findIndex((t, k) => t !== theirs.tokens[k]);
+  const n = i < 0 ? STEPS : i + 1;
+  return tensorCheck('decode step logits', concat(mine.stepLogits.slice(0, n)), concat(theirs.stepLogits.slice(0, n)), limits.logits);
+}
+
 function scoreCheck(mine: ScoreResult, theirs: ScoreResult, limits: ModelThresholds): ModelCheck {
   const base = { check: 'score log-probs', threshold: limits.score };
   if (mine.tokens.join() !== theirs.tokens.join()) return { ...base, error: null, status: 'fail', detail: 'scored different tokens' };
@@ -189,6 +200,7 @@ export async function runModelCase(
     tensorCheck('vision tower', mine.vision, theirs.vision, limits.vision),
     logits,
     tokensCheck(mine, theirs, limits),
+    stepLogitsCheck(mine, theirs, limits),
     tensorCheck('kv cache vs no cache', concat(mine.stepLogits), mine.noCache, limits.kvCache),
     scoreCheck(mine.score, theirs.score, limits),
   ].map(({ maxAbsDiff: _, ...c }: ModelCheck & { maxAbsDiff?: number }) => c);

@@ -9,7 +9,7 @@ import { listFiles, modelInfo } from '@huggingface/hub';
 import { PaliGemmaError } from '../interfaces/errors.js';
 import { blobPath, linkSnapshotFile, snapshotFolder, writeRef } from './cache-layout.js';
 import { fetchBlob, type RemoteFile } from './fetch-blob.js';
-import { hubError, hubFetch } from './hub-fetch.js';
+import { hubError, hubFetch, HubUnreachableError } from './hub-fetch.js';
 import type { HubSettings } from './hub-settings.js';
 import { isNeededFile } from './model-files.js';
 import { COMMIT_HASH } from './model-reference.js';
@@ -67,7 +67,7 @@ export async function downloadSnapshot(p: DownloadSnapshotParams): Promise<strin
     } catch (e) {
       if (e instanceof TypeError && /fetch failed/.test(e.message)) {
         const cause = (e.cause as { code?: string } | undefined)?.code ?? 'no answer';
-        throw new PaliGemmaError(`cannot reach the hub at ${endpoint} (${cause}) for model ${repo}: check the network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use the cache only`, 'network');
+        throw new HubUnreachableError(`cannot reach the hub at ${endpoint} (${cause}) for model ${repo}: check the network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use the cache only`);
       }
       throw hubError(e, repo, revision, settings, hub.lastErrorCode());
     }

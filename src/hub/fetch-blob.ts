@@ -5,8 +5,8 @@
  * to the blob's final name, so no later run can take a partial file for a whole one.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, rename, rm, stat, truncate } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, rename, rm, stat, truncate } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -73,24 +73,27 @@ export async function fetchBlob(p: FetchBlobParams): Promise<number> {
   if (have < file.size) {
     const blob = await downloadFile({ repo: p.repo, path: file.path, revision: p.commit, hubUrl: p.endpoint, fetch: p.fetch, downloadInfo: info, xet: false });
     if (!blob) throw new PaliGemmaError(`file ${file.path} of ${p.repo}@${p.commit} vanished from the hub`, 'hub_error');
-    const count = new Transform({
-      transform(chunk: Buffer, _enc, done) {
-        onDisk += chunk.length;
+    const body = blob.slice(have).stream() as unknown as Parameters<typeof Readable.fromWeb>[0];
+    // Each chunk is on disk before the next is read, so whatever arrived before a cut is kept
+    // for the next run to resume from (a stream torn down on error may drop buffered writes).
+    const out = await open(incomplete, 'a');
+    try {
+      for await (const chunk of Readable.fromWeb(body) as AsyncIterable<Buffer>) {
         // A server that ignored the Range header would send too much: stop before it lands.
-        if (onDisk > file.size) { done(new PaliGemmaError(`file ${file.path}: the hub sent more than its ${file.size} bytes`, 'hub_error')); return; }
+        if (onDisk + chunk.length > file.size) throw new PaliGemmaError(`file ${file.path}: the hub sent more than its ${file.size} bytes`, 'hub_error');
+        await out.write(chunk);
+        onDisk += chunk.length;
         hash.update(chunk);
         p.onBytes?.(onDisk);
-        done(null, chunk);
-      },
-    });
-    const body = blob.slice(have).stream() as unknown as Parameters<typeof Readable.fromWeb>[0];
-    try {
-      await pipeline(Readable.fromWeb(body), count, createWriteStream(incomplete, { flags: 'a' }));
+      }
     } catch (e) {
       if (e instanceof PaliGemmaError) throw e;
       const reason = e instanceof Error ? e.message : String(e);
+      await out.close();
       // The partial file stays: the next run asks only for the rest.
       throw new PaliGemmaError(`download of ${file.path} from ${p.repo}@${p.commit} was interrupted (${reason}) at ${await sizeOf(incomplete)} of ${file.size} bytes; run again to resume`, 'network');
+    } finally {
+      await out.close().catch(() => {});
     }
   }
   const size = await sizeOf(incomplete);

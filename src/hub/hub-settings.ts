@@ -12,9 +12,9 @@ export interface HubSettings {
   cacheDir: string;
   /** `HF_ENDPOINT` without a trailing slash, else the public hub. */
   endpoint: string;
-  /** `HF_TOKEN`, else the file `hf auth login` writes (`HF_TOKEN_PATH`, else `$HF_HOME/token`). Never print it. */
+  /** `HF_TOKEN` (or `HUGGING_FACE_HUB_TOKEN`), else the file `hf auth login` writes (`HF_TOKEN_PATH`, else `$HF_HOME/token`). Never print it. */
   token?: string;
-  /** `HF_HUB_OFFLINE` set to 1/ON/YES/TRUE: no request at all. */
+  /** `HF_HUB_OFFLINE` (or `TRANSFORMERS_OFFLINE`) set to 1/ON/YES/TRUE: no request at all. */
   offline: boolean;
 }
 
@@ -39,7 +39,8 @@ export function hubCacheDir(env: Env = process.env): string {
 }
 
 export function hubToken(env: Env = process.env): string | undefined {
-  const fromEnv = env.HF_TOKEN?.trim();
+  // HUGGING_FACE_HUB_TOKEN is the older name Python still reads.
+  const fromEnv = (env.HF_TOKEN || env.HUGGING_FACE_HUB_TOKEN)?.trim();
   if (fromEnv) return fromEnv;
   try {
     const stored = readFileSync(expandUser(env.HF_TOKEN_PATH ?? join(hfHome(env), 'token')), 'utf8').trim();
@@ -54,6 +55,6 @@ export function hubSettings(env: Env = process.env): HubSettings {
     cacheDir: hubCacheDir(env),
     endpoint: (env.HF_ENDPOINT?.trim() || HUB_URL).replace(/\/+$/, ''),
     token: hubToken(env),
-    offline: isTrue(env.HF_HUB_OFFLINE),
+    offline: isTrue(env.HF_HUB_OFFLINE || env.TRANSFORMERS_OFFLINE),
   };
 }

@@ -4,9 +4,11 @@
  * cache (used in place); else downloaded into that cache.
  */
 import { statSync } from 'node:fs';
+import { basename } from 'node:path';
 import { PaliGemmaError } from '../interfaces/errors.js';
 import { cachedCommit, repoFolder, snapshotFolder } from './cache-layout.js';
 import { downloadSnapshot, type DownloadPlan, type DownloadProgress } from './download-snapshot.js';
+import { HubUnreachableError } from './hub-fetch.js';
 import { hubSettings, type HubSettings } from './hub-settings.js';
 import { missingModelFiles } from './model-files.js';
 import { COMMIT_HASH, parseModelReference, revisionOf } from './model-reference.js';
@@ -59,7 +61,19 @@ export async function resolveModel(model: string, options: ResolveModelOptions =
     return await downloadSnapshot({ repo: ref.repo, revision, settings, onProgress: options.onProgress, onPlan: options.onPlan });
   } catch (e) {
     // No network (or the hub is down) with a complete copy at hand: use it, as Python does.
-    if (cached && !(e instanceof PaliGemmaError)) return cached;
+    if (cached && (e instanceof HubUnreachableError || !(e instanceof PaliGemmaError))) return cached;
     throw e;
   }
+}
+
+/**
+ * The name a model goes by for clients (the served model id): the hub id `ORG/NAME` as given
+ * (without `@REV`), as vLLM names a model served by id; a folder's own name otherwise.
+ */
+export function modelDisplayName(model: string): string {
+  if (!isFolder(model)) {
+    const ref = parseModelReference(model);
+    if (ref) return ref.repo;
+  }
+  return basename(model.replace(/[\\/]+$/, ''));
 }

@@ -44,6 +44,21 @@ export interface MatmulOptions {
   bias?: Tensor;
 }
 
+/**
+ * A [N, K] weight block-quantized along K (a `paligemma quantize` folder): `data` uint8
+ * [N, kBlocks, blockSize·bits/8] codes, low nibble first at 4 bits, each standing for
+ * (code - 2^(bits-1)) · scale; `scales` float32 [N·kBlocks]. See docs/quantized-format.md.
+ */
+export interface BlockQuantizedWeight {
+  bits: 4 | 8;
+  blockSize: number;
+  n: number;
+  k: number;
+  kBlocks: number;
+  data: Uint8Array;
+  scales: Float32Array;
+}
+
 export interface TensorBackend {
   /** Registry name, e.g. 'reference'. */
   readonly name: string;
@@ -66,6 +81,10 @@ export interface TensorBackend {
   // ── memory ────────────────────────────────────────────────────────────────
   /** Copies host data into a new tensor. `Uint16Array` data is raw f16/bf16 bits. */
   upload(data: Float32Array | Uint16Array, shape: readonly number[], dtype?: DType): Tensor;
+  /** Optional: a weight stored block-quantized, used as matmul's transposed `b` (the loader's quantized folders). */
+  uploadBlockQuantized?(q: BlockQuantizedWeight): Tensor;
+  /** Optional: a block-quantized copy of `table` for matmuls that take it transposed (the tied lm_head); gathers still read `table`. */
+  attachBlockQuantized?(table: Tensor, q: BlockQuantizedWeight): void;
   /** A new zero-filled f32 tensor (KV caches, accumulators). */
   zeros(shape: readonly number[]): Tensor;
   /** Reads a tensor back as float32, row-major. */

@@ -4,7 +4,6 @@
  * argument, what was expected and what came instead. An unknown option key is refused by name,
  * so that a typo (`maxNewToken`) cannot pass unseen.
  */
-import type { CreatePipelineOptions } from '../create-pipeline.js';
 import { PaliGemmaError } from '../interfaces/errors.js';
 import type { GenerateOptions } from './generation-types.js';
 
@@ -93,7 +92,10 @@ export function checkInstance(what: string, value: unknown, methods: readonly st
   }
 }
 
-export const GENERATE_OPTIONS = ['maxNewTokens', 'sampler', 'seed', 'logprobs', 'signal'] as const;
+/** Every GenerateOptions key, once: the compiler fails here when the interface gains one. */
+export const GENERATE_OPTIONS = Object.keys({
+  maxNewTokens: true, sampler: true, seed: true, logprobs: true, signal: true,
+} satisfies Record<keyof GenerateOptions, true>);
 
 export interface CheckedGenerateOptions {
   maxNewTokens?: number;
@@ -123,19 +125,6 @@ export function checkGenerateOptions(opts: unknown, vocabSize: number): CheckedG
   return { maxNewTokens: maxNewTokens as number | undefined, seed, logprobs };
 }
 
-const CREATE_OPTIONS = [
-  'model', 'revision', 'onDownloadProgress', 'onDownloadPlan', 'backend', 'backendOptions', 'dtype', 'attention',
-  'kvCache', 'sampler', 'samplerOptions', 'tokenizer', 'imageProcessor', 'plugins', 'gemma2', 'onProgress', 'configure',
-] as const;
-
-// The key lists must name every option of the public types: an option added to a type but not
-// here would be refused as unknown (this stops the build instead).
-type Unlisted<T, L extends readonly string[]> = Exclude<keyof T, L[number]>;
-const createOptionsListed: [Unlisted<CreatePipelineOptions, typeof CREATE_OPTIONS>] extends [never] ? true : never = true;
-const generateOptionsListed: [Unlisted<GenerateOptions, typeof GENERATE_OPTIONS>] extends [never] ? true : never = true;
-void createOptionsListed;
-void generateOptionsListed;
-
 /** The methods a part given as an instance must have (the minimum the pipeline calls). */
 const PART_METHODS = {
   backend: ['upload', 'read', 'dispose', 'matmul'],
@@ -146,13 +135,19 @@ const PART_METHODS = {
   imageProcessor: ['process'],
 } as const;
 
-/** createPipeline() options, checked before any plugin loads or file is read. */
-export function checkCreateOptions(options: unknown): void {
+/** createPipeline() options (`known`: every key it takes), checked before any plugin loads or file is read. */
+export function checkCreateOptions(options: unknown, known: readonly string[]): void {
   if (options === undefined) return;
   if (!isObject(options)) throw invalidArgument('createPipeline options', 'an object', options);
-  checkKnownKeys('createPipeline option', options, CREATE_OPTIONS);
+  checkKnownKeys('createPipeline option', options, known);
   if (options.model !== undefined && (typeof options.model !== 'string' || options.model === '')) {
-    throw invalidArgument('model', 'the path of a model folder (a non-empty string)', options.model);
+    throw invalidArgument('model', 'a model folder or a hub id ORG/NAME (a non-empty string)', options.model);
+  }
+  if (options.revision !== undefined && (typeof options.revision !== 'string' || options.revision === '')) {
+    throw invalidArgument('revision', 'a branch, tag or commit (a non-empty string)', options.revision);
+  }
+  if (options.revision !== undefined && (typeof options.revision !== 'string' || options.revision === '')) {
+    throw invalidArgument('revision', 'a branch, tag or commit (a non-empty string)', options.revision);
   }
   for (const [part, methods] of Object.entries(PART_METHODS)) {
     const value = options[part];
@@ -175,9 +170,6 @@ export function checkCreateOptions(options: unknown): void {
         throw invalidArgument(`plugins[${i}]`, 'a plugin (definePlugin) or a module name', p);
       }
     });
-  }
-  if (options.revision !== undefined && (typeof options.revision !== 'string' || options.revision === '')) {
-    throw invalidArgument('revision', 'a branch, tag or commit (a non-empty string)', options.revision);
   }
   if (options.gemma2 !== undefined && !isObject(options.gemma2)) throw invalidArgument('gemma2', 'an object', options.gemma2);
   for (const key of ['onProgress', 'onDownloadProgress', 'onDownloadPlan', 'configure'] as const) {

@@ -13,33 +13,44 @@
  *
  * A batched step runs every sequence's next token through each matmul together (one weight
  * read for the whole batch) and attention per sequence over its own cache; a sequence's logits
- * are those it gets alone. Decoders other than Gemma (PaliGemma 1) step one sequence at a time
- * rather than risk a batched path that differs from their own.
+ * are those it gets alone: GemmaDecoder.forwardBatch runs the same layer code as a single
+ * sequence's step, for Gemma and Gemma 2 alike.
  */
 import type { PixelValues } from '../interfaces/image-processor.js';
 import type { Tensor } from '../interfaces/tensor-backend.js';
 import { PaliGemmaError } from '../interfaces/errors.js';
-import { GemmaBatchStep } from './gemma-batch-step.js';
+import { applyFinalSoftcap } from './gemma2.js';
 import type { ModelSession, PaliGemmaModel } from './paligemma-model.js';
 
 export interface BeginOptions {
   /** Positions the cache holds: prompt + new tokens. */
   capacity: number;
+  /**
+   * Leading ids that attend bidirectionally (image + prompt); later ids are causal, as tokens
+   * fed back are. Default: all of ids.
+   */
+  prefixLength?: number;
+  /** Also keep the logits of rows [logitsFrom, T) in `promptLogits` (teacher-forced scoring). */
+  logitsFrom?: number;
+  /** Awaited between prefill layers (the event loop runs there); a pause that throws aborts the prefill. */
+  pause?: () => Promise<void>;
+}
+
+/** Where begin spent its time. */
+export interface BeginTimings {
+  /** Vision tower + projector (0 when image rows were passed). */
+  visionMs: number;
+  /** Embedding the prompt and the decoder prefill. */
+  prefillMs: number;
 }
 
 const isPixels = (x: PixelValues | Tensor): x is PixelValues => x.shape.length === 3 && 'data' in x;
 
 export class SequenceModel {
-  private readonly batch?: GemmaBatchStep;
+  constructor(readonly model: PaliGemmaModel) {}
 
-  constructor(readonly model: PaliGemmaModel) {
-    if ((model.config.text.modelType ?? 'gemma') === 'gemma') {
-      this.batch = new GemmaBatchStep(model.backend, model.parts.attention, model.weights, model.config.text);
-    }
-  }
-
-  /** True when stepBatch runs the batch through one set of matmuls (else one sequence at a time). */
-  get batched(): boolean { return this.batch !== undefined; }
+  /** stepBatch runs the batch through one set of matmuls (true for every decoder we have). */
+  get batched(): boolean { return true; }
 
   /**
    * Prefills image + prompt (bidirectional over all of ids) and returns the sequence, its
@@ -51,7 +62,17 @@ export class SequenceModel {
     if (!Number.isInteger(opts.capacity) || opts.capacity < ids.length) {
       throw new PaliGemmaError(`capacity ${opts.capacity}: expected an integer ≥ the prompt length ${ids.length}`);
     }
+    const prefixLength = opts.prefixLength ?? ids.length;
+    const logitsFrom = opts.logitsFrom ?? ids.length - 1;
+    if (!Number.isInteger(prefixLength) || prefixLength < 1 || prefixLength > ids.length) {
+      throw new PaliGemmaError(`prefixLength ${prefixLength}: expected an integer from 1 to the prompt length ${ids.length}`);
+    }
+    if (!Number.isInteger(logitsFrom) || logitsFrom < 0 || logitsFrom >= ids.length) {
+      throw new PaliGemmaError(`logitsFrom ${logitsFrom}: expected an integer from 0 to ${ids.length - 1}`);
+    }
+    const t0 = performance.now();
     const rows = isPixels(image) ? m.imageRows(image) : image;                 // [N, H]
+    const t1 = performance.now();
     let embeds: Tensor;
     try {
       embeds = m.embedPrompt(ids, rows);                                        // [T, H]
@@ -60,8 +81,12 @@ export class SequenceModel {
     }
     const session = m.session(opts.capacity);
     try {
-      const logits = await session.prefill(embeds, ids.length);                // [V]
-      return new Sequence(this, session, ids.length, logits);
+      const all = await session.prefill(embeds, prefixLength, logitsFrom, opts.pause);   // [T - logitsFrom, V]
+      const v = all.length / (ids.length - logitsFrom);
+      const seq = new Sequence(this, session, ids.length, all.length === v ? all : all.slice(all.length - v));
+      if (opts.logitsFrom !== undefined) seq.promptLogits = all;
+      seq.timings = { visionMs: isPixels(image) ? t1 - t0 : 0, prefillMs: performance.now() - t1 };
+      return seq;
     } catch (e) {
       session.dispose();
       throw e;
@@ -79,7 +104,7 @@ export class SequenceModel {
     if (new Set(seqs).size !== seqs.length) throw new Error('stepBatch: a sequence appears twice in one step');
     for (const s of seqs) s.checkStep();
     if (seqs.length === 0) return [];
-    if (!this.batch || seqs.length === 1) {
+    if (seqs.length === 1) {
       const out: Float32Array[] = [];
       for (let i = 0; i < seqs.length; i++) out.push(await seqs[i].step(ids[i]));
       return out;
@@ -89,10 +114,11 @@ export class SequenceModel {
     let logits: Tensor | undefined;
     try {
       // Decode rows sit past the prompt, where a prefix-LM mask and a causal one agree.
-      const hidden = this.batch.forward(x, seqs.map((s) => ({ cache: s.session.cache, mask: { kind: 'causal' } })));
-      logits = this.batch.logits(hidden);                                       // [B, V]
+      const decoder = m.decoder;
+      const hidden = decoder.forwardBatch(x, seqs.map((s) => ({ cache: s.session.cache, mask: { kind: 'causal' } })));
+      logits = decoder.logits(hidden);                                          // [B, V]
       b.dispose(hidden);
-      const flat = await b.read(logits);
+      const flat = applyFinalSoftcap(await b.read(logits), decoder.finalLogitSoftcap);
       const v = flat.length / seqs.length;
       return seqs.map((s, i) => (s.logits = flat.slice(i * v, (i + 1) * v)));
     } finally {
@@ -103,6 +129,10 @@ export class SequenceModel {
 
 export class Sequence {
   private disposed = false;
+  /** With begin's logitsFrom: logits [T - logitsFrom, V] (flat) of those prompt rows. */
+  promptLogits?: Float32Array;
+  /** Where begin spent its time. */
+  timings: BeginTimings = { visionMs: 0, prefillMs: 0 };
 
   /** @internal made by SequenceModel.begin / fork */
   constructor(

@@ -61,7 +61,8 @@ export class PaliGemmaModel {
   /** The resolved weights (read by the batched decode step). */
   readonly weights: ModelWeights;
   private readonly vision: SiglipVisionTower;
-  private readonly decoder: GemmaDecoder;
+  /** The decoder text_config.model_type names (decoderFor). */
+  readonly decoder: GemmaDecoder;
   /** √H rounded to the weight dtype: text rows are embed·√H. */
   readonly embedScale: number;
 
@@ -139,10 +140,12 @@ export class PaliGemmaModel {
   }
 }
 
-/** Prefill + decode over one KV cache. */
+/**
+ * Prefill + decode over one KV cache. The mask is each call's own: prefill's rows see the
+ * prefix bidirectionally, and a decode row (past the prefix) sees every earlier position, where
+ * a prefix-LM mask and a causal one agree; nothing is kept between calls but the cache.
+ */
 export class ModelSession {
-  private mask: AttentionMask = { kind: 'causal' };
-
   constructor(
     private readonly model: PaliGemmaModel,
     private readonly decoder: GemmaDecoder,
@@ -155,14 +158,13 @@ export class ModelSession {
    * Returns logits [R, V] for rows [logitsFrom, T) (default: the last row only).
    */
   async prefill(embeds: Tensor, prefixLength: number, logitsFrom = embeds.shape[0] - 1, pause?: () => Promise<void>): Promise<Float32Array> {
-    this.mask = { kind: 'prefixLm', prefixLength };
-    return this.run(embeds, logitsFrom, pause);
+    return this.run(embeds, { kind: 'prefixLm', prefixLength }, logitsFrom, pause);
   }
 
   /** Decode: one token at the next position; it sees the whole cache. Returns logits [V]. */
   async step(tokenId: number): Promise<Float32Array> {
     const x = this.model.embedText(Int32Array.of(tokenId));                       // [1, H]
-    const logits = await this.run(x, 0);
+    const logits = await this.run(x, { kind: 'causal' }, 0);
     this.model.backend.dispose(x);
     return logits;
   }
@@ -171,11 +173,11 @@ export class ModelSession {
     this.cache.dispose();
   }
 
-  private async run(x: Tensor, logitsFrom: number, pause?: () => Promise<void>): Promise<Float32Array> {
+  private async run(x: Tensor, mask: AttentionMask, logitsFrom: number, pause?: () => Promise<void>): Promise<Float32Array> {
     const b = this.model.backend;
     const hidden = pause
-      ? await this.decoder.forwardPausing(x, this.cache, this.mask, pause)       // [T, H], yielding between layers
-      : this.decoder.forward(x, this.cache, this.mask);                          // [T, H]
+      ? await this.decoder.forwardPausing(x, this.cache, mask, pause)            // [T, H], yielding between layers
+      : this.decoder.forward(x, this.cache, mask);                               // [T, H]
     const rows = logitsFrom === 0 ? hidden : b.slice(hidden, 0, logitsFrom, hidden.shape[0]);
     const logits = this.decoder.logits(rows);                                     // [R, V]
     const out = applyFinalSoftcap(await b.read(logits), this.decoder.finalLogitSoftcap);

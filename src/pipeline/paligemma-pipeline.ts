@@ -17,6 +17,7 @@ import type {
   GenerateOptions, GeneratedToken, GenerationResult, ScoreResult, TokenLogprob,
 } from './generation-types.js';
 import { checkTokenizerMatchesConfig } from './model-consistency.js';
+import { SequenceModel, type Sequence } from './model-sequence.js';
 import { PaliGemmaModel, type ModelCheckpoint } from './paligemma-model.js';
 import { promptIds, suffixIds } from './prompt-format.js';
 import {
@@ -47,7 +48,11 @@ export class PaliGemmaPipeline {
   ) {
     checkTokenizerMatchesConfig(tokenizer, checkpoint.config);
     this.model = new PaliGemmaModel({ backend, attention, kvCacheStore }, checkpoint);
+    this.sequences = new SequenceModel(this.model);
   }
+
+  /** The model's Sequence API: the pipeline tokenizes, samples and streams; sequences own the tensors. */
+  readonly sequences: SequenceModel;
 
   /** Name of the engine that runs the math, e.g. 'reference' or 'tfjs (wasm)'. */
   get backendName(): string {
@@ -89,30 +94,24 @@ export class PaliGemmaPipeline {
 
     const pixels = await this.imageProcessor.process(image);
     const t1 = performance.now();
-    const rows = this.model.imageRows(pixels);                                   // [N, H]
-    const embeds = this.model.embedPrompt(ids, rows);                            // [T, H]
-    this.backend.dispose(rows);
-    const t2 = performance.now();
 
-    const session = this.model.session(ids.length + maxNew - 1);                 // the last token is never fed
     const tokens: number[] = [];
     const logprobs: Array<TokenLogprob & { top: TokenLogprob[] }> = [];
     const deltas = new TextDeltas(this.tokenizer);
     let finishReason: GenerationResult['finishReason'] = 'length';
-    let t3 = t2;
+    let seq: Sequence | undefined;
     try {
-      let logits: Float32Array | undefined;
-      try {
-        // Between layers the event loop runs, so an abort lands within one layer.
-        logits = await session.prefill(embeds, ids.length, undefined, pauseFor(signal));   // [V]
-      } catch (e) {
-        if (!(e instanceof Aborted)) throw e;
-        finishReason = 'aborted';
-      } finally {
-        this.backend.dispose(embeds);
-      }
-      t3 = performance.now();
-      for (let step = 0; logits && step < maxNew; step++) {
+      // Between prefill layers the event loop runs, so an abort lands within one layer.
+      seq = await this.sequences.begin(pixels, ids, { capacity: ids.length + maxNew - 1, pause: pauseFor(signal) });   // the last token is never fed
+    } catch (e) {
+      if (!(e instanceof Aborted)) throw e;
+      finishReason = 'aborted';
+    }
+    const t3 = performance.now();
+    const { visionMs, prefillMs } = seq?.timings ?? { visionMs: 0, prefillMs: t3 - t1 };
+    try {
+      let logits = seq?.logits;                                                   // [V]
+      for (let step = 0; seq && logits && step < maxNew; step++) {
         if (signal?.aborted) { finishReason = 'aborted'; break; }
         const token = sampler.sample(logits, { rng });
         tokens.push(token);
@@ -131,11 +130,11 @@ export class PaliGemmaPipeline {
           // One event-loop turn per step: a timer-fired abort is seen before the next one.
           await nextTurn();
           if (signal?.aborted) { finishReason = 'aborted'; break; }
-          logits = await session.step(token);
+          logits = await seq.step(token);
         }
       }
     } finally {
-      session.dispose();
+      seq?.dispose();
     }
     const t4 = performance.now();
     const generated = tokens.length;
@@ -147,8 +146,8 @@ export class PaliGemmaPipeline {
       backend: this.backendName,
       timings: {
         imageMs: t1 - t0,
-        visionMs: t2 - t1,
-        prefillMs: t3 - t2,
+        visionMs,
+        prefillMs,
         decodeMs: t4 - t3,
         decodeMsPerToken: generated > 1 ? (t4 - t3) / (generated - 1) : 0,
         totalMs: t4 - t0,
@@ -172,19 +171,17 @@ export class PaliGemmaPipeline {
     const ids = Int32Array.from([...prefix, ...target]);
     checkPromptFits(ids.length, this.model.config.text.maxPositionEmbeddings, 'prompt + suffix');
     const pixels = await this.imageProcessor.process(image);
-    const rows = this.model.imageRows(pixels);
-    const embeds = this.model.embedPrompt(ids, rows);                            // [T, H]
-    this.backend.dispose(rows);
-    const session = this.model.session(ids.length);
+    // Rows prefix-1+i predict target[i]; the prompt attends bidirectionally, the suffix causally.
+    const seq = await this.sequences.begin(pixels, ids, {
+      capacity: ids.length, prefixLength: prefix.length, logitsFrom: prefix.length - 1, pause: pauseFor(undefined),
+    });
     try {
-      // Row prefix-1+i predicts target[i].
-      const logits = await session.prefill(embeds, prefix.length, prefix.length - 1, pauseFor(undefined));   // [S+1, V] flat
+      const logits = seq.promptLogits!;                                            // [S+1, V] flat
       const v = logits.length / (target.length + 1);
       const lps = target.map((tok, i) => logSoftmax(logits.subarray(i * v, (i + 1) * v))[tok]);
       return { tokens: target, logprobs: lps, total: lps.reduce((a, b) => a + b, 0) };
     } finally {
-      this.backend.dispose(embeds);
-      session.dispose();
+      seq.dispose();
     }
   }
 

@@ -11,8 +11,7 @@ import type { Tensor } from '../interfaces/tensor-backend.js';
 import { PaliGemmaError } from '../interfaces/errors.js';
 import type { SequenceModel, Sequence } from '../pipeline/model-sequence.js';
 import type { TokenLogprob } from '../pipeline/generation-types.js';
-import { topLogprobs } from '../pipeline/paligemma-pipeline.js';
-import { logSoftmax } from '../samplers/log-softmax.js';
+import { tokenLogprobs } from './token-logprobs.js';
 import type { VisionCache } from './vision-cache.js';
 
 export type ChoiceFinish = 'eos' | 'length' | 'stop' | 'aborted' | 'error';
@@ -209,9 +208,9 @@ export class BatchScheduler {
     const token = spec.sampler.sample(logits, { rng: spec.rng });
     const t: SampledToken = { token };
     if (r.req.logprobs > 0) {
-      const lp = logSoftmax(logits);
-      t.logprob = lp[token];
-      t.top = topLogprobs(lp, r.req.logprobs);
+      const lp = tokenLogprobs(logits, token, r.req.logprobs);
+      t.logprob = lp.logprob;
+      t.top = lp.top;
     }
     r.last = token;
     r.generated++;

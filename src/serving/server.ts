@@ -9,6 +9,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { PaliGemmaError } from '../interfaces/errors.js';
 import { imageUrlBytes, type ImageUrlPolicy } from './image-url.js';
 import { RequestError, parseChatRequest } from './openai-request.js';
+import { ServingTasks, TASK_FIELD_NAMES, parseTaskFields } from './task-requests.js';
 import type { ChoiceDelta, CompletionParams, CompletionResult, ServingEngine, TokenInfo } from './serving-engine.js';
 
 export interface ServerOptions {
@@ -62,6 +63,7 @@ export async function buildServer(engine: ServingEngine, opts: ServerOptions = {
   const tokenizer = engine.pipeline.tokenizer;
   const decode = (id: number) => tokenizer.decode([id], { skipSpecialTokens: false });
   let draining = false;
+  const tasks = new ServingTasks(engine);
 
   // ── metrics ──
   const registry = new Registry();
@@ -205,11 +207,13 @@ export async function buildServer(engine: ServingEngine, opts: ServerOptions = {
   app.post('/v1/generate', async (req, reply) => {
     const b = req.body as Record<string, unknown> | null;
     if (typeof b !== 'object' || b === null || Array.isArray(b)) throw new RequestError('the body must be a JSON object', null);
-    const known = new Set(['image', 'prompt', 'maxNewTokens', 'temperature', 'topP', 'seed', 'stop', 'logprobs', 'model']);
+    const known = new Set(['image', 'prompt', 'maxNewTokens', 'temperature', 'topP', 'seed', 'stop', 'logprobs', 'model', ...TASK_FIELD_NAMES]);
     for (const k of Object.keys(b)) if (!known.has(k)) throw new RequestError(`unknown field ${k}`, k, 'unknown_parameter');
     checkModel(b.model as string | undefined);
     if (typeof b.image !== 'string') throw new RequestError('image: expected a data: URL or base64 string', 'image');
-    if (typeof b.prompt !== 'string') throw new RequestError('prompt: expected a string', 'prompt');
+    const task = b.task === undefined ? undefined : parseTaskFields(b);
+    if (task && b.stop !== undefined) throw new RequestError('stop: not with a task (the task reads the whole answer)', 'stop');
+    if (!task && typeof b.prompt !== 'string') throw new RequestError('prompt: expected a string (or give a task)', 'prompt');
     const field = (k: string, ok: (x: number) => boolean, what: string) => {
       const x = b[k];
       if (x === undefined) return undefined;
@@ -223,13 +227,25 @@ export async function buildServer(engine: ServingEngine, opts: ServerOptions = {
     const signal = disconnectSignal(req, reply);
     const image = await imageUrlBytes(url, opts.images ?? {}, signal);
     const topN = field('logprobs', (x) => Number.isInteger(x) && x >= 0 && x <= 20, 'an integer from 0 to 20') ?? 0;
-    const out = await engine.complete({
-      image, prompt: b.prompt, signal, stop: stop.filter((x) => x.length > 0),
-      maxNewTokens: field('maxNewTokens', (x) => Number.isInteger(x) && x >= 1, 'an integer ≥ 1') ?? defaultMaxTokens,
+    const sampling = {
+      signal,
+      maxNewTokens: field('maxNewTokens', (x) => Number.isInteger(x) && x >= 1, 'an integer ≥ 1'),
       temperature: field('temperature', (x) => x >= 0 && x <= 2, 'a number from 0 to 2'),
       topP: field('topP', (x) => x > 0 && x <= 1, 'a number in (0, 1]'),
       seed: field('seed', Number.isSafeInteger, 'an integer'),
       wantLogprobs: topN > 0, topLogprobs: topN,
+    };
+    if (task) {
+      // The task's own default length (room for several boxes) unless the request sets one.
+      const answer = await tasks.run(task, image, sampling);
+      const timings = answer.timings as CompletionResult['timings'];
+      ttft.observe(timings.ttftMs / 1000);
+      tokensOut.inc((answer.tokens as number[]).length);
+      return answer;
+    }
+    const out = await engine.complete({
+      ...sampling, image, prompt: b.prompt as string, stop: stop.filter((x) => x.length > 0),
+      maxNewTokens: sampling.maxNewTokens ?? defaultMaxTokens,
     });
     ttft.observe(out.timings.ttftMs / 1000);
     tokensOut.inc(out.completionTokens);
@@ -245,6 +261,7 @@ export async function buildServer(engine: ServingEngine, opts: ServerOptions = {
   });
 
   app.addHook('onClose', async () => { draining = true; });
+  app.addHook('onClose', async () => { await tasks.dispose(); });
   return app;
 }
 

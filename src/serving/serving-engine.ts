@@ -4,7 +4,7 @@
  * still grow into a stop string) and cuts at stop strings. The HTTP routes speak only to this.
  */
 import { randomInt } from 'node:crypto';
-import type { ImageProcessor, PixelValues } from '../interfaces/image-processor.js';
+import type { ImageProcessor, PixelValues, RawPixels } from '../interfaces/image-processor.js';
 import type { Sampler } from '../interfaces/sampler.js';
 import type { Tokenizer } from '../interfaces/tokenizer.js';
 import { PaliGemmaError } from '../interfaces/errors.js';
@@ -23,10 +23,16 @@ export interface EngineOptions {
   visionCacheSize?: number;
   /** Largest max_tokens a request may ask for (default 1024). */
   maxNewTokensLimit?: number;
+  /**
+   * Makes each choice's sampler instead of temperature / top_p (a plugin's sampler; tests force
+   * an answer with one). Requests that set temperature or top_p are then refused.
+   */
+  sampler?: () => Sampler;
 }
 
 export interface CompletionParams {
-  image: Uint8Array;
+  /** Encoded image bytes, or decoded pixels (the task helpers decode once for the box sizes). */
+  image: Uint8Array | RawPixels;
   prompt: string;
   maxNewTokens: number;
   /** 0 (the default) is greedy. */
@@ -67,6 +73,11 @@ export interface CompletionResult {
   completionTokens: number;
   /** ttftMs: arrival to the first token (queue, image, prefill); totalMs: to the last. */
   timings: { ttftMs: number; totalMs: number };
+}
+
+/** Decoded pixels keyed by their size and bytes (never equal to an encoded file's key). */
+function rawImageKey(r: RawPixels): string {
+  return imageKey(Buffer.concat([Buffer.from(`raw:${r.width}x${r.height}x${r.channels}:`), r.data]));
 }
 
 const FINISH: Record<ChoiceFinish, FinishReason> = { eos: 'stop', stop: 'stop', length: 'length', aborted: 'aborted', error: 'aborted' };
@@ -122,8 +133,12 @@ export class ServingEngine {
   readonly vision: VisionCache;
   readonly scheduler: BatchScheduler;
   readonly maxNewTokensLimit: number;
+  private readonly samplerOverride?: () => Sampler;
   private readonly tokenizer: Tokenizer;
   private readonly images: ImageProcessor;
+  private inflight = 0;
+  private draining = false;
+  private idle: Array<() => void> = [];
 
   constructor(readonly pipeline: PaliGemmaPipeline, opts: EngineOptions = {}) {
     this.tokenizer = pipeline.tokenizer;
@@ -134,12 +149,26 @@ export class ServingEngine {
       maxBatch: opts.maxBatch ?? 8, maxQueue: opts.maxQueue ?? 64, eosId: this.tokenizer.special.eos,
     });
     this.maxNewTokensLimit = opts.maxNewTokensLimit ?? 1024;
+    this.samplerOverride = opts.sampler;
   }
 
   get maxBatch(): number { return this.scheduler.opts.maxBatch; }
 
+  /** Requests accepted and not yet answered: decoding their image, queued, or in the batch. */
+  get inFlight(): number { return this.inflight; }
+
   /** Runs one request to completion, reporting each choice's deltas as they come. */
   async complete(p: CompletionParams, onDelta?: (d: ChoiceDelta) => void): Promise<CompletionResult> {
+    if (this.draining) throw new PaliGemmaError('the server is shutting down', 'shutting_down');
+    this.inflight++;
+    try {
+      return await this.run(p, onDelta);
+    } finally {
+      if (--this.inflight === 0) for (const r of this.idle.splice(0)) r();
+    }
+  }
+
+  private async run(p: CompletionParams, onDelta?: (d: ChoiceDelta) => void): Promise<CompletionResult> {
     const t0 = performance.now();
     const n = p.n ?? 1;
     if (!Number.isInteger(p.maxNewTokens) || p.maxNewTokens < 1 || p.maxNewTokens > this.maxNewTokensLimit) {
@@ -147,7 +176,7 @@ export class ServingEngine {
     }
     const samplerFor = this.samplerFactory(p);
     const ids = Int32Array.from(promptIds(this.tokenizer, p.prompt, this.sequences.model.config.numImageTokens));
-    const key = imageKey(p.image);
+    const key = p.image instanceof Uint8Array ? imageKey(p.image) : rawImageKey(p.image);
     // Decode the image before queueing (unless its rows are cached): a corrupt one fails here, alone.
     let pixels: PixelValues | undefined;
     if (!this.vision.has(key)) pixels = await this.images.process(p.image);
@@ -187,6 +216,12 @@ export class ServingEngine {
   }
 
   private samplerFactory(p: CompletionParams): () => Sampler {
+    if (this.samplerOverride) {
+      if (p.temperature !== undefined || p.topP !== undefined) {
+        throw new PaliGemmaError('temperature / top_p: this server samples with its own configured sampler', 'unsupported_parameter');
+      }
+      return this.samplerOverride;
+    }
     const t = p.temperature ?? 0;
     if (!(t >= 0 && t <= 2)) throw new PaliGemmaError(`temperature ${t}: expected a number from 0 to 2`, 'invalid_temperature');
     const topP = p.topP ?? 1;
@@ -194,8 +229,13 @@ export class ServingEngine {
     return () => (topP < 1 ? topPSampler(topP, t) : temperatureSampler(t));
   }
 
-  /** Waits for in-flight requests, then frees the cached image rows. */
+  /**
+   * Refuses new requests ('shutting_down'), waits for every accepted one (also those still
+   * decoding their image, not yet queued) to finish, then frees the cached image rows.
+   */
   async drain(): Promise<void> {
+    this.draining = true;
+    if (this.inflight > 0) await new Promise<void>((r) => this.idle.push(r));
     await this.scheduler.drain();
     this.vision.clear();
   }

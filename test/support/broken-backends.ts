@@ -79,6 +79,50 @@ export class AlwaysCausalKernel implements AttentionKernel {
   }
 }
 
+/** Gemma 2 bug: ignores the attention logit soft-cap. */
+export class NoSoftCapKernel implements AttentionKernel {
+  readonly name = 'no-softcap';
+  private readonly inner = new ReferenceAttentionKernel();
+  attend(b: TensorBackend, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
+    const { softCap: _, ...rest } = opts;
+    return this.inner.attend(b, q, k, v, rest);
+  }
+}
+
+/** Gemma 2 bug: an off-by-one window (i − w ≤ j instead of i − w < j). */
+export class WideWindowKernel implements AttentionKernel {
+  readonly name = 'wide-window';
+  private readonly inner = new ReferenceAttentionKernel();
+  attend(b: TensorBackend, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
+    return this.inner.attend(b, q, k, v, opts.slidingWindow === undefined ? opts : { ...opts, slidingWindow: opts.slidingWindow + 1 });
+  }
+}
+
+/**
+ * Gemma 2 bug: the window also cuts the bidirectional prefix (rows of the prefix lose prefix keys
+ * more than w − 1 behind them), i.e. the window applied before the prefix rule. Rows inside the
+ * prefix run as bidirectional attention over keys (q − w, P); the others as the right rule.
+ */
+export class WindowOverPrefixKernel implements AttentionKernel {
+  readonly name = 'window-over-prefix';
+  private readonly inner = new ReferenceAttentionKernel();
+  attend(b: TensorBackend, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
+    const w = opts.slidingWindow, m = opts.mask;
+    if (w === undefined || m.kind !== 'prefixLm') return this.inner.attend(b, q, k, v, opts);
+    const off = opts.queryOffset ?? 0;
+    const rows = Array.from({ length: q.shape[0] }, (_, i) => {
+      const qi = b.slice(q, 0, i, i + 1);                                  // [1, Hq, D]
+      const at = off + i;
+      if (at >= m.prefixLength) return this.inner.attend(b, qi, k, v, { ...opts, queryOffset: at });
+      const lo = Math.max(0, at - w + 1);
+      const ki = b.slice(k, 0, lo, m.prefixLength), vi = b.slice(v, 0, lo, m.prefixLength);
+      const { slidingWindow: _w, ...rest } = opts;
+      return this.inner.attend(b, qi, ki, vi, { ...rest, mask: { kind: 'bidirectional' }, queryOffset: 0, kvLength: m.prefixLength - lo });
+    });
+    return b.concat(rows, 0);
+  }
+}
+
 /** Declares rope unsupported, and throws "not supported" from gelu while claiming it. */
 export class PartialBackend extends ReferenceBackend {
   override supports(op: OpName, dtype: DType = 'f32'): boolean {
@@ -101,6 +145,9 @@ export const brokenBackendsPlugin = definePlugin('broken-backends', ({ bind }) =
     ['broken-gqa', () => new ReferenceBackend(), 'reference ops, attention picks kv head h % kvHeads', 'gqa-modulo'],
     ['broken-mask', () => new ReferenceBackend(), 'reference ops, attention is causal in every prefill', 'always-causal'],
     ['partial', () => new PartialBackend(), 'no rope; gelu throws not supported'],
+    ['broken-softcap', () => new ReferenceBackend(), 'reference ops, attention ignores the soft-cap', 'no-softcap'],
+    ['broken-window', () => new ReferenceBackend(), 'reference ops, attention window one key too wide', 'wide-window'],
+    ['broken-prefix-window', () => new ReferenceBackend(), 'reference ops, attention window cuts the prefix', 'window-over-prefix'],
   ];
   for (const [name, create, description, defaultAttention] of backends) {
     bind(BackendContribution).toConstantValue({ name, description, create, defaultAttention: defaultAttention ?? 'reference' });
@@ -111,6 +158,10 @@ export const brokenBackendsPlugin = definePlugin('broken-backends', ({ bind }) =
   bind(AttentionKernelContribution).toConstantValue({
     name: 'always-causal', description: 'broken: causal mask in every prefill', create: () => new AlwaysCausalKernel(),
   });
+  for (const kernel of [NoSoftCapKernel, WideWindowKernel, WindowOverPrefixKernel]) {
+    const k = new kernel();
+    bind(AttentionKernelContribution).toConstantValue({ name: k.name, description: `broken: ${k.name}`, create: () => new kernel() });
+  }
 });
 
 export default brokenBackendsPlugin;

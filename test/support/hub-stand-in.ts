@@ -1,16 +1,18 @@
 /**
  * A stand-in for the model hub on 127.0.0.1, serving the routes both clients call
- * (`@huggingface/hub` and Python's `huggingface_hub`, checked by test/fixtures/hub/make-hub-record.py):
+ * (`@huggingface/hub` and Python's `huggingface_hub`, checked by test/fixtures/hub/make-hub-cache.py):
  *
  *   GET  /api/models/ORG/NAME[/revision/REV]       repo info with the commit `sha` and `siblings`
  *   GET  /api/models/ORG/NAME/tree/REV[/PATH]      file listing (oid, size, lfs {oid, size})
  *   POST /api/models/ORG/NAME/paths-info/REV       the same entries for named paths (JSON or form body)
  *   GET|HEAD /ORG/NAME/resolve/REV/FILE            X-Repo-Commit, ETag, Range; LFS files answer 302 to
- *                                                  a second address (the storage host) with
+ *                                                  a second address (the storage host, on
+ *                                                  `localhost`: another host name) with
  *                                                  X-Linked-Etag / X-Linked-Size, as the real hub does
  *
  * Errors carry `X-Error-Code` like the hub's: gated repos answer 401 without a token and 403 with
- * a token that was not granted; unknown repos, revisions and files answer 404.
+ * a token that was not granted; unknown repos answer 401 (RepoNotFound) without a token and 404
+ * with one; unknown revisions and files answer 404.
  */
 import { createHash } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -38,6 +40,8 @@ export interface RecordedRequest {
   /** The Range header, when one came. */
   range?: string;
   host: 'hub' | 'storage';
+  /** The status answered (set once the response is sent). */
+  status?: number;
 }
 
 export interface HubStandIn {
@@ -46,6 +50,8 @@ export interface HubStandIn {
   requests: RecordedRequest[];
   /** The next GET of `path`'s bytes sends only `bytes` bytes, then drops the connection. */
   cutNextDownload(path: string, bytes: number): void;
+  /** The next GET of `path`'s bytes sends the right length with one byte flipped. */
+  corruptNextDownload(path: string): void;
   close(): Promise<void>;
 }
 
@@ -85,12 +91,16 @@ function parseRange(header: string | undefined, size: number): [number, number] 
 export async function startHubStandIn(repos: StandInRepo[]): Promise<HubStandIn> {
   const requests: RecordedRequest[] = [];
   const cuts = new Map<string, number>();
+  const corrupt = new Set<string>();
   const blobs = new Map<string, StandInFile>();       // storage host: sha256 → file
   const hub: FastifyInstance = Fastify();
   const storage: FastifyInstance = Fastify();
   for (const [app, host] of [[hub, 'hub'], [storage, 'storage']] as const) {
-    app.addHook('onRequest', async (req) => {
-      requests.push({ method: req.method, url: req.url, authorized: req.headers.authorization !== undefined, range: req.headers.range, host });
+    app.addHook('onRequest', async (req, reply) => {
+      const r: RecordedRequest = { method: req.method, url: req.url, authorized: req.headers.authorization !== undefined, range: req.headers.range, host };
+      requests.push(r);
+      // Hijacked replies (cut downloads) skip onResponse; the raw response's close still comes.
+      reply.raw.once('close', () => { r.status = reply.raw.statusCode; });
     });
   }
   hub.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
@@ -105,7 +115,8 @@ export async function startHubStandIn(repos: StandInRepo[]): Promise<HubStandIn>
   function lookup(req: FastifyRequest, reply: FastifyReply, rev = 'main'): { repo: StandInRepo; commit: string; files: StandInFile[] } | undefined {
     const { org, name } = req.params as { org: string; name: string };
     const repo = repos.find((r) => r.id === `${org}/${name}`);
-    if (!repo) { fail(reply, 404, 'RepositoryNotFound', 'Repository not found'); return undefined; }
+    // As the hub: 401 to an anonymous caller (it cannot tell missing from private), 404 otherwise.
+    if (!repo) { fail(reply, req.headers.authorization ? 404 : 401, 'RepoNotFound', 'Repository not found'); return undefined; }
     if (repo.grantedTokens) {
       const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
       if (!token) {
@@ -160,6 +171,10 @@ export async function startHubStandIn(repos: StandInRepo[]): Promise<HubStandIn>
     const [start, end] = range ?? [0, size - 1];
     if (range && (start > end || start >= size)) return reply.code(416).header('Content-Range', `bytes */${size}`).send();
     const body = Buffer.from(file.content.subarray(start, end + 1));
+    if (req.method === 'GET' && corrupt.has(file.path) && body.length > 1) {
+      corrupt.delete(file.path);
+      body[body.length >> 1] ^= 0xff;
+    }
     const cut = req.method === 'GET' ? cuts.get(file.path) : undefined;
     if (cut !== undefined && !(range && end - start === 0)) {
       cuts.delete(file.path);
@@ -205,10 +220,15 @@ export async function startHubStandIn(repos: StandInRepo[]): Promise<HubStandIn>
   });
 
   const url = await hub.listen({ host: '127.0.0.1', port: 0 });
-  storageUrl = await storage.listen({ host: '127.0.0.1', port: 0 });
+  // The storage host must have another host name than the hub, as on the real hub: Python's client
+  // follows a redirect to the same host name (whatever the port) but stops at another host's.
+  // Fastify listens on every loopback address `localhost` names.
+  const storageAddress = new URL(await storage.listen({ host: 'localhost', port: 0 }));
+  storageUrl = `http://localhost:${storageAddress.port}`;
   return {
     url, storageUrl, requests,
     cutNextDownload: (path, bytes) => { cuts.set(path, bytes); },
+    corruptNextDownload: (path) => { corrupt.add(path); },
     close: async () => { await hub.close(); await storage.close(); },
   };
 }

@@ -1,8 +1,10 @@
 /**
- * A throwaway redis-server for tests: its own loopback port and temp folder, nothing saved to
- * disk, stopped by `stop()` (and killed if the test process exits first).
+ * Redis for tests: a throwaway redis-server (its own loopback port and temp folder, nothing saved
+ * to disk, stopped by `stop()` and killed if the test process exits first), or the one CI names
+ * in PALIGEMMA_TEST_REDIS_URL.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { makeTempDir } from './tiny-checkpoint.js';
 
@@ -60,4 +62,46 @@ export async function startRedis(timeoutMs = 10_000): Promise<TestRedis> {
       clearTimeout(timer);
     },
   };
+}
+
+/** Set by CI to a Redis it started (e.g. redis://127.0.0.1:6390): the tests use it instead of their own. */
+export const TEST_REDIS_ENV = 'PALIGEMMA_TEST_REDIS_URL';
+
+/**
+ * The Redis for a test file: the one PALIGEMMA_TEST_REDIS_URL names (never stopped here; tests
+ * on it use queue names of their own and remove only those), else a throwaway redis-server on
+ * a free loopback port, else undefined (the caller skips). A URL that is set but not loopback is
+ * refused: nothing in the tests leaves this machine.
+ */
+export async function testRedis(): Promise<(TestRedis & { shared: boolean }) | undefined> {
+  const fromEnv = process.env[TEST_REDIS_ENV];
+  if (fromEnv) {
+    const url = new URL(fromEnv);
+    if (url.protocol !== 'redis:' || !['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname)) {
+      throw new Error(`${TEST_REDIS_ENV}=${fromEnv}: expected a redis:// URL on a loopback address`);
+    }
+    return { url: fromEnv, port: Number(url.port || 6379), shared: true, async stop() {} };
+  }
+  if (!hasRedisServer()) return undefined;
+  return { ...(await startRedis()), shared: false };
+}
+
+/** A queue name no other test run uses, so that runs sharing one Redis never meet. */
+export function uniqueQueueName(what: string): string {
+  return `pg-test-${what}-${process.pid}-${randomBytes(4).toString('hex')}`;
+}
+
+/** Removes every key of the named BullMQ queues (and nothing else) from the Redis at `url`. */
+export async function removeQueues(url: string, names: readonly string[]): Promise<void> {
+  const { Queue } = await import('bullmq');
+  const { Redis } = await import('ioredis');
+  const connection = new Redis(url, { maxRetriesPerRequest: null });
+  try {
+    for (const name of names) {
+      const q = new Queue(name, { connection });
+      try { await q.obliterate({ force: true }); } finally { await q.close(); }
+    }
+  } finally {
+    connection.disconnect();
+  }
 }

@@ -9,7 +9,7 @@ const BIN = fileURLToPath(new URL('../../bin/paligemma.js', import.meta.url));
  * process (the hub stand-in) can answer it. `env` replaces the HF_* variables of this process.
  */
 export function runCliAsync(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliRun> {
-  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HF_') && !k.startsWith('HUGGINGFACE_')));
+  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HF_') && !k.startsWith('HUGGINGFACE_') && k !== 'HUGGING_FACE_HUB_TOKEN' && k !== 'TRANSFORMERS_OFFLINE'));
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], { env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';

@@ -60,6 +60,18 @@ export function matMulNBits(x: Operand, w: NBitsWeight, accuracyLevel: number, b
  * NBitsWeight's leaves, never through a storage leaf.
  */
 export function quantizeStorageNBits(s: Storage, bits: QuantBits, blockSize = 32): void {
+  const q = quantizeStorageCopy(s, bits, blockSize);
+  s.data = q.data;
+  s.elemType = 'uint8';
+  s.encoding = { kind: 'nbits', weight: nbitsWeight(q) };
+  s.decoded = null;
+}
+
+/**
+ * The block-wise quantized form of a [N, K] weight storage (float32, or f16 bits with bf16
+ * patches), read one row at a time; the storage itself is left as it is.
+ */
+export function quantizeStorageCopy(s: Storage, bits: QuantBits, blockSize = 32): BlockQuantized {
   const [n, k] = s.shape;
   const enc = s.encoding;
   if (enc && enc.kind !== 'f16') throw new Error(`quantizeStorageNBits: storage is already ${enc.kind}`);
@@ -73,11 +85,7 @@ export function quantizeStorageNBits(s: Storage, bits: QuantBits, blockSize = 32
     // Patches are ascending flat indices and rows are read in order.
     if (pIdx) for (; pj < pIdx.length && Number(pIdx[pj]) < (r + 1) * k; pj++) row[Number(pIdx[pj]) - r * k] = pVal![pj];
   };
-  const q = quantizeBlockwise(n, k, readRow, { bits, blockSize });
-  s.data = q.data;
-  s.elemType = 'uint8';
-  s.encoding = { kind: 'nbits', weight: nbitsWeight(q) };
-  s.decoded = null;
+  return quantizeBlockwise(n, k, readRow, { bits, blockSize });
 }
 
 /**

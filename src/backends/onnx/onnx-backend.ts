@@ -31,9 +31,10 @@ import type { AttentionOptions } from '../../interfaces/attention-kernel.js';
 import type { BackendOptions } from '../../interfaces/contributions.js';
 import { PaliGemmaError } from '../../interfaces/errors.js';
 import type {
-  DType, LossyWeights, MatmulOptions, OpName, Tensor, TensorBackend,
+  BlockQuantizedWeight, DType, LossyWeights, MatmulOptions, OpName, Tensor, TensorBackend,
 } from '../../interfaces/tensor-backend.js';
 import { keyVisible } from '../../kernels/attention-mask.js';
+import { blockElementsOption, queryBlocks } from '../../kernels/query-blocks.js';
 import {
   attentionDims, checkBroadcast, checkReshape, checkWriteRows, concatShape, embeddingDims, matmulDims,
   patchEmbedDims, ropeDims, sizeOf, sliceShape, transposeShape,
@@ -46,6 +47,9 @@ import { ONNX_FLOAT, ONNX_INT64, type AttrValue } from './onnx-proto.js';
 import { executionProviders, loadOrt, type OnnxDevice, type OrtModule } from './onnx-runtime.js';
 import { evictWeightSessions, MAX_EMBEDDED_BYTES, matMulNBits, type NBitsWeight, quantizeStorageNBits } from './matmul-nbits.js';
 import { dequantizeBlockwise } from './weight-quantization.js';
+import {
+  attachCopy, blockQuantizedStorage, checkBlockQuantized, tiedCopy, tiedQuantized, tiedQuantizedBytes,
+} from './tied-weights.js';
 
 /** ONNX opset and IR version of the generated models (LayerNormalization needs 17, ReduceMean with axes as an input 18). */
 export const ONNX_OPSET = 21;
@@ -75,10 +79,13 @@ export interface OnnxBackendOptions extends BackendOptions {
    * its first use as the transposed operand of a matmul (the [N, K] Linear layout) and if
    * nothing else has read it yet, is replaced by block-wise codes along K (blocks of 32, one
    * float32 scale each, symmetric) and computed with MatMulNBits at accuracy_level 4 (each
-   * activation block quantized to int8 per call). Lossy; embeddings, norms and a tied lm_head
-   * that the embedding read first stay 16-bit/float. Default 'none'.
+   * activation block quantized to int8 per call). Lossy; embeddings and norms stay 16-bit/float;
+   * a tied lm_head that the embedding read first gets a quantized copy (tied-weights.ts) while
+   * the table stays as it is for the gather. Default 'none'.
    */
   quantize?: 'none' | 'int8' | 'int4';
+  /** Score elements per attention query block (query-blocks.ts; default 2²²); 0: no tiling. */
+  attentionBlockElements?: number;
 }
 
 /** Counters for tests and benchmarks. */
@@ -126,9 +133,10 @@ const MAX_PATCH_FRACTION = 1 / 64;
 
 export class OnnxBackend implements TensorBackend {
   readonly name = 'onnx';
-  readonly engine: string;
+  /** Set again when a quantized folder's weights arrive (takeQuantized). */
+  engine: string;
   readonly device: OnnxDevice;
-  readonly lossyWeights?: LossyWeights;
+  lossyWeights?: LossyWeights;
   private readonly widenChunkBytes: number;
   /** zeroAfter's node per activation operand. */
   private readonly gates = new WeakMap<Operand, GraphNode>();
@@ -158,6 +166,8 @@ export class OnnxBackend implements TensorBackend {
   /** The dtype uploads were made with, for views of their storage. */
   private readonly dtypes = new WeakMap<Storage, DType>();
 
+  private readonly attentionBlockElements: number;
+
   constructor(options: OnnxBackendOptions = {}) {
     this.options = options;
     const device = (options.device ?? 'cpu').toLowerCase();
@@ -176,6 +186,7 @@ export class OnnxBackend implements TensorBackend {
       throw new PaliGemmaError(`onnx backend: widenChunkBytes must be a positive integer, got ${String(options.widenChunkBytes)}`);
     }
     this.widenChunkBytes = chunk;
+    this.attentionBlockElements = blockElementsOption(options.attentionBlockElements, 'onnx backend');
   }
 
   async init(): Promise<void> {
@@ -202,6 +213,7 @@ export class OnnxBackend implements TensorBackend {
       if (s.encoding?.kind === 'int8') n += s.encoding.scales.data.byteLength;
       if (s.encoding?.kind === 'nbits') n += s.encoding.weight.scales.data.byteLength;
       if (s.encoding?.kind === 'f16' && s.encoding.patches) n += s.encoding.patches.count * 12;
+      n += tiedQuantizedBytes(s);
     }
     return n;
   }
@@ -237,6 +249,31 @@ export class OnnxBackend implements TensorBackend {
     s.quantizable = true;
     this.dtypes.set(s, dtype);
     return this.view(s, shape, dtype);
+  }
+
+  uploadBlockQuantized(q: BlockQuantizedWeight): Tensor {
+    this.takeQuantized(q);
+    const s = blockQuantizedStorage(q);
+    return this.view(s, s.shape);
+  }
+
+  attachBlockQuantized(table: Tensor, q: BlockQuantizedWeight): void {
+    const T = this.own(table);
+    if (T.ref.kind !== 'storage') throw new Error('attachBlockQuantized: the table must be an uploaded tensor');
+    this.takeQuantized(q);
+    attachCopy(T.ref.storage, q);
+  }
+
+  /** Checks given codes against the quantize option, and reports them in engine and lossyWeights. */
+  private takeQuantized(q: BlockQuantizedWeight): void {
+    const mode = this.options.quantize;
+    checkBlockQuantized(q, mode === 'int8' ? 8 : mode === 'int4' ? 4 : undefined);
+    const kind = q.bits === 4 ? 'int4' : 'int8';
+    if (this.lossyWeights && this.lossyWeights !== kind) {
+      throw new PaliGemmaError(`onnx backend: int${q.bits} weights mixed with ${this.lossyWeights} ones in one model`, 'corrupt_checkpoint');
+    }
+    this.lossyWeights = kind;
+    this.engine = `onnx (${this.device}, ${kind} weights)`;
   }
 
   zeros(shape: readonly number[]): Tensor {
@@ -530,17 +567,35 @@ export class OnnxBackend implements TensorBackend {
   /**
    * softmax(Q·Kᵀ·scale [+ softcap] + mask)·V over every row of k/v, GQA by reshaping the query
    * heads of one kv head into one batch. Rows past kvLength are masked (-∞) instead of sliced
-   * off, so the graph's shapes do not depend on how full the cache is.
+   * off, so the graph's shapes do not depend on how full the cache is. Long prompts run in
+   * query blocks (query-blocks.ts), one chain of nodes each, joined by a Concat: onnxruntime
+   * runs each chain to its end before the next and frees its scores, so a layer holds one
+   * block's [Hq, rows, cap] scores, not [Hq, T, T].
    */
   attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
     const Q = this.own(q), K = this.own(k), V = this.own(v);
-    const { tq, hq, d, tk: cap, hkv, kvLength } = attentionDims(Q.shape, K.shape, V.shape, opts.kvLength);
+    const { tq, hq, d, tk: cap, hkv } = attentionDims(Q.shape, K.shape, V.shape, opts.kvLength);
+    const kt = this.node('Transpose', [this.operand(K)], { perm: ints([1, 2, 0]) }, [hkv, d, cap]);   // [Hkv, D, cap]
+    const vh = this.node('Transpose', [this.operand(V)], { perm: ints([1, 0, 2]) }, [hkv, cap, d]);   // [Hkv, cap, D]
+    const blocks = queryBlocks(tq, hq, cap, this.attentionBlockElements);
+    if (blocks.length === 1) return this.wrap(this.attentionRows(this.operand(Q), tq, kt, vh, Q.shape, K.shape, V.shape, opts));
+    const off = opts.queryOffset ?? 0;
+    const parts = blocks.map(([s, e]) => {
+      const qb = this.node('Slice', [this.operand(Q), this.i64([s]), this.i64([e]), this.i64([0])], {}, [e - s, hq, d]);
+      return this.attentionRows(qb, e - s, kt, vh, [e - s, hq, d], K.shape, V.shape, { ...opts, queryOffset: off + s });
+    });
+    return this.wrap(this.node('Concat', parts, { axis: int(0) }, [tq, hq, d]));              // [Tq, Hq, D]
+  }
+
+  /** One block of query rows: q [Tq, Hq, D] against kᵀ [Hkv, D, cap] and v [Hkv, cap, D] → [Tq, Hq, D]. */
+  private attentionRows(q: Operand, tq: number, kt: GraphNode, vh: GraphNode, qShape: readonly number[],
+    kShape: readonly number[], vShape: readonly number[], opts: AttentionOptions): GraphNode {
+    const { hq, d, tk: cap, hkv, kvLength } = attentionDims(qShape, kShape, vShape, opts.kvLength);
     const g = hq / hkv;
     const scoreShape = [hkv, g * tq, cap];
 
-    const qh = this.node('Transpose', [this.operand(Q)], { perm: ints([1, 0, 2]) }, [hq, tq, d]);
+    const qh = this.node('Transpose', [q], { perm: ints([1, 0, 2]) }, [hq, tq, d]);
     const qg = this.reshapeNode(qh, [hkv, g * tq, d]);                          // heads of one kv head together
-    const kt = this.node('Transpose', [this.operand(K)], { perm: ints([1, 2, 0]) }, [hkv, d, cap]);
     let scores: GraphNode = this.node('MatMul', [qg, kt], {}, scoreShape);      // [Hkv, G·Tq, cap]
     scores = this.node('Mul', [scores, this.f32(opts.scale)], {}, scoreShape);
     if (opts.softCap !== undefined) {
@@ -556,10 +611,9 @@ export class OnnxBackend implements TensorBackend {
     } else {
       probs = this.node('Softmax', [scores], { axis: int(-1) }, scoreShape);
     }
-    const vh = this.node('Transpose', [this.operand(V)], { perm: ints([1, 0, 2]) }, [hkv, cap, d]);
     const out = this.node('MatMul', [probs, vh], {}, [hkv, g * tq, d]);       // [Hkv, G·Tq, D]
     const heads = this.reshapeNode(out, [hq, tq, d]);
-    return this.wrap(this.node('Transpose', [heads], { perm: ints([1, 0, 2]) }, [tq, hq, d]));
+    return this.node('Transpose', [heads], { perm: ints([1, 0, 2]) }, [tq, hq, d]);
   }
 
   // ── internals ───────────────────────────────────────────────────────────
@@ -615,11 +669,17 @@ export class OnnxBackend implements TensorBackend {
    */
   private quantizedWeight(B: OnnxTensor): NBitsWeight | undefined {
     const mode = this.options.quantize;
-    if ((mode !== 'int8' && mode !== 'int4') || B.ref.kind !== 'storage') return undefined;
+    if (B.ref.kind !== 'storage') return undefined;
     const s = B.ref.storage;
     if (s.pendingVersion || B.shape.length !== 2 || !sameShape(B.shape, s.shape)) return undefined;
+    const given = tiedCopy(s);
+    if (given) return given;
     if (s.encoding?.kind !== 'nbits') {
-      if (!s.quantizable || s.pinned || (s.encoding && s.encoding.kind !== 'f16')) return undefined;
+      if (mode !== 'int8' && mode !== 'int4') return undefined;
+      if (!s.quantizable || (s.encoding && s.encoding.kind !== 'f16')) return undefined;
+      // Already read as it is (the tied embedding table, gathered before the lm_head): its
+      // layout must stay, so the matmul gets a quantized copy of its own (tied-weights.ts).
+      if (s.pinned) return tiedQuantized(s, mode === 'int4' ? 4 : 8);
       quantizeStorageNBits(s, mode === 'int4' ? 4 : 8);
     }
     return (s.encoding as Extract<Storage['encoding'], { kind: 'nbits' }>).weight;

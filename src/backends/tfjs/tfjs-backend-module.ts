@@ -12,7 +12,7 @@ export const tfjsBackendPlugin = definePlugin('tfjs-backend', ({ bind }) => {
     name: 'tfjs',
     description: 'TensorFlow.js: tfjs-node-gpu, tfjs-node, wasm (SIMD) or plain JS, best installed first; option engine forces one',
     create: (opts: BackendOptions) => new TfjsBackend(opts as TfjsBackendOptions),
-    options: ['device', 'engine', 'batchedAttention', 'wasmHeapLimitBytes'],
+    options: ['device', 'engine', 'batchedAttention', 'wasmHeapLimitBytes', 'attentionBlockElements'],
     defaultAttention: 'tfjs',
   });
   bind(AttentionKernelContribution).toConstantValue({

@@ -32,6 +32,7 @@ import type {
   DType, MatmulOptions, OpName, Tensor, TensorBackend,
 } from '../../interfaces/tensor-backend.js';
 import { additiveMask } from '../../kernels/attention-mask.js';
+import { blockElementsOption, queryBlocks } from '../../kernels/query-blocks.js';
 import {
   attentionDims, checkBroadcast, checkReshape, checkVector, checkWriteRows, concatShape, embeddingDims,
   matmulDims, patchEmbedDims, ropeDims, sizeOf, sliceShape, transposeShape,
@@ -58,6 +59,8 @@ export interface TfjsBackendOptions extends BackendOptions {
    * and corrupts the heap. Uploads and op outputs that would pass this limit throw instead.
    */
   wasmHeapLimitBytes?: number;
+  /** Score elements per attention query block (query-blocks.ts; default 2²²); 0: no tiling. */
+  attentionBlockElements?: number;
 }
 
 /** Counters for tests and benchmarks. */
@@ -83,6 +86,7 @@ export class TfjsBackend implements TensorBackend {
   private readonly allowed: readonly TfjsEngineKind[];
   private readonly batchedOption: boolean | undefined;
   private readonly heapLimit: number;
+  private readonly attentionBlockElements: number;
   private started: TfjsEngine | undefined;
   private tfm: TfModule | undefined;
   private closed = false;
@@ -117,6 +121,7 @@ export class TfjsBackend implements TensorBackend {
     this.allowed = device === 'cpu' ? ENGINE_ORDER.filter((k) => k !== 'node-gpu') : ENGINE_ORDER;
     this.batchedOption = typeof options.batchedAttention === 'boolean' ? options.batchedAttention : undefined;
     this.heapLimit = typeof options.wasmHeapLimitBytes === 'number' ? options.wasmHeapLimitBytes : DEFAULT_WASM_HEAP_LIMIT;
+    this.attentionBlockElements = blockElementsOption(options.attentionBlockElements, 'tfjs backend');
   }
 
   /** What runs, e.g. 'tfjs (wasm)'; 'tfjs (not started)' before init(). */
@@ -377,6 +382,16 @@ export class TfjsBackend implements TensorBackend {
   attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
     const Q = this.own(q), K = this.own(k), V = this.own(v);
     const { tq, hq, d, tk: cap, hkv, kvLength: len } = attentionDims(Q.shape, K.shape, V.shape, opts.kvLength);
+    // Long prompts: one tidy per block of query rows (query-blocks.ts), so only one block's
+    // [Hkv, G·rows, L] scores are alive at a time.
+    const blocks = queryBlocks(tq, hq, len, this.attentionBlockElements);
+    if (blocks.length > 1) {
+      const parts = blocks.map(([s, e]) => {
+        const qb = this.slice(q, 0, s, e);                                    // [rows, Hq, D]
+        try { return this.attention(qb, k, v, { ...opts, queryOffset: (opts.queryOffset ?? 0) + s }); } finally { this.dispose(qb); }
+      });
+      try { return this.concat(parts, 0); } finally { this.dispose(parts); }  // [Tq, Hq, D]
+    }
     const g = hq / hkv;
     const mask = this.maskFor(tq, len, opts);
     return this.op([tq, hq, d], (tf) => {

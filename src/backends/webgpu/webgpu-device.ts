@@ -11,8 +11,8 @@
  * crashes the process when it is collected), and must be dropped at the end so that the
  * process can exit: WebGpuBackend holds it and lets go in close().
  */
-import { existsSync, readdirSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PaliGemmaError } from '../../interfaces/errors.js';
 import { PackageNotInstalledError, isPackageNotFound } from '../optional-package.js';
@@ -64,6 +64,22 @@ function hasSystemVulkanDriver(): boolean {
   return false;
 }
 
+/**
+ * Vulkan drivers may look for a Wayland display while Dawn lists adapters, and libwayland then
+ * prints "error: XDG_RUNTIME_DIR is invalid or not set in the environment." to stderr when that
+ * variable is unset: a line that reads as a failure of a run that succeeded. Compute needs no
+ * display, so an unset variable gets a private empty folder (mkdtemp makes it 0700, as the XDG
+ * spec asks); with no Wayland socket in it the probe fails without a word. The folder goes at exit.
+ * Returns the folder it set, or undefined when the environment already had one (or a display).
+ */
+export function quietDisplayProbe(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (env.XDG_RUNTIME_DIR || env.WAYLAND_DISPLAY) return undefined;
+  const dir = mkdtempSync(join(tmpdir(), 'paligemma-runtime-'));
+  env.XDG_RUNTIME_DIR = dir;
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
 async function loadModule(): Promise<WebGpuModule> {
   try {
     return (await import('webgpu')) as unknown as WebGpuModule;
@@ -92,6 +108,7 @@ async function tryAdapter(mod: WebGpuModule, options: string[]): Promise<{ gpu: 
 
 export async function openDevice(options: { dawnOptions?: string[] } = {}): Promise<OpenedDevice> {
   const mod = await loadModule();
+  quietDisplayProbe();
   const dawnOptions = options.dawnOptions ?? [];
   // A driver list the user chose (either loader variable) is left alone.
   const canSelectSwiftShader = !process.env.VK_ICD_FILENAMES && !process.env.VK_DRIVER_FILES && existsSync(SWIFTSHADER_ICD);

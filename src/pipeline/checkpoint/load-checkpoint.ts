@@ -28,6 +28,8 @@ import { SafetensorsFile, isFloatDtype, type SafetensorsEntry, type SafetensorsF
 import { checkShardContents, parseShardIndex, type ShardIndex } from './shard-index.js';
 import { firstNonFiniteStored, nonFiniteWeightError } from '../finite-check.js';
 import { unusedTensorError } from './unused-tensors.js';
+import { openQuantizedWeights } from './quantized-checkpoint.js';
+import { QUANTIZED_WEIGHTS_FILE } from './quantized-format.js';
 import { EMBED_TOKENS, LM_HEAD, canonicalName, declaredWeights, expectedShapes, newerName, optionalShapes } from './weight-names.js';
 
 export const CONFIG_FILE = 'config.json';
@@ -189,6 +191,7 @@ export async function loadCheckpoint(
   const root = await requireFolder(dir);
   const config = await readCheckpointConfig(root);
   const { paths, index } = await weightLayout(root);
+  const quantized = await openQuantizedWeights(root, config, backend);   // a `paligemma quantize` folder
 
   const files: SafetensorsFile[] = [];
   const weights = new Map<string, Tensor>();
@@ -245,6 +248,10 @@ export async function loadCheckpoint(
     const plan: Located[] = [];
     for (const [name, shape] of expectedShapes(config)) {
       const loc = found.get(name);
+      if (quantized?.names.has(name)) {
+        if (loc) throw new PaliGemmaError(`duplicate tensor ${name}: stored as ${loc.entry.name} in ${loc.file.path} and quantized in ${QUANTIZED_WEIGHTS_FILE}`, 'corrupt_checkpoint');
+        continue;
+      }
       if (!loc) {
         const where = paths.length === 1 ? paths[0] : `the shards of ${join(root, WEIGHTS_INDEX_FILE)}`;
         throw new PaliGemmaError(`missing tensor ${name} (newer name ${newerName(name)}) in ${where}`, 'missing_tensor');
@@ -264,7 +271,7 @@ export async function loadCheckpoint(
     plan.sort((a, b) => a.fileIndex - b.fileIndex || a.entry.begin - b.entry.begin);
 
     const storage = opts.weights ?? 'auto';
-    const totalBytes = plan.reduce((s, l) => s + (l.entry.end - l.entry.begin), 0);
+    const totalBytes = plan.reduce((s, l) => s + (l.entry.end - l.entry.begin), 0) + (quantized?.totalBytes ?? 0);
     let loadedBytes = 0;
     for (const loc of plan) {
       const onBytes = (n: number) => {
@@ -278,6 +285,10 @@ export async function loadCheckpoint(
       };
       weights.set(loc.canonical, await uploadWeight(backend, loc, storage, onBytes, scan));
     }
+    await quantized?.upload(weights, (n, tensor) => {
+      loadedBytes += n;
+      opts.onProgress?.({ loadedBytes, totalBytes, tensor });
+    });
 
     const weightDtype: DType = storage === 'auto' ? DTYPE_OF[embed.entry.dtype as SafetensorsFloatDtype] : storage;
     let disposed = false;
@@ -302,5 +313,6 @@ export async function loadCheckpoint(
     throw e;
   } finally {
     await Promise.all(files.map((f) => f.close().catch(() => undefined)));
+    await quantized?.close().catch(() => undefined);
   }
 }

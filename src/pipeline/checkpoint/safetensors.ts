@@ -247,6 +247,14 @@ export class SafetensorsFile {
     return out;
   }
 
+  /** The tensor's bytes as stored, whatever its dtype (e.g. U8 codes of a quantized weight). */
+  async readBytes(name: string, onBytes?: (n: number) => void): Promise<Uint8Array> {
+    const e = this.entry(name);
+    const out = new Uint8Array(e.end - e.begin);
+    await this.readInto(e, out, onBytes);
+    return out;
+  }
+
   /** The tensor widened to float32 (16-bit data converted chunk by chunk, exactly). */
   async readF32(name: string, onBytes?: (n: number) => void): Promise<Float32Array> {
     const e = this.floatEntry(name);
