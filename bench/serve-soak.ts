@@ -7,7 +7,7 @@
  * pipeline run alone; RSS and the JS heap are printed after a warm-up and at the end (after a
  * GC where --expose-gc is given), with the growth per 1000 requests.
  *
- *   node --expose-gc --import tsx bench/serve-soak.ts [--requests 1000] [--concurrency 16] [--backend reference]
+ *   node --expose-gc --import tsx bench/serve-soak.ts [--requests 1000] [--concurrency 16] [--backend reference] [--sharp-cache on|off]
  */
 import 'reflect-metadata';
 import { parseArgs } from 'node:util';
@@ -24,8 +24,12 @@ const { values: a } = parseArgs({
     concurrency: { type: 'string', default: '16' },
     backend: { type: 'string', default: 'reference' },
     warmup: { type: 'string', default: '100' },
+    // libvips (behind sharp) keeps a bounded cache of recent operations (50 MB by default): off
+    // here, RSS shows what the server itself keeps.
+    'sharp-cache': { type: 'string', default: 'on' },
   },
 });
+if (a['sharp-cache'] === 'off') sharp.cache(false);
 const N = Number(a.requests), C = Number(a.concurrency), WARM = Number(a.warmup);
 const IMAGES = 24, CACHE = 8, MAX_TOKENS = 6;
 const log = (s: string) => process.stderr.write(`${s}\n`);
@@ -100,7 +104,7 @@ const soakS = (performance.now() - t1) / 1000;
 await settle();
 const m1 = process.memoryUsage();
 const s = engine.scheduler.stats;
-console.log(`serve soak — ${pipe.backendName}, tiny checkpoint, ${N} requests after ${WARM} warm-up, ${C} concurrent, ${IMAGES} images / vision cache ${CACHE}${gc ? ', GC forced before each reading' : ' (no --expose-gc: readings without a forced GC)'}`);
+console.log(`serve soak — ${pipe.backendName}, tiny checkpoint, ${N} requests after ${WARM} warm-up, ${C} concurrent, ${IMAGES} images / vision cache ${CACHE}, sharp cache ${a['sharp-cache']}${gc ? ', GC forced before each reading' : ' (no --expose-gc: readings without a forced GC)'}`);
 console.log(`  RSS  ${mib(m0.rss)} → ${mib(m1.rss)} (${((m1.rss - m0.rss) / 2 ** 20 / (N / 1000)).toFixed(1)} MiB per 1000 requests)`);
 console.log(`  heap ${mib(m0.heapUsed)} → ${mib(m1.heapUsed)}; external ${mib(m0.external)} → ${mib(m1.external)}`);
 console.log(`  answers: ${counts.ok} correct, ${counts.wrong} wrong, ${counts.rejected400} malformed → 400, ${counts.disconnected} disconnected mid-stream, ${counts.other} other`);

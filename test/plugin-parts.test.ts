@@ -198,9 +198,9 @@ describe('plugin tokenizers and image processors, picked by name', function () {
     it('a part that fails to load closes the backend that was started for it', async function () {
       const before = { ...watched };
       await expectRejects(createPipeline({ model, backend: 'watched', tokenizer: 'broken', plugins: [plugin] }),
-        /^tokenizer cannot load$/, Error);
+        /^tokenizer broken load\(\) failed: tokenizer cannot load$/);
       await expectRejects(createPipeline({ model, backend: 'watched', imageProcessor: 'broken', plugins: [plugin] }),
-        /^image processor cannot load$/, Error);
+        /^image processor broken load\(\) failed: image processor cannot load$/);
       expect(watched).to.deep.equal({ started: before.started + 2, closed: before.closed + 2 });
     });
   });

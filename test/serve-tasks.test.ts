@@ -132,14 +132,35 @@ describe('paligemma serve: task helpers on /v1/generate', function () {
 
   it('with the model\'s own greedy answer, a served detect equals pipe.detect run alone', async () => {
     const [r, alone] = await Promise.all([
-      post(greedyUrl, { task: 'detect', labels: 'cat', maxNewTokens: 12 }),
-      pipe.detect(new Uint8Array(png), 'cat', { maxNewTokens: 12 }),
+      post(greedyUrl, { task: 'detect', labels: 'cat', maxNewTokens: 12, logprobs: 2 }),
+      pipe.detect(new Uint8Array(png), 'cat', { maxNewTokens: 12, logprobs: 2 }),
     ]);
+    expect(r.body.logprobs).to.have.length(alone.generation.logprobs!.length);
+    r.body.logprobs.forEach((e: any, i: number) => {
+      const w = alone.generation.logprobs![i];
+      expect(e.token).to.equal(w.token);
+      expect(e.logprob).to.be.closeTo(w.logprob, 1e-6);
+      expect(e.top.map((t: any) => t.token)).to.deep.equal(w.top.map((t) => t.token));
+    });
     expect(r.status, JSON.stringify(r.body)).to.equal(200);
     expect(r.body.tokens).to.deep.equal(alone.generation.tokens);
     expect(r.body.text).to.equal(alone.text);
     expect(r.body.objects).to.deep.equal(JSON.parse(JSON.stringify(alone.objects)));
     expect(r.body.skipped).to.deep.equal(JSON.parse(JSON.stringify(alone.skipped)));
+  });
+
+  it('a bare base64 JPEG (which starts with "/") is an image, not a file path', async () => {
+    const jpeg = await sharp(png).jpeg().toBuffer();
+    const b64 = jpeg.toString('base64');
+    expect(b64.startsWith('/9j/')).to.equal(true);
+    const r = await fetch(`${greedyUrl}/v1/generate`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ image: b64, task: 'caption', maxNewTokens: 4 }),
+    });
+    const body = await r.json() as any;
+    expect(r.status, JSON.stringify(body)).to.equal(200);
+    const alone = await pipe.caption(new Uint8Array(jpeg), { maxNewTokens: 4 });
+    expect(body.tokens).to.deep.equal(alone.generation.tokens);
   });
 
   it('bad task requests are 400s naming the field', async () => {

@@ -222,8 +222,9 @@ export async function buildServer(engine: ServingEngine, opts: ServerOptions = {
     };
     const stop = b.stop === undefined ? [] : Array.isArray(b.stop) && b.stop.every((x) => typeof x === 'string') ? b.stop as string[] : null;
     if (stop === null) throw new RequestError('stop: expected an array of strings', 'stop');
-    // A bare base64 string is taken as a data: URL's payload.
-    const url = /^(data:|[a-z]+:\/\/|\/)/i.test(b.image) ? b.image : `data:image/unknown;base64,${b.image}`;
+    // A bare base64 string is taken as a data: URL's payload. Plain paths are not taken here (use
+    // file://): base64 may start with '/' (every JPEG's does: "/9j/").
+    const url = /^(data:|[a-z]+:\/\/)/i.test(b.image) ? b.image : `data:image/unknown;base64,${b.image}`;
     const signal = disconnectSignal(req, reply);
     const image = await imageUrlBytes(url, opts.images ?? {}, signal);
     const topN = field('logprobs', (x) => Number.isInteger(x) && x >= 0 && x <= 20, 'an integer from 0 to 20') ?? 0;

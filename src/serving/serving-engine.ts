@@ -37,6 +37,8 @@ export interface CompletionParams {
   maxNewTokens: number;
   /** 0 (the default) is greedy. */
   temperature?: number;
+  /** A sampler to use instead of temperature / top_p (one choice only: samplers keep state). */
+  sampler?: Sampler;
   topP?: number;
   seed?: number;
   n?: number;
@@ -174,7 +176,11 @@ export class ServingEngine {
     if (!Number.isInteger(p.maxNewTokens) || p.maxNewTokens < 1 || p.maxNewTokens > this.maxNewTokensLimit) {
       throw new PaliGemmaError(`max tokens ${p.maxNewTokens}: expected an integer from 1 to ${this.maxNewTokensLimit}`, 'invalid_max_tokens');
     }
-    const samplerFor = this.samplerFactory(p);
+    if (p.sampler !== undefined && (n !== 1 || p.temperature !== undefined || p.topP !== undefined)) {
+      throw new PaliGemmaError('a request with its own sampler takes neither n > 1 nor temperature / top_p', 'invalid_argument');
+    }
+    const given = p.sampler;
+    const samplerFor = given ? () => given : this.samplerFactory(p);
     const ids = Int32Array.from(promptIds(this.tokenizer, p.prompt, this.sequences.model.config.numImageTokens));
     const key = p.image instanceof Uint8Array ? imageKey(p.image) : rawImageKey(p.image);
     // Decode the image before queueing (unless its rows are cached): a corrupt one fails here, alone.
@@ -215,7 +221,8 @@ export class ServingEngine {
     };
   }
 
-  private samplerFactory(p: CompletionParams): () => Sampler {
+  /** Each choice's sampler for these sampling fields (validated; the configured one if set). */
+  samplerFactory(p: Pick<CompletionParams, 'temperature' | 'topP'>): () => Sampler {
     if (this.samplerOverride) {
       if (p.temperature !== undefined || p.topP !== undefined) {
         throw new PaliGemmaError('temperature / top_p: this server samples with its own configured sampler', 'unsupported_parameter');

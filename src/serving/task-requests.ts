@@ -74,9 +74,6 @@ export function parseTaskFields(b: Record<string, unknown>): TaskFields {
 /** The sampling part of an engine request; the task helpers set image, prompt and max tokens. */
 export type TaskSampling = Omit<CompletionParams, 'image' | 'prompt' | 'maxNewTokens' | 'n' | 'stop'> & { maxNewTokens?: number };
 
-/** What a task pipeline's generate gets from ServingTasks (the tasks pass unknown options through). */
-interface ServeOptions extends GenerateOptions { serve?: TaskSampling }
-
 export class ServingTasks {
   private readonly tasks: PaliGemmaTasks;
   /** The engine's result behind each GenerationResult handed to the tasks (for usage and timings). */
@@ -87,15 +84,21 @@ export class ServingTasks {
     const adapter: TaskPipeline = {
       tokenizer: pipe.tokenizer,
       backend: pipe.backend,
-      generate: (image, prompt, opts) => this.generate(image, prompt, opts as ServeOptions),
+      generate: (image, prompt, opts) => this.generate(image, prompt, opts ?? {}),
     };
     this.tasks = new PaliGemmaTasks(adapter, { modelDir: pipe.modelDir });
   }
 
   /** Runs a task on encoded image bytes; the JSON answer of /v1/generate. */
   async run(f: TaskFields, image: Uint8Array, sampling: TaskSampling): Promise<Record<string, unknown>> {
-    // Options the tasks do not know ride along to generate (PaliGemmaTasks spreads them through).
-    const opts: ServeOptions = { maxNewTokens: sampling.maxNewTokens, serve: sampling };
+    // Only options the tasks take: temperature / top_p travel as the sampler they make.
+    const opts: GenerateOptions = {
+      maxNewTokens: sampling.maxNewTokens,
+      sampler: this.engine.samplerFactory(sampling)(),
+      ...(sampling.seed !== undefined ? { seed: sampling.seed } : {}),
+      ...(sampling.wantLogprobs ? { logprobs: Math.max(1, sampling.topLogprobs ?? 0) } : {}),
+      ...(sampling.signal ? { signal: sampling.signal } : {}),
+    };
     if (f.task === 'detect' || f.task === 'segment') {
       const r = f.task === 'detect' ? await this.tasks.detect(image, f.labels!, opts) : await this.tasks.segment(image, f.label!, opts);
       const objects = r.objects.map((o: DetectedObject | SegmentedObject) => {
@@ -127,18 +130,20 @@ export class ServingTasks {
     };
   }
 
-  private async generate(image: ImageInput, prompt: string, opts: ServeOptions): Promise<GenerationResult> {
-    if (opts.sampler !== undefined) throw new Error('serving tasks: a sampler is the engine\'s to choose');
+  private async generate(image: ImageInput, prompt: string, opts: GenerateOptions): Promise<GenerationResult> {
     const raw = image as RawPixels;                                    // PaliGemmaTasks decodes once and passes pixels
-    const s = opts.serve ?? {};
-    const out = await this.engine.complete({ ...s, image: raw, prompt, maxNewTokens: opts.maxNewTokens! });
+    const topN = opts.logprobs ?? 0;
+    const out = await this.engine.complete({
+      image: raw, prompt, maxNewTokens: opts.maxNewTokens!, sampler: opts.sampler, seed: opts.seed, signal: opts.signal,
+      wantLogprobs: topN > 0, topLogprobs: topN,
+    });
     const c = out.choices[0];
     const g: GenerationResult = {
       text: c.text,
       tokens: c.tokens.map((t) => t.token),
       // No stop strings here: 'stop' is always the end-of-sequence token.
       finishReason: c.finishReason === 'stop' ? 'eos' : c.finishReason,
-      ...(s.wantLogprobs ? { logprobs: c.tokens.map((t) => ({ token: t.token, logprob: t.logprob!, top: t.top ?? [] })) } : {}),
+      ...(topN > 0 ? { logprobs: c.tokens.map((t) => ({ token: t.token, logprob: t.logprob!, top: t.top ?? [] })) } : {}),
       backend: this.engine.pipeline.backendName,
       // The tasks keep these; the route answers with the engine's own timings (summary).
       timings: {
