@@ -11,6 +11,7 @@ import sharp from 'sharp';
 import { parseInteger, parseNumber } from '../src/cli/cli-errors.js';
 import { parseKeyValueOptions } from '../src/cli/key-value-options.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
+import { HfTokenizer, promptIds } from '../src/index.js';
 import { expectUserError, runCli } from './support/run-cli.js';
 import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec } from './support/tiny-checkpoint.js';
 
@@ -95,6 +96,18 @@ describe('faults: the command refuses bad options with one error line and exit 2
       expectUserError(runCli(gen(...extra)), pattern);
     });
   }
+
+  it('--max-new-tokens 1000000000 runs to the end of the context (64 positions) and exits 0 with finish reason length', async function () {
+    const forced = fileURLToPath(new URL('../src/testing/forced-sampler-plugin.ts', import.meta.url));
+    const r = runCli(gen('--max-new-tokens', '1000000000', '--json', '--plugin', forced, '--sampler', 'forced', '--sampler-option', 'ids=[262]'));
+    expect(r.code, r.stderr).to.equal(0);
+    const out = JSON.parse(r.stdout) as { finishReason: string; tokens: number[] };
+    expect(out.finishReason).to.equal('length');
+    // 16 image tokens + <bos> + "caption en" + "\n" fill the prefix; the rest of the 64 positions, plus one, are generated.
+    const prefix = promptIds(await HfTokenizer.fromDir(join(dir, 'model')), 'caption en', 16).length;
+    expect(out.tokens).to.have.length(64 - prefix + 1);
+    expect(out.tokens.every((t) => t === 262)).to.equal(true);
+  });
 
   it('unknown --backend-option keys are refused on onnx too, naming the key', function () {
     expectUserError(runCli(gen('--backend', 'onnx', '--backend-option', 'quantize=int8', '--backend-option', 'thread=2')),

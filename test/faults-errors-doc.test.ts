@@ -120,6 +120,7 @@ describe('faults: every command reports a bad argument as one error line with ex
     ['conformance', () => ['conformance', '--backend', 'nope'], /^error: unknown backend 'nope' \(available: reference/],
     ['bench', () => ['bench', '--weights', 'f8'], /^error: invalid --weights 'f8': expected one of f32, bf16, f16$/],
     ['plugins', () => ['plugins', '--plugin', join(dir, 'no-such-plugin.js')], /^error: plugin .*no-such-plugin\.js: file not found/],
+    ['quantize', () => ['quantize', '--model', model, '--to', 'int3', '--out', join(dir, 'quantized')], /^error: invalid --to 'int3': expected int8 or int4$/],
     ['an unknown command', () => ['frobnicate'], /^error: unknown command 'frobnicate'$/],
   ];
 
