@@ -14,6 +14,7 @@ import { batchCommand } from '../src/cli/batch-command.js';
 import { benchCommand } from '../src/cli/bench-command.js';
 import { generateCommand } from '../src/cli/generate-command.js';
 import { scoreCommand } from '../src/cli/score-command.js';
+import { quantizeCommand } from '../src/cli/quantize-command.js';
 import { serveCommand } from '../src/cli/serve-command.js';
 import { answerCommand, captionCommand, detectCommand, ocrCommand, segmentCommand } from '../src/cli/task-commands.js';
 import { createPipeline } from '../src/create-pipeline.js';
@@ -101,10 +102,10 @@ describe('hub ids on every model command and in createPipeline (stand-in hub on 
     };
     // The commands main.ts registers (it runs the CLI when imported, so they are built here).
     const root = { commands: [generateCommand(), scoreCommand(), detectCommand(), segmentCommand(), captionCommand(),
-      ocrCommand(), answerCommand(), serveCommand(), batchCommand(), benchCommand()] } as unknown as Command;
+      ocrCommand(), answerCommand(), serveCommand(), batchCommand(), benchCommand(), quantizeCommand()] } as unknown as Command;
     walk(root, '');
     expect(withModel.sort()).to.deep.equal(
-      ['answer', 'batch run', 'batch worker', 'caption', 'detect', 'generate', 'ocr', 'score', 'segment', 'serve'].sort());
+      ['answer', 'batch run', 'batch worker', 'caption', 'detect', 'generate', 'ocr', 'quantize', 'score', 'segment', 'serve'].sort());
   });
 
   it('score, segment (a task command) and batch run take the cached hub id offline, with no request', async () => {

@@ -158,7 +158,7 @@ async function quantizeSource(s: Source, bits: QuantizedBits): Promise<BlockQuan
   try {
     return quantizeBlockwise(n, k, readRow, { bits, blockSize: QUANT_BLOCK_SIZE });
   } catch (e) {
-    throw new PaliGemmaError(`quantize: tensor ${s.entry.name} in ${s.file.path}: ${(e as Error).message}`, 'non_finite_weight');
+    throw new PaliGemmaError(`quantize: tensor ${s.entry.name} in ${s.file.path}: ${(e as Error).message}`, 'non_finite');
   }
 }
 
