@@ -22,6 +22,7 @@
  * const back = dequantizeBlockwise(q);   // [2, 64] float32, within scale/2 of w per element
  * ```
  */
+import type { BlockQuantizedWeight } from '../../interfaces/tensor-backend.js';
 
 export type QuantBits = 4 | 8;
 
@@ -33,17 +34,12 @@ export interface BlockQuantOptions {
   symmetric?: boolean;
 }
 
-/** A [N, K] weight quantized block-wise along K (see the module comment for the layout). */
-export interface BlockQuantized {
-  bits: QuantBits;
-  blockSize: number;
-  n: number;
-  k: number;
-  kBlocks: number;
-  /** uint8 [N, kBlocks, blockSize·bits/8]. */
-  data: Uint8Array;
-  /** float32 [N·kBlocks]. */
-  scales: Float32Array;
+/**
+ * A [N, K] weight quantized block-wise along K (see the module comment for the layout): the
+ * backend contract's BlockQuantizedWeight (data uint8 [N, kBlocks, blockSize·bits/8], scales
+ * float32 [N·kBlocks]), plus zero points for the asymmetric form.
+ */
+export interface BlockQuantized extends BlockQuantizedWeight {
   /** Asymmetric only (see the module comment). */
   zeroPoints?: Uint8Array;
 }
