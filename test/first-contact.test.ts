@@ -171,7 +171,7 @@ describe('lean install: optional backends', function () {
   it('the Redis batch commands without bullmq are one line naming the npm install command, exit 2', function () {
     const r = runWithout(['batch', 'status', '--queue', 'q', '--redis', 'redis://127.0.0.1:9']);
     expect(r.code, r.stderr).to.equal(2);
-    expect(r.stderr.trim()).to.equal('error: the Redis batch commands need bullmq: npm install bullmq');
+    expect(r.stderr.trim()).to.equal('error: the Redis batch commands need bullmq and ioredis: npm install bullmq ioredis');
   });
 
   it('the default backend runs with every optional package absent', function () {

@@ -22,7 +22,7 @@ export async function openBullmqJobQueue(options: BullmqQueueOptions): Promise<B
     engine = await import('./bullmq-queue.js');
   } catch (e) {
     if (isPackageNotFound(e, 'bullmq') || isPackageNotFound(e, 'ioredis')) {
-      throw new PackageNotInstalledError('the Redis batch commands need bullmq: npm install bullmq');
+      throw new PackageNotInstalledError('the Redis batch commands need bullmq and ioredis: npm install bullmq ioredis');
     }
     throw e;
   }
