@@ -31,10 +31,16 @@ const TYPE: Record<number, string> = {
   429: 'rate_limit_error', 500: 'server_error', 503: 'server_error',
 };
 
-function apiError(e: unknown): ApiError {
+/** Codes that say the server or its model failed, not the request: 500, never a client's 400. */
+const SERVER_FAULTS = new Set([
+  'internal', 'plugin_failed', 'capacity', 'non_finite', 'missing_dependency', 'engine_conflict', 'out_of_memory',
+]);
+
+/** @internal exported for the status mapping test */
+export function apiError(e: unknown): ApiError {
   if (e instanceof RequestError) return { status: e.status, message: e.message, type: TYPE[e.status], param: e.param, code: e.code };
   if (e instanceof PaliGemmaError) {
-    const status = e.code === 'queue_full' ? 429 : e.code === 'shutting_down' ? 503 : 400;
+    const status = e.code === 'queue_full' ? 429 : e.code === 'shutting_down' ? 503 : SERVER_FAULTS.has(e.code ?? '') ? 500 : 400;
     return { status, message: e.message, type: TYPE[status], param: null, code: e.code };
   }
   const f = e as { statusCode?: number; code?: string; message?: string };
