@@ -16,7 +16,6 @@ import { createRegistry, startBackend } from '../src/create-pipeline.js';
 import { benchConfig, benchPromptIds, elementsOf, fillUniform, weightSpecs } from '../src/bench/paligemma-shapes.js';
 import type { Tensor } from '../src/interfaces/tensor-backend.js';
 import { PaliGemmaModel } from '../src/pipeline/paligemma-model.js';
-import { SequenceModel } from '../src/pipeline/model-sequence.js';
 import { greedy } from '../src/samplers/greedy-sampler.js';
 import { seededRng } from '../src/samplers/rng.js';
 import { BatchScheduler, type SampledToken } from '../src/serving/batch-scheduler.js';
@@ -49,7 +48,6 @@ weightSpecs(config).forEach((w, i) => {
   weights.set(w.name, backend.upload(fillUniform(new Float32Array(elementsOf(w.shape)), 7919 + i, w.scale, w.offset), w.shape));
 });
 const model = new PaliGemmaModel({ backend, attention, kvCacheStore }, { config, weights, weightDtype: 'f32' });
-const sequences = new SequenceModel(model);
 const v = config.vision;
 // Every request has its own image and prompt: nothing is shared, the vision cache never hits.
 const requests = Array.from({ length: S }, (_, i) => ({
@@ -63,7 +61,7 @@ interface Run { tokens: number[]; logprobs: number[]; times: number[]; cpus: num
 /** Submits the given requests at once to a scheduler with room for `maxBatch`; times each. */
 async function runAll(maxBatch: number, which: number[], newTokens = NEW): Promise<{ runs: Run[]; wallMs: number; steps: number; stepRows: number }> {
   const vision = new VisionCache(backend, 1);
-  const sched = new BatchScheduler(sequences, vision, { maxBatch, maxQueue: S, eosId: -1 });   // fixed length: no early stop
+  const sched = new BatchScheduler(model, vision, { maxBatch, maxQueue: S, eosId: -1 });   // fixed length: no early stop
   const t0 = performance.now();
   const runs: Run[] = which.map(() => ({ tokens: [], logprobs: [], times: [], cpus: [], submitted: t0, first: 0, last: 0 }));
   await Promise.all(which.map((r, j) => sched.submit({

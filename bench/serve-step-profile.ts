@@ -13,7 +13,7 @@ import { createRegistry, startBackend } from '../src/create-pipeline.js';
 import { benchConfig, benchPromptIds, elementsOf, fillUniform, weightSpecs } from '../src/bench/paligemma-shapes.js';
 import type { Tensor } from '../src/interfaces/tensor-backend.js';
 import { PaliGemmaModel } from '../src/pipeline/paligemma-model.js';
-import { SequenceModel, type Sequence } from '../src/pipeline/model-sequence.js';
+import type { Sequence } from '../src/pipeline/model-sequence.js';
 
 const { values: a } = parseArgs({
   options: {
@@ -38,12 +38,11 @@ weightSpecs(config).forEach((w, i) => {
   weights.set(w.name, backend.upload(fillUniform(new Float32Array(elementsOf(w.shape)), 7919 + i, w.scale, w.offset), w.shape));
 });
 const model = new PaliGemmaModel({ backend, attention, kvCacheStore }, { config, weights, weightDtype: 'f32' });
-const seqs = new SequenceModel(model);
 const v = config.vision;
 const pixels = { data: fillUniform(new Float32Array(3 * v.imageSize ** 2), 1000, 1), shape: [3, v.imageSize, v.imageSize] as [number, number, number] };
 const ids = benchPromptIds(config, 8, 2000);
 log('prefill…');
-const root = await seqs.begin(pixels, ids, { capacity: ids.length + 2 * STEPS + 4 });
+const root = await model.begin(pixels, ids, { capacity: ids.length + 2 * STEPS + 4 });
 const one = root.fork();
 const many: Sequence[] = Array.from({ length: B }, () => root.fork());
 const stats = (backend as unknown as { stats?: { runMs: number; runs: number } }).stats;
@@ -51,7 +50,7 @@ const stats = (backend as unknown as { stats?: { runMs: number; runs: number } }
 async function timeStep(group: Sequence[]): Promise<{ wall: number; run: number }> {
   const run0 = stats?.runMs ?? 0;
   const t0 = performance.now();
-  await seqs.stepBatch(group, Int32Array.from(group, (_, i) => 100 + i));
+  await model.stepBatch(group, Int32Array.from(group, (_, i) => 100 + i));
   return { wall: performance.now() - t0, run: (stats?.runMs ?? 0) - run0 };
 }
 

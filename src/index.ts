@@ -9,6 +9,7 @@ export { loadPluginModule } from './plugin/load-plugin.js';
 export { PartRegistry, type RegisteredPart } from './plugin/part-registry.js';
 export { PaliGemmaPipeline, ModelCheckpointToken } from './pipeline/paligemma-pipeline.js';
 export { PaliGemmaModel, ModelSession, type ModelParts, type ModelCheckpoint } from './pipeline/paligemma-model.js';
+export { Sequence, type BeginOptions, type BeginTimings } from './pipeline/model-sequence.js';
 export type { Gemma2Options } from './pipeline/gemma2-options.js';
 export type * from './pipeline/generation-types.js';
 export type * from './pipeline/config-types.js';

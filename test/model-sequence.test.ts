@@ -9,7 +9,7 @@ import { expect } from 'chai';
 import { createPipeline } from '../src/create-pipeline.js';
 import type { PixelValues } from '../src/interfaces/image-processor.js';
 import type { PaliGemmaPipeline } from '../src/pipeline/paligemma-pipeline.js';
-import { SequenceModel, type Sequence } from '../src/pipeline/model-sequence.js';
+import type { Sequence } from '../src/pipeline/model-sequence.js';
 import { promptIds } from '../src/pipeline/prompt-format.js';
 import { argmax, greedyRun, relMaxDiff } from './support/model-compare.js';
 import { referenceForward } from './support/reference-forward.js';
@@ -46,8 +46,7 @@ for (const backend of ['reference', 'onnx'] as const) {
       const idsOf = (p: string) => Int32Array.from(promptIds(pipe.tokenizer, p, pipe.model.config.numImageTokens));
 
       it('each sequence stepped in a batch (joining and leaving mid-way) gets its alone tokens and logits', async function () {
-        const sm = new SequenceModel(pipe.model);
-        expect(sm.batched).to.equal(true);
+        const sm = pipe.model;
         const alone: Array<Awaited<ReturnType<typeof greedyRun>>> = [];
         for (let i = 0; i < PROMPTS.length; i++) alone.push(await greedyRun(pipe.model, pixels[i % 2], idsOf(PROMPTS[i]), STEPS[i]));
 
@@ -90,7 +89,7 @@ for (const backend of ['reference', 'onnx'] as const) {
       });
 
       it('image rows passed again skip the vision tower and give the same logits', async function () {
-        const sm = new SequenceModel(pipe.model);
+        const sm = pipe.model;
         const ids = idsOf(PROMPTS[1]);
         const rows = pipe.model.imageRows(pixels[0]);
         const a = await sm.begin(pixels[0], ids, { capacity: ids.length + 1 });
@@ -103,7 +102,7 @@ for (const backend of ['reference', 'onnx'] as const) {
       });
 
       it('fork continues from the same KV state, independently of its parent', async function () {
-        const sm = new SequenceModel(pipe.model);
+        const sm = pipe.model;
         const ids = idsOf(PROMPTS[0]);
         const alone = await greedyRun(pipe.model, pixels[1], ids, 6);
         const parent = await sm.begin(pixels[1], ids, { capacity: ids.length + 6 });

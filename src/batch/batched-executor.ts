@@ -1,7 +1,7 @@
 /**
  * The executor a worker uses with `--concurrency N > 1`: the N jobs it holds run through one
  * continuous-batching scheduler (src/serving/batch-scheduler.ts), so each decode step reads the
- * weights once for all of them (SequenceModel.stepBatch). A job that finishes leaves at once and
+ * weights once for all of them (PaliGemmaModel.stepBatch). A job that finishes leaves at once and
  * the next one the queue hands over joins at the next step.
  *
  * A job's result is that of a direct `generate`: the same argument checks and token budget, the
@@ -12,7 +12,6 @@ import { PaliGemmaError } from '../interfaces/errors.js';
 import type { PixelValues } from '../interfaces/image-processor.js';
 import { checkGenerateOptions, newTokenBudget } from '../pipeline/api-arguments.js';
 import type { TokenLogprob } from '../pipeline/generation-types.js';
-import { SequenceModel } from '../pipeline/model-sequence.js';
 import type { PaliGemmaPipeline } from '../pipeline/paligemma-pipeline.js';
 import { promptIds } from '../pipeline/prompt-format.js';
 import type { PartRegistry } from '../plugin/part-registry.js';
@@ -41,7 +40,7 @@ export class BatchedJobExecutor implements JobExecutor {
     this.vision = new VisionCache(pipe.backend, 1);
     // The queue engines never run more than `concurrency` jobs at once, so the scheduler's own
     // queue only ever holds jobs waiting for a free row.
-    this.scheduler = new BatchScheduler(new SequenceModel(pipe.model), this.vision, {
+    this.scheduler = new BatchScheduler(pipe.model, this.vision, {
       maxBatch: opts.maxBatch, maxQueue: Number.MAX_SAFE_INTEGER, eosId: pipe.tokenizer.special.eos,
     });
   }

@@ -17,6 +17,7 @@ import type { DType, Tensor, TensorBackend } from '../interfaces/tensor-backend.
 import type { PaliGemmaConfig } from './config-types.js';
 import { GemmaDecoder } from './gemma.js';
 import { Gemma2Decoder, applyFinalSoftcap } from './gemma2.js';
+import { beginSequence, stepSequences, type BeginOptions, type Sequence } from './model-sequence.js';
 import type { Gemma2Options } from './gemma2-options.js';
 import { PaliGemmaError } from '../interfaces/errors.js';
 import { ModelWeights } from './model-weights.js';
@@ -120,6 +121,21 @@ export class PaliGemmaModel {
     const out = pieces.length === 1 ? pieces[0] : b.concat(pieces, 0);           // [T, H]
     if (pieces.length > 1) b.dispose(pieces);
     return out;
+  }
+
+  /**
+   * Prefills image + prompt and returns a Sequence that owns its KV cache and positions:
+   * `logits` [V] predict the next token; `step(id)`, `fork()`, `dispose()`. `image` is pixels or
+   * image rows [N, H] from imageRows, which the caller may keep and pass again (the vision tower
+   * then does not run). See model-sequence.ts.
+   */
+  begin(image: PixelValues | Tensor, ids: Int32Array, opts: BeginOptions): Promise<Sequence> {
+    return beginSequence(this, image, ids, opts);
+  }
+
+  /** One decode step for B sequences in one batch (each weight read once); ids[i] is seqs[i]'s next token. */
+  stepBatch(seqs: readonly Sequence[], ids: Int32Array): Promise<Float32Array[]> {
+    return stepSequences(this, seqs, ids);
   }
 
   /** A decoding session whose KV cache holds up to `capacity` positions. */

@@ -17,7 +17,7 @@ import type {
   GenerateOptions, GeneratedToken, GenerationResult, ScoreResult, TokenLogprob,
 } from './generation-types.js';
 import { checkTokenizerMatchesConfig } from './model-consistency.js';
-import { SequenceModel, type Sequence } from './model-sequence.js';
+import type { Sequence } from './model-sequence.js';
 import { PaliGemmaModel, type ModelCheckpoint } from './paligemma-model.js';
 import { promptIds, suffixIds } from './prompt-format.js';
 import {
@@ -48,11 +48,7 @@ export class PaliGemmaPipeline {
   ) {
     checkTokenizerMatchesConfig(tokenizer, checkpoint.config);
     this.model = new PaliGemmaModel({ backend, attention, kvCacheStore }, checkpoint);
-    this.sequences = new SequenceModel(this.model);
   }
-
-  /** The model's Sequence API: the pipeline tokenizes, samples and streams; sequences own the tensors. */
-  readonly sequences: SequenceModel;
 
   /** Name of the engine that runs the math, e.g. 'reference' or 'tfjs (wasm)'. */
   get backendName(): string {
@@ -102,7 +98,7 @@ export class PaliGemmaPipeline {
     let seq: Sequence | undefined;
     try {
       // Between prefill layers the event loop runs, so an abort lands within one layer.
-      seq = await this.sequences.begin(pixels, ids, { capacity: ids.length + maxNew - 1, pause: pauseFor(signal) });   // the last token is never fed
+      seq = await this.model.begin(pixels, ids, { capacity: ids.length + maxNew - 1, pause: pauseFor(signal) });   // the last token is never fed
     } catch (e) {
       if (!(e instanceof Aborted)) throw e;
       finishReason = 'aborted';
@@ -172,7 +168,7 @@ export class PaliGemmaPipeline {
     checkPromptFits(ids.length, this.model.config.text.maxPositionEmbeddings, 'prompt + suffix');
     const pixels = await this.imageProcessor.process(image);
     // Rows prefix-1+i predict target[i]; the prompt attends bidirectionally, the suffix causally.
-    const seq = await this.sequences.begin(pixels, ids, {
+    const seq = await this.model.begin(pixels, ids, {
       capacity: ids.length, prefixLength: prefix.length, logitsFrom: prefix.length - 1, pause: pauseFor(undefined),
     });
     try {

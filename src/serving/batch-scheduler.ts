@@ -1,7 +1,7 @@
 /**
  * Continuous batching. Requests wait in a bounded queue; between decode steps the scheduler
  * prefills waiting requests while the batch has room, then runs one batched step for every
- * active sequence (SequenceModel.stepBatch: one weight read per step for the whole batch).
+ * active sequence (PaliGemmaModel.stepBatch: one weight read per step for the whole batch).
  * A request that arrives mid-decode joins at the next step; a sequence that finishes or is
  * cancelled leaves at once and its KV cache is freed. `n > 1` choices fork one prefill.
  */
@@ -9,7 +9,8 @@ import type { PixelValues } from '../interfaces/image-processor.js';
 import type { Rng, Sampler } from '../interfaces/sampler.js';
 import type { Tensor } from '../interfaces/tensor-backend.js';
 import { PaliGemmaError } from '../interfaces/errors.js';
-import type { SequenceModel, Sequence } from '../pipeline/model-sequence.js';
+import type { Sequence } from '../pipeline/model-sequence.js';
+import type { PaliGemmaModel } from '../pipeline/paligemma-model.js';
 import type { TokenLogprob } from '../pipeline/generation-types.js';
 import { tokenLogprobs } from './token-logprobs.js';
 import type { VisionCache } from './vision-cache.js';
@@ -78,7 +79,7 @@ export class BatchScheduler {
   private idleWaiters: Array<() => void> = [];
   readonly stats = { steps: 0, stepRows: 0, prefills: 0, forks: 0, completed: 0, cancelled: 0, rejected: 0 };
 
-  constructor(private readonly model: SequenceModel, private readonly vision: VisionCache, readonly opts: SchedulerOptions) {
+  constructor(private readonly model: PaliGemmaModel, private readonly vision: VisionCache, readonly opts: SchedulerOptions) {
     if (!(opts.maxBatch >= 1) || !(opts.maxQueue >= 0)) throw new PaliGemmaError('max batch must be ≥ 1 and max queue ≥ 0');
   }
 
@@ -161,7 +162,7 @@ export class BatchScheduler {
         let rows: Tensor | undefined = this.vision.get(req.imageKey);
         if (rows === undefined) {
           const pixels = await req.pixels();
-          rows = this.model.model.imageRows(pixels);                            // [N, H]
+          rows = this.model.imageRows(pixels);                            // [N, H]
           this.vision.set(req.imageKey, rows);
         }
         // begin uses the rows before its first await, so a later eviction cannot touch them.

@@ -128,7 +128,7 @@ export async function buildServer(engine: ServingEngine, opts: ServerOptions = {
     status: draining ? 'draining' : 'ok',
     model: modelId,
     backend: engine.pipeline.backendName,
-    batched: engine.sequences.batched,
+    batched: true,
     maxBatch: engine.maxBatch,
     active: engine.scheduler.active,
     queued: engine.scheduler.queued,

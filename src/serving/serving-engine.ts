@@ -8,7 +8,6 @@ import type { ImageProcessor, PixelValues, RawPixels } from '../interfaces/image
 import type { Sampler } from '../interfaces/sampler.js';
 import type { Tokenizer } from '../interfaces/tokenizer.js';
 import { PaliGemmaError } from '../interfaces/errors.js';
-import { SequenceModel } from '../pipeline/model-sequence.js';
 import type { PaliGemmaPipeline } from '../pipeline/paligemma-pipeline.js';
 import { promptIds } from '../pipeline/prompt-format.js';
 import { seededRng } from '../samplers/rng.js';
@@ -131,7 +130,6 @@ class ChoiceText {
 }
 
 export class ServingEngine {
-  readonly sequences: SequenceModel;
   readonly vision: VisionCache;
   readonly scheduler: BatchScheduler;
   readonly maxNewTokensLimit: number;
@@ -145,9 +143,8 @@ export class ServingEngine {
   constructor(readonly pipeline: PaliGemmaPipeline, opts: EngineOptions = {}) {
     this.tokenizer = pipeline.tokenizer;
     this.images = pipeline.imageProcessor;
-    this.sequences = new SequenceModel(pipeline.model);
     this.vision = new VisionCache(pipeline.backend, opts.visionCacheSize ?? 64);
-    this.scheduler = new BatchScheduler(this.sequences, this.vision, {
+    this.scheduler = new BatchScheduler(pipeline.model, this.vision, {
       maxBatch: opts.maxBatch ?? 8, maxQueue: opts.maxQueue ?? 64, eosId: this.tokenizer.special.eos,
     });
     this.maxNewTokensLimit = opts.maxNewTokensLimit ?? 1024;
@@ -181,7 +178,7 @@ export class ServingEngine {
     }
     const given = p.sampler;
     const samplerFor = given ? () => given : this.samplerFactory(p);
-    const ids = Int32Array.from(promptIds(this.tokenizer, p.prompt, this.sequences.model.config.numImageTokens));
+    const ids = Int32Array.from(promptIds(this.tokenizer, p.prompt, this.pipeline.model.config.numImageTokens));
     const key = p.image instanceof Uint8Array ? imageKey(p.image) : rawImageKey(p.image);
     // Decode the image before queueing (unless its rows are cached): a corrupt one fails here, alone.
     let pixels: PixelValues | undefined;
