@@ -207,13 +207,12 @@ async function runOnce(model: PaliGemmaModel, pixels: { data: Float32Array; shap
   const visionPeakRssMb = highWaterMb();
   resetHighWater();
 
-  const session = model.session(ids.length + newTokens + 1);
   t = performance.now();
-  const embeds = model.embedPrompt(ids, rows);
-  let logits = await session.prefill(embeds, ids.length);
+  const session = await model.begin(rows, ids, { capacity: ids.length + newTokens + 1 });
+  let logits = session.logits;
   const prefillMs = performance.now() - t;
   const ttftMs = performance.now() - start;
-  b.dispose([rows, embeds]);
+  b.dispose(rows);
   rss = Math.max(rss, rssMb());
   const prefillPeakRssMb = highWaterMb();
 

@@ -85,15 +85,11 @@ async function runSide(side: ModelSide, dir: string, registry: PartRegistry, tok
     const rng = seededRng(0);
     try {
       // Prefill the prompt (all rows' logits), then STEPS greedy tokens through the KV cache.
-      const s = m.session(ids.length + STEPS);
-      let prefill: Float32Array;
+      const s = await m.begin(rows, ids, { capacity: ids.length + STEPS, logitsFrom: 0 });
+      const prefill = s.promptLogits!;                                                // [T, V]
       const tokens: number[] = [], stepLogits: Float32Array[] = [];
       try {
-        const embeds = m.embedPrompt(ids, rows);                                      // [T, H]
-        prefill = await s.prefill(embeds, ids.length, 0);                             // [T, V]
-        b.dispose(embeds);
-        const v = prefill.length / ids.length;
-        let logits: Float32Array = prefill.slice((ids.length - 1) * v);
+        let logits: Float32Array = s.logits;
         for (let i = 0; i < STEPS; i++) {
           stepLogits.push(logits);
           tokens.push(greedy.sample(logits, { rng }));
@@ -102,7 +98,8 @@ async function runSide(side: ModelSide, dir: string, registry: PartRegistry, tok
       } finally {
         s.dispose();
       }
-      // No cache: prompt + the first STEPS-1 tokens in one prefill; its last STEPS rows are the steps' logits.
+      // No cache: prompt + the first STEPS-1 tokens in one prefill; its last STEPS rows are the
+      // steps' logits. The tokens enter as text rows even if one is the <image> id.
       const head = m.embedPrompt(ids, rows), tail = m.embedText(Int32Array.from(tokens.slice(0, -1)));
       const all = b.concat([head, tail], 0);                                          // [T + STEPS-1, H]
       b.dispose([head, tail]);
