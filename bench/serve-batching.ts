@@ -13,6 +13,7 @@
 import 'reflect-metadata';
 import { parseArgs } from 'node:util';
 import { createRegistry, startBackend } from '../src/create-pipeline.js';
+import { defaultParts } from '../src/bench/run-bench.js';
 import { benchConfig, benchPromptIds, elementsOf, fillUniform, weightSpecs } from '../src/bench/paligemma-shapes.js';
 import type { Tensor } from '../src/interfaces/tensor-backend.js';
 import { PaliGemmaModel } from '../src/pipeline/paligemma-model.js';
@@ -38,9 +39,7 @@ const log = (s: string) => process.stderr.write(`${s}\n`);
 
 const registry = await createRegistry();
 const backend = await startBackend(registry, a.backend!);
-const contribution = registry.get('backend', a.backend!);
-const attention = registry.get('attention', contribution.defaultAttention ?? 'plain').create();
-const kvCacheStore = registry.get('kvCache', contribution.defaultKvCache ?? 'contiguous').create();
+const { attention, kvCacheStore } = defaultParts(registry, a.backend!);
 const config = benchConfig({ visionLayers: Number(a['vision-layers']), textLayers: Number(a['text-layers']), scaleDown: Number(a['scale-down']) });
 log(`uploading ${config.vision.numLayers}+${config.text.numLayers}-layer PaliGemma-3B weights to ${backend.engine ?? backend.name}…`);
 const weights = new Map<string, Tensor>();

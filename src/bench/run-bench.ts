@@ -11,6 +11,9 @@
  * Each reported time is the median over `repeats` runs.
  */
 import type { BackendOptions } from '../interfaces/contributions.js';
+import type { AttentionKernel } from '../interfaces/attention-kernel.js';
+import type { KVCacheStore } from '../interfaces/kv-cache-store.js';
+import type { PartRegistry } from '../plugin/part-registry.js';
 import type { DType, Tensor, TensorBackend } from '../interfaces/tensor-backend.js';
 import { loadCheckpoint } from '../pipeline/checkpoint/load-checkpoint.js';
 import { type BenchWeights, writeBenchCheckpoint } from './bench-checkpoint.js';
@@ -112,15 +115,22 @@ export interface RunTimes {
   prefillPeakRssMb: number;
 }
 
+/** The attention kernel and KV-cache store a backend runs with by default (its own, else plain / contiguous). */
+export function defaultParts(registry: PartRegistry, backend: string): { attention: AttentionKernel; kvCacheStore: KVCacheStore } {
+  const contribution = registry.get('backend', backend);
+  return {
+    attention: registry.get('attention', contribution.defaultAttention ?? 'plain').create(),
+    kvCacheStore: registry.get('kvCache', contribution.defaultKvCache ?? 'contiguous').create(),
+  };
+}
+
 export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const log = o.log ?? (() => {});
   const registry = await createRegistry(o.plugins ?? []);
   const options: BackendOptions = { ...o.backendOptions, ...(o.device ? { device: o.device } : {}) };
   const backend = await startBackend(registry, o.backend, options);
   try {
-    const contribution = registry.get('backend', o.backend);
-    const attention = registry.get('attention', contribution.defaultAttention ?? 'plain').create();
-    const kvCacheStore = registry.get('kvCache', contribution.defaultKvCache ?? 'contiguous').create();
+    const { attention, kvCacheStore } = defaultParts(registry, o.backend);
     const config = benchConfig({ visionLayers: o.visionLayers, textLayers: o.textLayers, model: o.model, imageSize: o.imageSize, scaleDown: o.scaleDown });
     const seed = o.seed ?? 1;
 
