@@ -21,22 +21,9 @@ import {
   buildTinyCheckpoint, gqaSpec, makeTempDir, mhaSpec, mqaSpec, type TinyCheckpoint, type TinySpec,
 } from './support/tiny-checkpoint.js';
 import { TINY_TOKENIZER } from './support/tiny-tokenizer.js';
+import { expectUserError, rejection } from './support/rejections.js';
 
 // ── helpers ─────────────────────────────────────────────────────────────────
-
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  try { await p; } catch (e) { return e as Error; }
-  throw new Error('expected a rejection, but it resolved');
-}
-
-/** Awaits a PaliGemmaError whose one-line message contains every part. */
-async function expectUserError(p: Promise<unknown>, ...parts: string[]): Promise<string> {
-  const e = await rejection(p);
-  expect(e, `${e?.stack}`).to.be.instanceOf(PaliGemmaError);
-  for (const part of parts) expect(e.message).to.contain(part);
-  expect(e.message).not.to.contain('\n');
-  return e.message;
-}
 
 function expectSyncUserError(fn: () => unknown, ...parts: string[]): string {
   let caught: unknown;

@@ -14,24 +14,13 @@ import { SafetensorsFile, parseSafetensorsHeader } from '../src/pipeline/checkpo
 import { findDuplicateKey } from '../src/pipeline/checkpoint/duplicate-keys.js';
 import { rawSafetensors } from './support/safetensors-writer.js';
 import { buildTinyCheckpoint, makeTempDir, mqaSpec } from './support/tiny-checkpoint.js';
+import { expectUserError } from './support/rejections.js';
 
 function caught(fn: () => unknown): unknown {
   try { fn(); } catch (e) { return e; }
   return undefined;
 }
 
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  try { await p; } catch (e) { return e as Error; }
-  throw new Error('expected a rejection, but it resolved');
-}
-
-async function expectUserError(p: Promise<unknown>, ...parts: string[]): Promise<string> {
-  const e = await rejection(p);
-  expect(e, `${e?.stack}`).to.be.instanceOf(PaliGemmaError);
-  for (const part of parts) expect(e.message).to.contain(part);
-  expect(e.message).not.to.contain('\n');
-  return e.message;
-}
 
 /** Header text + data length → what the parser says (file name 'f.safetensors'). */
 function parse(text: string, dataBytes: number) {
