@@ -35,6 +35,20 @@ function recordingStore(): KVCacheStore & { capacities: number[] } {
 }
 
 /** Expects `run` to throw or reject with a PaliGemmaError of `code` whose message matches `pattern`. */
+/**
+ * A pipeline on `options.backend`, or the test is skipped when that backend cannot start here:
+ * its package is not installed, or (webgpu) there is no adapter, neither a GPU nor SwiftShader.
+ */
+async function pipelineOrSkip(ctx: Mocha.Context, options: CreatePipelineOptions): Promise<PaliGemmaPipeline> {
+  try {
+    return await createPipeline(options);
+  } catch (e) {
+    if (e instanceof PaliGemmaError && e.code === 'missing_dependency') ctx.skip();
+    if (options.backend === 'webgpu' && e instanceof PaliGemmaError && /adapter/i.test(e.message)) ctx.skip();
+    throw e;
+  }
+}
+
 async function expectCode(run: () => unknown, code: string, pattern?: RegExp): Promise<PaliGemmaError> {
   let error: unknown;
   try { await run(); } catch (e) { error = e; }
@@ -111,14 +125,7 @@ describe('faults: API', function () {
 
     for (const backend of ['onnx', 'tfjs', 'webgpu']) {
       it(`${backend}: maxNewTokens 1e9 runs to the context and stops (finish reason length), as on reference`, async function () {
-        let p: PaliGemmaPipeline;
-        try {
-          p = await createPipeline({ model: dir, backend, sampler: neverEos(eos) });
-        } catch (e) {
-          if (e instanceof PaliGemmaError && e.code === 'missing_dependency') this.skip();
-          if (backend === 'webgpu' && e instanceof PaliGemmaError && /adapter/i.test(e.message)) this.skip();
-          throw e;
-        }
+        const p = await pipelineOrSkip(this, { model: dir, backend, sampler: neverEos(eos) });
         try {
           const r = await p.generate(image, PROMPT, { maxNewTokens: 1e9 });
           expect(r.finishReason).to.equal('length');
@@ -149,15 +156,7 @@ describe('faults: API', function () {
   describe('rule 5: cancellation lands', function () {
     for (const backend of ['reference', 'onnx', 'tfjs', 'webgpu']) {
       it(`${backend}: a timer-fired abort during decoding stops within one step`, async function () {
-        let p: PaliGemmaPipeline;
-        try {
-          p = await createPipeline({ model: dir, backend, sampler: neverEos(eos) });
-        } catch (e) {
-          if (e instanceof PaliGemmaError && e.code === 'missing_dependency') this.skip();
-          // No WebGPU adapter (no GPU and no SwiftShader): the backend refuses to start.
-          if (backend === 'webgpu' && e instanceof PaliGemmaError && /adapter/i.test(e.message)) this.skip();
-          throw e;
-        }
+        const p = await pipelineOrSkip(this, { model: dir, backend, sampler: neverEos(eos) });
         try {
           const controller = new AbortController();
           const it = p.stream(image, PROMPT, { maxNewTokens: 1e9, signal: controller.signal });
