@@ -29,7 +29,7 @@ import { InProcessJobQueue } from '../src/batch/in-process-queue.js';
 import { BatchedJobExecutor, jobExecutorFor } from '../src/batch/batched-executor.js';
 import { executorHandler } from '../src/batch/job-executor.js';
 import { createPipeline } from '../src/create-pipeline.js';
-import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec } from '../src/testing/tiny-checkpoint.js';
+import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec } from '../src/tiny-models/tiny-checkpoint.js';
 import { hasRedisServer, startRedis } from '../test/support/redis-server.js';
 
 const BIN = fileURLToPath(new URL('../bin/paligemma.js', import.meta.url));

@@ -27,8 +27,8 @@
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { SafetensorsFile } from '../src/pipeline/checkpoint/safetensors.js';
-import { loadCheckpoint } from '../src/pipeline/checkpoint/load-checkpoint.js';
+import { SafetensorsFile } from '../src/checkpoint/safetensors.js';
+import { loadCheckpoint } from '../src/checkpoint/load-checkpoint.js';
 import { createRegistry, startBackend } from '../src/create-pipeline.js';
 import type { Tensor, TensorBackend } from '../src/interfaces/tensor-backend.js';
 
@@ -47,7 +47,7 @@ function copyingBackend(): TensorBackend {
   };
   return stub as unknown as TensorBackend;
 }
-import { firstNonFiniteStored } from '../src/pipeline/finite-check.js';
+import { firstNonFiniteStored } from '../src/tensor/finite-check.js';
 
 const { values: args } = parseArgs({
   options: { dir: { type: 'string' }, repeats: { type: 'string', default: '2' }, load: { type: 'string' } },

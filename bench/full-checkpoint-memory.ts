@@ -25,9 +25,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { benchConfig, elementsOf, fillUniform, weightSpecs } from '../src/bench/paligemma-shapes.js';
-import { f32ToBf16, f32ToF16 } from '../src/pipeline/checkpoint/dtype.js';
-import { tinyConfigJson, tinyPreprocessorJson, type TinySpec } from '../src/testing/tiny-checkpoint.js';
-import { TINY_TOKENIZER, buildTinyTokenizerConfig, buildTinyTokenizerJson } from '../src/testing/tiny-tokenizer.js';
+import { f32ToBf16, f32ToF16 } from '../src/tensor/dtype.js';
+import { tinyConfigJson, tinyPreprocessorJson, type TinySpec } from '../src/tiny-models/tiny-checkpoint.js';
+import { TINY_TOKENIZER, buildTinyTokenizerConfig, buildTinyTokenizerJson } from '../src/tiny-models/tiny-tokenizer.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 /** Google's paligemma-3b folders hold three shards. */

@@ -21,11 +21,11 @@ import { ReferenceAttentionKernel } from '../src/backends/reference/reference-at
 import { ReferenceBackend } from '../src/backends/reference/reference-backend.js';
 import type { Tensor, TensorBackend } from '../src/interfaces/tensor-backend.js';
 import { ContiguousKvCacheStore } from '../src/kv-cache/contiguous-kv-cache.js';
-import type { PaliGemmaConfig } from '../src/pipeline/config-types.js';
-import { PaliGemmaModel } from '../src/pipeline/paligemma-model.js';
-import { promptIds } from '../src/pipeline/prompt-format.js';
-import { modelConfig, randomWeights, type ModelShape, type RandomTensor } from '../src/testing/random-weights.js';
-import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec, mulberry32 } from '../src/testing/tiny-checkpoint.js';
+import type { PaliGemmaConfig } from '../src/model/config-types.js';
+import { PaliGemmaModel } from '../src/model/paligemma-model.js';
+import { promptIds } from '../src/generation/prompt-format.js';
+import { modelConfig, randomWeights, type ModelShape, type RandomTensor } from '../src/tiny-models/random-weights.js';
+import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec, mulberry32 } from '../src/tiny-models/tiny-checkpoint.js';
 
 interface ModelSpec extends ModelShape {
   label: string;

@@ -19,10 +19,10 @@ import { quantizeStorageNBits } from '../src/backends/onnx/matmul-nbits.js';
 import { tiedQuantized } from '../src/backends/onnx/tied-weights.js';
 import { writeBenchCheckpoint } from '../src/bench/bench-checkpoint.js';
 import { benchConfig } from '../src/bench/paligemma-shapes.js';
-import { loadCheckpoint } from '../src/pipeline/checkpoint/load-checkpoint.js';
-import { quantizeCheckpoint } from '../src/pipeline/checkpoint/quantize-checkpoint.js';
-import { quantizedNames } from '../src/pipeline/checkpoint/quantized-format.js';
-import { EMBED_TOKENS, LM_HEAD } from '../src/pipeline/checkpoint/weight-names.js';
+import { loadCheckpoint } from '../src/checkpoint/load-checkpoint.js';
+import { quantizeCheckpoint } from '../src/checkpoint/quantize-checkpoint.js';
+import { quantizedNames } from '../src/checkpoint/quantized-format.js';
+import { EMBED_TOKENS, LM_HEAD } from '../src/checkpoint/weight-names.js';
 
 const { values: args } = parseArgs({
   options: {

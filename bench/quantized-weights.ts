@@ -32,8 +32,8 @@ import { OnnxBackend, type OnnxBackendOptions } from '../src/backends/onnx/onnx-
 import { type BenchWeights, writeBenchCheckpoint } from '../src/bench/bench-checkpoint.js';
 import { benchConfig, benchPromptIds, fillUniform } from '../src/bench/paligemma-shapes.js';
 import { ContiguousKvCacheStore } from '../src/kv-cache/contiguous-kv-cache.js';
-import { loadCheckpoint } from '../src/pipeline/checkpoint/load-checkpoint.js';
-import { PaliGemmaModel } from '../src/pipeline/paligemma-model.js';
+import { loadCheckpoint } from '../src/checkpoint/load-checkpoint.js';
+import { PaliGemmaModel } from '../src/model/paligemma-model.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 

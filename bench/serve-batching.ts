@@ -16,7 +16,7 @@ import { createRegistry, startBackend } from '../src/create-pipeline.js';
 import { defaultParts } from '../src/bench/run-bench.js';
 import { benchConfig, benchPromptIds, elementsOf, fillUniform, weightSpecs } from '../src/bench/paligemma-shapes.js';
 import type { Tensor } from '../src/interfaces/tensor-backend.js';
-import { PaliGemmaModel } from '../src/pipeline/paligemma-model.js';
+import { PaliGemmaModel } from '../src/model/paligemma-model.js';
 import { greedy } from '../src/samplers/greedy-sampler.js';
 import { seededRng } from '../src/samplers/rng.js';
 import { BatchScheduler, type SampledToken } from '../src/serving/batch-scheduler.js';

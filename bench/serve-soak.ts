@@ -16,7 +16,7 @@ import sharp from 'sharp';
 import { createPipeline } from '../src/create-pipeline.js';
 import { buildServer } from '../src/serving/server.js';
 import { ServingEngine } from '../src/serving/serving-engine.js';
-import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec } from '../src/testing/tiny-checkpoint.js';
+import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec } from '../src/tiny-models/tiny-checkpoint.js';
 
 const { values: a } = parseArgs({
   options: {

@@ -13,8 +13,8 @@ import { createRegistry, startBackend } from '../src/create-pipeline.js';
 import { defaultParts } from '../src/bench/run-bench.js';
 import { benchConfig, benchPromptIds, elementsOf, fillUniform, weightSpecs } from '../src/bench/paligemma-shapes.js';
 import type { Tensor } from '../src/interfaces/tensor-backend.js';
-import { PaliGemmaModel } from '../src/pipeline/paligemma-model.js';
-import type { Sequence } from '../src/pipeline/model-sequence.js';
+import { PaliGemmaModel } from '../src/model/paligemma-model.js';
+import type { Sequence } from '../src/model/model-sequence.js';
 
 const { values: a } = parseArgs({
   options: {

@@ -1,6 +1,6 @@
 /**
  * The built-in plugins, loaded exactly as third-party ones are. This is the one place that
- * names concrete backends; nothing under src/pipeline imports a backend. Each backend imports
+ * names concrete backends; nothing under src/model imports a backend. Each backend imports
  * its engine lazily in init(), so listing it here costs nothing when the engine is absent.
  */
 import { onnxBackendPlugin } from './backends/onnx/onnx-backend-module.js';

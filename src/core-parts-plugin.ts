@@ -3,10 +3,10 @@ import {
   AttentionKernelContribution, ImageProcessorContribution, KVCacheStoreContribution,
   SamplerContribution, TokenizerContribution,
 } from './interfaces/contributions.js';
-import { PlainAttentionKernel } from './kernels/plain-attention-kernel.js';
+import { PlainAttentionKernel } from './attention/plain-attention-kernel.js';
 import { ContiguousKvCacheStore } from './kv-cache/contiguous-kv-cache.js';
-import { HfTokenizer } from './pipeline/hf-tokenizer.js';
-import { SiglipImageProcessor } from './pipeline/siglip-image-processor.js';
+import { HfTokenizer } from './tokenizer/hf-tokenizer.js';
+import { SiglipImageProcessor } from './image/siglip-image-processor.js';
 import { definePlugin } from './plugin/define-plugin.js';
 import { createSampler } from './samplers/index.js';
 

@@ -21,15 +21,15 @@ import { KVCacheStore } from './interfaces/kv-cache-store.js';
 import { Sampler } from './interfaces/sampler.js';
 import { TensorBackend } from './interfaces/tensor-backend.js';
 import { Tokenizer } from './interfaces/tokenizer.js';
-import { loadCheckpoint, type LoadedCheckpoint, type LoadProgress } from './pipeline/checkpoint/load-checkpoint.js';
-import { ModelCheckpointToken, PaliGemmaPipeline } from './pipeline/paligemma-pipeline.js';
-import type { Gemma2Options } from './pipeline/gemma2-options.js';
+import { loadCheckpoint, type LoadedCheckpoint, type LoadProgress } from './checkpoint/load-checkpoint.js';
+import { ModelCheckpointToken, PaliGemmaPipeline } from './generation/paligemma-pipeline.js';
+import type { Gemma2Options } from './model/gemma2-options.js';
 import type { PaliGemmaPlugin } from './plugin/define-plugin.js';
 import { loadPluginModule } from './plugin/load-plugin.js';
 import { PartRegistry } from './plugin/part-registry.js';
-import { parseModelDtype, planDtype, type ModelDtype } from './pipeline/model-dtype.js';
-import { ensureDemoCheckpoint } from './testing/demo-checkpoint.js';
-import { checkBackendOptionKeys, checkCreateOptions, guarded, guardedAsync } from './pipeline/api-arguments.js';
+import { parseModelDtype, planDtype, type ModelDtype } from './checkpoint/model-dtype.js';
+import { ensureDemoCheckpoint } from './tiny-models/demo-checkpoint.js';
+import { checkBackendOptionKeys, checkCreateOptions, guarded, guardedAsync } from './generation/api-arguments.js';
 
 export interface CreatePipelineOptions {
   /**

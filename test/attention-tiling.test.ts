@@ -1,5 +1,5 @@
 /**
- * Query-block tiling of attention (src/kernels/query-blocks.ts): tiled equals untiled, and both
+ * Query-block tiling of attention (src/attention/query-blocks.ts): tiled equals untiled, and both
  * equal a float64 attention written here, on every kernel that materialises scores (plain on
  * any backend, onnx, tfjs), at small shapes with Gemma 2's soft-cap, window and prefix; and
  * the tiled kernels really hold less: the largest score tensor (plain), tfjs's peak bytes,
@@ -14,9 +14,9 @@ import { OnnxBackend } from '../src/backends/onnx/onnx-backend.js';
 import { ReferenceBackend } from '../src/backends/reference/reference-backend.js';
 import { TfjsAttentionKernel } from '../src/backends/tfjs/tfjs-attention-kernel.js';
 import { TfjsBackend } from '../src/backends/tfjs/tfjs-backend.js';
-import { PlainAttentionKernel } from '../src/kernels/plain-attention-kernel.js';
-import { queryBlocks } from '../src/kernels/query-blocks.js';
-import { gaussian, mulberry32 } from '../src/testing/tiny-checkpoint.js';
+import { PlainAttentionKernel } from '../src/attention/plain-attention-kernel.js';
+import { queryBlocks } from '../src/attention/query-blocks.js';
+import { gaussian, mulberry32 } from '../src/tiny-models/tiny-checkpoint.js';
 
 interface Shape { tq: number; tk: number; hq: number; hkv: number; d: number; opts: AttentionOptions }
 

@@ -15,7 +15,7 @@ import sharp from 'sharp';
 import { BullmqJobQueue, bullmqJobId } from '../src/batch/bullmq-queue.js';
 import { createPipeline } from '../src/create-pipeline.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
-import type { GenerationResult } from '../src/pipeline/generation-types.js';
+import type { GenerationResult } from '../src/generation/generation-types.js';
 import { expectUserError, runCli } from './support/run-cli.js';
 import { TEST_REDIS_ENV, removeQueues, testRedis, uniqueQueueName, type TestRedis } from './support/redis-server.js';
 import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec } from './support/tiny-checkpoint.js';

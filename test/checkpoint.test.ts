@@ -9,13 +9,13 @@ import { join, resolve } from 'node:path';
 import { ReferenceBackend } from '../src/backends/reference/reference-backend.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
 import type { DType, OpName, Tensor } from '../src/interfaces/tensor-backend.js';
-import { parseConfig } from '../src/pipeline/checkpoint/config.js';
+import { parseConfig } from '../src/checkpoint/config.js';
 import {
   bf16BitsToNumber, bf16ToF32, f16BitsToNumber, f16ToF32, f32ToBf16, f32ToF16, numberToBf16Bits, numberToF16Bits,
-} from '../src/pipeline/checkpoint/dtype.js';
-import { loadCheckpoint, type LoadProgress, type LoadedCheckpoint } from '../src/pipeline/checkpoint/load-checkpoint.js';
-import { SafetensorsFile } from '../src/pipeline/checkpoint/safetensors.js';
-import { canonicalName, expectedShapes, newerName } from '../src/pipeline/checkpoint/weight-names.js';
+} from '../src/tensor/dtype.js';
+import { loadCheckpoint, type LoadProgress, type LoadedCheckpoint } from '../src/checkpoint/load-checkpoint.js';
+import { SafetensorsFile } from '../src/checkpoint/safetensors.js';
+import { canonicalName, expectedShapes, newerName } from '../src/checkpoint/weight-names.js';
 import { encodeSafetensors, rawSafetensors, writeSafetensors, type WriterTensor } from './support/safetensors-writer.js';
 import {
   buildTinyCheckpoint, gqaSpec, makeTempDir, mhaSpec, mqaSpec, type TinyCheckpoint, type TinySpec,

@@ -14,7 +14,7 @@ import { AttentionKernelContribution, KVCacheStoreContribution, SamplerContribut
 import type { Sampler } from '../src/interfaces/sampler.js';
 import type { OpName } from '../src/interfaces/tensor-backend.js';
 import { referenceBackendPlugin } from '../src/backends/reference/reference-backend-module.js';
-import { PlainAttentionKernel } from '../src/kernels/plain-attention-kernel.js';
+import { PlainAttentionKernel } from '../src/attention/plain-attention-kernel.js';
 import { ContiguousKvCacheStore } from '../src/kv-cache/contiguous-kv-cache.js';
 import { definePlugin } from '../src/plugin/define-plugin.js';
 import { PartRegistry } from '../src/plugin/part-registry.js';

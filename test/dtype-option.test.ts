@@ -3,8 +3,8 @@ import { expect } from 'chai';
 import { join } from 'node:path';
 import { createPipeline } from '../src/create-pipeline.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
-import type { GenerationResult } from '../src/pipeline/generation-types.js';
-import { planDtype, type ModelDtype } from '../src/pipeline/model-dtype.js';
+import type { GenerationResult } from '../src/generation/generation-types.js';
+import { planDtype, type ModelDtype } from '../src/checkpoint/model-dtype.js';
 import { expectUserError, runCli } from './support/run-cli.js';
 import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec } from './support/tiny-checkpoint.js';
 

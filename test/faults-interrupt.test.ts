@@ -12,7 +12,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
-import { TINY_TOKENIZER } from '../src/testing/tiny-tokenizer.js';
+import { TINY_TOKENIZER } from '../src/tiny-models/tiny-tokenizer.js';
 import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec } from './support/tiny-checkpoint.js';
 
 const BIN = fileURLToPath(new URL('../bin/paligemma.js', import.meta.url));

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { createPipeline } from '../src/create-pipeline.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
-import { decodeToRgb } from '../src/pipeline/siglip-image-processor.js';
+import { decodeToRgb } from '../src/image/siglip-image-processor.js';
 import { runCli } from './support/run-cli.js';
 import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec } from './support/tiny-checkpoint.js';
 

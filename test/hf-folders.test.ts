@@ -11,11 +11,11 @@ import { cp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { createPipeline } from '../src/create-pipeline.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
-import { SafetensorsFile } from '../src/pipeline/checkpoint/safetensors.js';
-import { HfTokenizer } from '../src/pipeline/hf-tokenizer.js';
-import type { PaliGemmaPipeline } from '../src/pipeline/paligemma-pipeline.js';
-import { promptIds } from '../src/pipeline/prompt-format.js';
-import { requireFamily } from '../src/pipeline/token-families.js';
+import { SafetensorsFile } from '../src/checkpoint/safetensors.js';
+import { HfTokenizer } from '../src/tokenizer/hf-tokenizer.js';
+import type { PaliGemmaPipeline } from '../src/generation/paligemma-pipeline.js';
+import { promptIds } from '../src/generation/prompt-format.js';
+import { requireFamily } from '../src/tokenizer/token-families.js';
 import { rawSafetensors } from './support/safetensors-writer.js';
 import { makeTempDir } from './support/tiny-checkpoint.js';
 

@@ -7,8 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { crc32, deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
-import { pilResize, resampleCoefficients, type PilFilter } from '../src/pipeline/pil-bicubic.js';
-import { decodeToRgb, SiglipImageProcessor } from '../src/pipeline/siglip-image-processor.js';
+import { pilResize, resampleCoefficients, type PilFilter } from '../src/image/pil-bicubic.js';
+import { decodeToRgb, SiglipImageProcessor } from '../src/image/siglip-image-processor.js';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'pil-resize');
 

@@ -8,9 +8,9 @@
 import { expect } from 'chai';
 import { createPipeline } from '../src/create-pipeline.js';
 import type { PixelValues } from '../src/interfaces/image-processor.js';
-import type { PaliGemmaPipeline } from '../src/pipeline/paligemma-pipeline.js';
-import type { Sequence } from '../src/pipeline/model-sequence.js';
-import { promptIds } from '../src/pipeline/prompt-format.js';
+import type { PaliGemmaPipeline } from '../src/generation/paligemma-pipeline.js';
+import type { Sequence } from '../src/model/model-sequence.js';
+import { promptIds } from '../src/generation/prompt-format.js';
 import { argmax, greedyRun, relMaxDiff } from './support/model-compare.js';
 import { referenceForward } from './support/reference-forward.js';
 import { referenceGemma2Forward } from './support/reference-gemma2.js';

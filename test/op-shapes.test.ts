@@ -1,9 +1,9 @@
-/** The shared shape rules of the TensorBackend ops (src/backends/op-shapes.ts). */
+/** The shared shape rules of the TensorBackend ops (src/tensor/op-shapes.ts). */
 import { expect } from 'chai';
 import {
   attentionDims, checkBroadcast, checkReshape, checkVector, checkWriteRows, concatShape, embeddingDims,
   matmulDims, patchEmbedDims, ropeDims, sizeOf, sliceShape, transposeShape,
-} from '../src/backends/op-shapes.js';
+} from '../src/tensor/op-shapes.js';
 
 /** Asserts that `f` throws a message containing every one of `parts`. */
 function rejects(f: () => unknown, ...parts: string[]): void {

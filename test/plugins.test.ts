@@ -20,7 +20,7 @@ import {
   createPipeline, createRegistry, definePlugin, greedy, isPlugin, keptSet, loadPluginModule, promptIds,
   seededRng, startBackend, temperature, type PaliGemmaPipeline, type PaliGemmaPlugin,
 } from '../src/index.js';
-import { buildTinyCheckpoint, gqaSpec, makeTempDir, makeTestImage, mhaSpec, mqaSpec, type TinySpec } from '../src/testing/tiny-checkpoint.js';
+import { buildTinyCheckpoint, gqaSpec, makeTempDir, makeTestImage, mhaSpec, mqaSpec, type TinySpec } from '../src/tiny-models/tiny-checkpoint.js';
 import { expectUserError, runCli, type CliRun } from './support/run-cli.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));

@@ -13,8 +13,8 @@ import { ReferenceBackend } from '../src/backends/reference/reference-backend.js
 import { ReferenceTensor } from '../src/backends/reference/reference-tensor.js';
 import { WasmMatmul } from '../src/backends/reference/wasm-matmul.js';
 import { createPipeline, loadCheckpoint, type DType, type OpName, type Tensor } from '../src/index.js';
-import { PlainAttentionKernel } from '../src/kernels/plain-attention-kernel.js';
-import { f32ToBf16, f32ToF16 } from '../src/pipeline/checkpoint/dtype.js';
+import { PlainAttentionKernel } from '../src/attention/plain-attention-kernel.js';
+import { f32ToBf16, f32ToF16 } from '../src/tensor/dtype.js';
 import { buildTinyCheckpoint, gqaSpec, makeTempDir, makeTestImage, mqaSpec } from './support/tiny-checkpoint.js';
 import { expectBitEqual, halfBits, widened, type Half } from './support/half-data.js';
 import { rand, sizeOf } from './support/seeded-values.js';

@@ -2,7 +2,7 @@
 import { expect } from 'chai';
 import { ReferenceBackend } from '../src/backends/reference/reference-backend.js';
 import { ReferenceAttentionKernel } from '../src/backends/reference/reference-attention-kernel.js';
-import { PlainAttentionKernel } from '../src/kernels/plain-attention-kernel.js';
+import { PlainAttentionKernel } from '../src/attention/plain-attention-kernel.js';
 import type { AttentionMask } from '../src/interfaces/attention-kernel.js';
 import { rand } from './support/seeded-values.js';
 

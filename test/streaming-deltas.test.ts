@@ -5,8 +5,8 @@
  */
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { HfTokenizer } from '../src/pipeline/hf-tokenizer.js';
-import { TextDeltas } from '../src/pipeline/text-deltas.js';
+import { HfTokenizer } from '../src/tokenizer/hf-tokenizer.js';
+import { TextDeltas } from '../src/generation/text-deltas.js';
 import type { Tokenizer } from '../src/interfaces/tokenizer.js';
 import { buildTinyTokenizerConfig, buildTinyTokenizerJson, TINY_TOKENIZER } from './support/tiny-tokenizer.js';
 

@@ -10,12 +10,12 @@ import { ReferenceBackend } from '../src/backends/reference/reference-backend.js
 import { createPipeline, createRegistry, startBackend } from '../src/create-pipeline.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
 import type { Tensor, TensorBackend } from '../src/interfaces/tensor-backend.js';
-import { loadCheckpoint } from '../src/pipeline/checkpoint/load-checkpoint.js';
-import { firstNonFiniteStored } from '../src/pipeline/finite-check.js';
-import { HfTokenizer } from '../src/pipeline/hf-tokenizer.js';
-import { PaliGemmaPipeline } from '../src/pipeline/paligemma-pipeline.js';
-import { SiglipImageProcessor } from '../src/pipeline/siglip-image-processor.js';
-import { numberToBf16Bits, numberToF16Bits } from '../src/pipeline/checkpoint/dtype.js';
+import { loadCheckpoint } from '../src/checkpoint/load-checkpoint.js';
+import { firstNonFiniteStored } from '../src/tensor/finite-check.js';
+import { HfTokenizer } from '../src/tokenizer/hf-tokenizer.js';
+import { PaliGemmaPipeline } from '../src/generation/paligemma-pipeline.js';
+import { SiglipImageProcessor } from '../src/image/siglip-image-processor.js';
+import { numberToBf16Bits, numberToF16Bits } from '../src/tensor/dtype.js';
 import { rawSafetensors, writeSafetensors, type WriterDtype, type WriterTensor } from './support/safetensors-writer.js';
 import {
   buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec, type TinyCheckpoint,

@@ -8,7 +8,7 @@ import { readNpz } from '../src/tasks/npz-reader.js';
 import { loadVqVaeDecoderWeights, resolveVaePath } from '../src/tasks/vae-weights.js';
 import { VqVaeDecoder } from '../src/tasks/vqvae-decoder.js';
 import { encodeNpz, type NpzTensor } from '../src/testing/npz-writer.js';
-import { encodeSafetensors } from '../src/testing/safetensors-writer.js';
+import { encodeSafetensors } from '../src/tiny-models/safetensors-writer.js';
 import { randomVaeTensors, smoothVaeTensors } from '../src/testing/tiny-vae.js';
 
 // ── an independent float64 decoder, written from big_vision's definition in CHW layout ──

@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
-import { HfTokenizer } from '../src/pipeline/hf-tokenizer.js';
-import { promptIds as buildPromptIds, suffixIds as buildSuffixIds } from '../src/pipeline/prompt-format.js';
+import { HfTokenizer } from '../src/tokenizer/hf-tokenizer.js';
+import { promptIds as buildPromptIds, suffixIds as buildSuffixIds } from '../src/generation/prompt-format.js';
 import { buildTinyTokenizerConfig, buildTinyTokenizerJson, TINY_TOKENIZER } from './support/tiny-tokenizer.js';
 
 type Json = Record<string, any>;

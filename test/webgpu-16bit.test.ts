@@ -27,7 +27,7 @@ import { createPipeline } from '../src/create-pipeline.js';
 import { promptIds, type PaliGemmaPipeline } from '../src/index.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
 import type { Tensor, TensorBackend } from '../src/interfaces/tensor-backend.js';
-import { f16ToF32, f32ToF16 } from '../src/pipeline/checkpoint/dtype.js';
+import { f16ToF32, f32ToF16 } from '../src/tensor/dtype.js';
 import { greedyRun, relMaxDiff } from './support/model-compare.js';
 import { buildTinyCheckpoint, makeTestImage, mqaSpec, type TinySpec } from './support/tiny-checkpoint.js';
 import { expectBitEqual, halfBits, widened, type Half } from './support/half-data.js';

@@ -20,7 +20,7 @@ import { webgpuBackendPlugin } from '../src/backends/webgpu/webgpu-backend-modul
 import type { AttentionMask, AttentionOptions } from '../src/interfaces/attention-kernel.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
 import type { Tensor, TensorBackend } from '../src/interfaces/tensor-backend.js';
-import { PlainAttentionKernel } from '../src/kernels/plain-attention-kernel.js';
+import { PlainAttentionKernel } from '../src/attention/plain-attention-kernel.js';
 import { BUILTIN_PLUGINS } from '../src/builtin-plugins.js';
 import { createPipeline } from '../src/create-pipeline.js';
 import { promptIds, type PaliGemmaPipeline } from '../src/index.js';

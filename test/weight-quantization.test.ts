@@ -11,7 +11,7 @@ import { ONNX_IR_VERSION, ONNX_OPSET } from '../src/backends/onnx/onnx-backend.j
 import {
   dequantizeBlockwise, quantizeBlockwise, type BlockQuantized, type QuantBits,
 } from '../src/backends/onnx/weight-quantization.js';
-import { f32ToBf16, f32ToF16, bf16ToF32, f16ToF32 } from '../src/pipeline/checkpoint/dtype.js';
+import { f32ToBf16, f32ToF16, bf16ToF32, f16ToF32 } from '../src/tensor/dtype.js';
 import { rand } from './support/seeded-values.js';
 
 /** The test's own reading of the packed layout: (code − zp) · scale, in float64. */

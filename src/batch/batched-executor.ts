@@ -10,10 +10,10 @@
  */
 import { PaliGemmaError } from '../interfaces/errors.js';
 import type { PixelValues } from '../interfaces/image-processor.js';
-import { checkGenerateOptions, newTokenBudget } from '../pipeline/api-arguments.js';
-import type { TokenLogprob } from '../pipeline/generation-types.js';
-import type { PaliGemmaPipeline } from '../pipeline/paligemma-pipeline.js';
-import { promptIds } from '../pipeline/prompt-format.js';
+import { checkGenerateOptions, newTokenBudget } from '../generation/api-arguments.js';
+import type { TokenLogprob } from '../generation/generation-types.js';
+import type { PaliGemmaPipeline } from '../generation/paligemma-pipeline.js';
+import { promptIds } from '../generation/prompt-format.js';
 import type { PartRegistry } from '../plugin/part-registry.js';
 import { seededRng } from '../samplers/rng.js';
 import { BatchScheduler, type ChoiceFinish } from '../serving/batch-scheduler.js';

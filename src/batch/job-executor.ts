@@ -5,7 +5,7 @@
  * scheduler. `jobExecutorFor` picks between them; the queue code is the same for both.
  */
 import { PaliGemmaError } from '../interfaces/errors.js';
-import type { PaliGemmaPipeline } from '../pipeline/paligemma-pipeline.js';
+import type { PaliGemmaPipeline } from '../generation/paligemma-pipeline.js';
 import type { PartRegistry } from '../plugin/part-registry.js';
 import type { Sampler } from '../interfaces/sampler.js';
 import type { BatchJob, JobResult } from './batch-job.js';

@@ -10,9 +10,9 @@ import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PaliGemmaError } from '../interfaces/errors.js';
-import type { PaliGemmaConfig } from '../pipeline/config-types.js';
-import { f32ToBf16, f32ToF16 } from '../pipeline/checkpoint/dtype.js';
-import { tinyConfigJson, type TinySpec } from '../testing/tiny-checkpoint.js';
+import type { PaliGemmaConfig } from '../model/config-types.js';
+import { f32ToBf16, f32ToF16 } from '../tensor/dtype.js';
+import { tinyConfigJson, type TinySpec } from '../tiny-models/tiny-checkpoint.js';
 import { elementsOf, fillUniform, weightSpecs } from './paligemma-shapes.js';
 
 export type BenchWeights = 'f32' | 'bf16' | 'f16';

@@ -7,9 +7,9 @@
  * tokens) and Gemma-2B (hidden 2048, MLP 16384, 8 query heads, 1 KV head, head dim 256,
  * vocabulary 257216, lm_head tied to the embeddings).
  */
-import type { PaliGemmaConfig } from '../pipeline/config-types.js';
-import { expectedShapes } from '../pipeline/checkpoint/weight-names.js';
-import { initRule, modelConfig } from '../testing/random-weights.js';
+import type { PaliGemmaConfig } from '../model/config-types.js';
+import { expectedShapes } from '../checkpoint/weight-names.js';
+import { initRule, modelConfig } from '../tiny-models/random-weights.js';
 
 /** PaliGemma 1 (Gemma 2B decoder) or PaliGemma 2 3B (Gemma 2 2B decoder); the vision tower is the same. */
 export type BenchModel = 'paligemma' | 'paligemma2';
@@ -82,7 +82,7 @@ export interface WeightSpec {
 
 /**
  * Every weight the model reads (`expectedShapes`, classic Hugging Face names; lm_head tied: not
- * listed), each with the mean and spread of the shared init rule (src/testing/random-weights.ts)
+ * listed), each with the mean and spread of the shared init rule (src/tiny-models/random-weights.ts)
  * as a uniform draw of the same mean and standard deviation (scale = √3·std): `fillUniform` is
  * fast enough for the billions of elements of the full-size model, Box–Muller is not.
  */

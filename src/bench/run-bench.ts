@@ -15,11 +15,11 @@ import type { AttentionKernel } from '../interfaces/attention-kernel.js';
 import type { KVCacheStore } from '../interfaces/kv-cache-store.js';
 import type { PartRegistry } from '../plugin/part-registry.js';
 import type { DType, Tensor, TensorBackend } from '../interfaces/tensor-backend.js';
-import { loadCheckpoint } from '../pipeline/checkpoint/load-checkpoint.js';
+import { loadCheckpoint } from '../checkpoint/load-checkpoint.js';
 import { type BenchWeights, writeBenchCheckpoint } from './bench-checkpoint.js';
 import { createRegistry, startBackend } from '../create-pipeline.js';
-import type { PaliGemmaConfig } from '../pipeline/config-types.js';
-import { PaliGemmaModel } from '../pipeline/paligemma-model.js';
+import type { PaliGemmaConfig } from '../model/config-types.js';
+import { PaliGemmaModel } from '../model/paligemma-model.js';
 import { highWaterMb, resetHighWater } from './rss-high-water.js';
 import { measureMatmulPeak, measureReadBandwidth, type ProbeResult } from './machine-probe.js';
 import {

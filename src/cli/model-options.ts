@@ -1,12 +1,12 @@
 import type { Command } from 'commander';
 import { createPipeline } from '../create-pipeline.js';
-import type { PaliGemmaPipeline } from '../pipeline/paligemma-pipeline.js';
+import type { PaliGemmaPipeline } from '../generation/paligemma-pipeline.js';
 import { downloadReporter } from './download-progress.js';
 import { collect, parseKeyValueOptions } from './key-value-options.js';
 import { loadProgressBar } from './progress.js';
-import { MODEL_DTYPES, parseModelDtype } from '../pipeline/model-dtype.js';
+import { MODEL_DTYPES, parseModelDtype } from '../checkpoint/model-dtype.js';
 import { PaliGemmaError } from '../interfaces/errors.js';
-import { parseFinalLogitSoftcap, type Gemma2Options } from '../pipeline/gemma2-options.js';
+import { parseFinalLogitSoftcap, type Gemma2Options } from '../model/gemma2-options.js';
 
 export interface ModelFlags {
   model?: string;

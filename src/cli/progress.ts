@@ -1,5 +1,5 @@
 import { SingleBar, Presets } from 'cli-progress';
-import type { LoadProgress } from '../pipeline/checkpoint/load-checkpoint.js';
+import type { LoadProgress } from '../checkpoint/load-checkpoint.js';
 
 /** A terminal progress bar for checkpoint loading; silent when stderr is not a terminal. */
 export function loadProgressBar(): { onProgress: (p: LoadProgress) => void; stop: () => void } {

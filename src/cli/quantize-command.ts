@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { PaliGemmaError } from '../interfaces/errors.js';
 import { resolveModel } from '../hub/resolve-model.js';
-import { quantizeCheckpoint } from '../pipeline/checkpoint/quantize-checkpoint.js';
+import { quantizeCheckpoint } from '../checkpoint/quantize-checkpoint.js';
 
 /**
  * `paligemma quantize --model DIR --to int8|int4 --out DIR2`: writes the model's linear weights

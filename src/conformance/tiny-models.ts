@@ -7,7 +7,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildTinyCheckpoint, gemma2Spec, gqaSpec, mhaSpec, mqaSpec, type TinySpec } from '../testing/tiny-checkpoint.js';
+import { buildTinyCheckpoint, gemma2Spec, gqaSpec, mhaSpec, mqaSpec, type TinySpec } from '../tiny-models/tiny-checkpoint.js';
 
 const TINY = [
   { label: 'tiny-mqa (1 kv head)', folder: 'mqa', spec: mqaSpec },

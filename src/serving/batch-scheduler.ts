@@ -9,9 +9,9 @@ import type { PixelValues } from '../interfaces/image-processor.js';
 import type { Rng, Sampler } from '../interfaces/sampler.js';
 import type { Tensor } from '../interfaces/tensor-backend.js';
 import { PaliGemmaError } from '../interfaces/errors.js';
-import type { Sequence } from '../pipeline/model-sequence.js';
-import type { PaliGemmaModel } from '../pipeline/paligemma-model.js';
-import type { TokenLogprob } from '../pipeline/generation-types.js';
+import type { Sequence } from '../model/model-sequence.js';
+import type { PaliGemmaModel } from '../model/paligemma-model.js';
+import type { TokenLogprob } from '../generation/generation-types.js';
 import { tokenLogprobs } from './token-logprobs.js';
 import type { VisionCache } from './vision-cache.js';
 

@@ -8,8 +8,8 @@ import type { ImageProcessor, PixelValues, RawPixels } from '../interfaces/image
 import type { Sampler } from '../interfaces/sampler.js';
 import type { Tokenizer } from '../interfaces/tokenizer.js';
 import { PaliGemmaError } from '../interfaces/errors.js';
-import type { PaliGemmaPipeline } from '../pipeline/paligemma-pipeline.js';
-import { promptIds } from '../pipeline/prompt-format.js';
+import type { PaliGemmaPipeline } from '../generation/paligemma-pipeline.js';
+import { promptIds } from '../generation/prompt-format.js';
 import { seededRng } from '../samplers/rng.js';
 import { temperatureSampler, topPSampler } from '../samplers/index.js';
 import { BatchScheduler, type ChoiceFinish, type SampledToken } from './batch-scheduler.js';

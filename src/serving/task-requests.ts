@@ -16,7 +16,7 @@
  * never names a server file.
  */
 import type { ImageInput, RawPixels } from '../interfaces/image-processor.js';
-import type { GenerateOptions, GenerationResult } from '../pipeline/generation-types.js';
+import type { GenerateOptions, GenerationResult } from '../generation/generation-types.js';
 import { maskToRle } from '../tasks/mask-paste.js';
 import { PaliGemmaTasks, type DetectedObject, type SegmentedObject, type TaskPipeline } from '../tasks/paligemma-tasks.js';
 import { RequestError } from './openai-request.js';

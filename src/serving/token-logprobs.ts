@@ -8,8 +8,8 @@
  * const { logprob, top } = tokenLogprobs(logits, token, 5);
  * ```
  */
-import type { TokenLogprob } from '../pipeline/generation-types.js';
-import { topLogprobs } from '../pipeline/paligemma-pipeline.js';
+import type { TokenLogprob } from '../generation/generation-types.js';
+import { topLogprobs } from '../generation/paligemma-pipeline.js';
 import { logSoftmax } from '../samplers/log-softmax.js';
 
 export function tokenLogprobs(logits: Float32Array, token: number, topN: number): { logprob: number; top: TokenLogprob[] } {

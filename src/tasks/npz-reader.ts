@@ -14,7 +14,7 @@
  */
 import { unzipSync } from 'fflate';
 import { PaliGemmaError } from '../interfaces/errors.js';
-import { f16ToF32 } from '../pipeline/checkpoint/dtype.js';
+import { f16ToF32 } from '../tensor/dtype.js';
 
 export interface NpyArray {
   data: Float32Array;

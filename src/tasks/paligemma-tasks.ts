@@ -17,15 +17,15 @@ import { PaliGemmaError } from '../interfaces/errors.js';
 import type { ImageInput } from '../interfaces/image-processor.js';
 import type { TensorBackend } from '../interfaces/tensor-backend.js';
 import type { Tokenizer } from '../interfaces/tokenizer.js';
-import type { GenerateOptions, GenerationResult } from '../pipeline/generation-types.js';
-import { decodeToRgb, type RgbImage } from '../pipeline/siglip-image-processor.js';
+import type { GenerateOptions, GenerationResult } from '../generation/generation-types.js';
+import { decodeToRgb, type RgbImage } from '../image/siglip-image-processor.js';
 import { locToBox, maskRect, type PixelBox } from './box-geometry.js';
 import { parseLocOutput, type LocQuad, type SkippedEntry } from './loc-parser.js';
 import { MASK_SIZE, VqVaeDecoder } from './vqvae-decoder.js';
 import { pasteMask } from './mask-paste.js';
 import { requireTaskTokens, taskText } from './task-tokens.js';
 import { checkLabels, checkTaskCall } from './task-arguments.js';
-import { checkText } from '../pipeline/api-arguments.js';
+import { checkText } from '../generation/api-arguments.js';
 import { answerPrompt, captionPrompt, detectPrompt, ocrPrompt, segmentPrompt } from './task-prompts.js';
 import { loadVqVaeDecoderWeights, resolveVaePath, type VqVaeDecoderWeights } from './vae-weights.js';
 

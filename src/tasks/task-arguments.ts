@@ -4,7 +4,7 @@
  * invalid_argument (or unknown_option for a key no task reads) naming the argument. The
  * generation options inside are checked again, by value, by generate().
  */
-import { GENERATE_OPTIONS, checkImage, checkKnownKeys, invalidArgument, isObject } from '../pipeline/api-arguments.js';
+import { GENERATE_OPTIONS, checkImage, checkKnownKeys, invalidArgument, isObject } from '../generation/api-arguments.js';
 
 /** Options each task reads besides generate()'s. */
 const TASK_OPTIONS = {

@@ -18,7 +18,7 @@
 import { access, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PaliGemmaError } from '../interfaces/errors.js';
-import { SafetensorsFile } from '../pipeline/checkpoint/safetensors.js';
+import { SafetensorsFile } from '../checkpoint/safetensors.js';
 import { readNpz, type NpyArray } from './npz-reader.js';
 
 export interface ConvWeights {

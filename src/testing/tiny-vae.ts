@@ -10,7 +10,7 @@
  *   4×4 stride-2 padding-1 kernel needs for that), and the last conv subtracts ½. So the mask
  *   is the 4×4 grid of c / 127 - ½, upsampled smoothly to 64×64: codes ≥ 64 mark inside.
  */
-import { gaussian, mulberry32 } from './random-weights.js';
+import { gaussian, mulberry32 } from '../tiny-models/random-weights.js';
 import type { NpzTensor } from './npz-writer.js';
 
 export interface VaeShape { codes?: number; dim?: number; channels?: number }

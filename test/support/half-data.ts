@@ -4,7 +4,7 @@
  */
 import { expect } from 'chai';
 import { rand } from './seeded-values.js';
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../src/pipeline/checkpoint/dtype.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../src/tensor/dtype.js';
 
 export type Half = 'f16' | 'bf16';
 

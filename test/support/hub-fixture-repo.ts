@@ -5,7 +5,7 @@
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildTinyCheckpoint, mqaSpec } from '../../src/testing/tiny-checkpoint.js';
+import { buildTinyCheckpoint, mqaSpec } from '../../src/tiny-models/tiny-checkpoint.js';
 import type { StandInFile, StandInRepo } from './hub-stand-in.js';
 
 export const OPEN_REPO = 'test-org/paligemma-tiny';

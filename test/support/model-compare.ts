@@ -1,6 +1,6 @@
 /** Helpers the backend tests share to compare whole-model runs with the reference backend. */
 import type { PixelValues } from '../../src/interfaces/image-processor.js';
-import type { PaliGemmaModel } from '../../src/pipeline/paligemma-model.js';
+import type { PaliGemmaModel } from '../../src/model/paligemma-model.js';
 import { argmax } from '../../src/samplers/index.js';
 
 export { argmax };

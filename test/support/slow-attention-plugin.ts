@@ -4,7 +4,7 @@
  * the server. Same numbers as `plain`.
  */
 import { AttentionKernelContribution } from '../../src/interfaces/contributions.js';
-import { PlainAttentionKernel } from '../../src/kernels/plain-attention-kernel.js';
+import { PlainAttentionKernel } from '../../src/attention/plain-attention-kernel.js';
 import { definePlugin } from '../../src/plugin/define-plugin.js';
 
 export const SLOW_ATTENTION_MS = 15;

@@ -5,7 +5,7 @@
  */
 import { ImageProcessorContribution } from '../../src/interfaces/contributions.js';
 import { definePlugin } from '../../src/plugin/define-plugin.js';
-import { SiglipImageProcessor } from '../../src/pipeline/siglip-image-processor.js';
+import { SiglipImageProcessor } from '../../src/image/siglip-image-processor.js';
 
 export const SLOW_IMAGE_MS = 250;
 

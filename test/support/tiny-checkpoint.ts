@@ -1,2 +1,2 @@
-// Moved to src/testing: the builders ship with the package (demo model, conformance).
-export * from '../../src/testing/tiny-checkpoint.js';
+// Moved to src/tiny-models: the builders ship with the package (demo model, conformance).
+export * from '../../src/tiny-models/tiny-checkpoint.js';

@@ -7,7 +7,7 @@
  * int8 and uses integer dot products (about 2× faster for one row here, but it adds an
  * activation rounding whose size grows with the activation's outliers; see docs/performance.md).
  */
-import { f16ToF32 } from '../../pipeline/checkpoint/dtype.js';
+import { f16ToF32 } from '../../tensor/dtype.js';
 import { DataLeaf, GraphNode, type Operand, type Storage } from './onnx-graph.js';
 import type { AttrValue } from './onnx-proto.js';
 import { quantizeBlockwise, type BlockQuantized, type QuantBits } from './weight-quantization.js';

@@ -4,8 +4,8 @@
  * an input, so prefill and decode graphs keep their shapes as the cache fills.
  * On another backend it falls back to the plain, op-by-op kernel.
  */
-import { BackendAttentionKernel } from '../../kernels/backend-attention-kernel.js';
-import { PlainAttentionKernel } from '../../kernels/plain-attention-kernel.js';
+import { BackendAttentionKernel } from '../../attention/backend-attention-kernel.js';
+import { PlainAttentionKernel } from '../../attention/plain-attention-kernel.js';
 import { OnnxBackend } from './onnx-backend.js';
 
 export class OnnxAttentionKernel extends BackendAttentionKernel<OnnxBackend> {

@@ -33,13 +33,13 @@ import { PaliGemmaError } from '../../interfaces/errors.js';
 import type {
   BlockQuantizedWeight, DType, LossyWeights, MatmulOptions, OpName, Tensor, TensorBackend,
 } from '../../interfaces/tensor-backend.js';
-import { keyVisible } from '../../kernels/attention-mask.js';
-import { blockElementsOption, queryBlocks } from '../../kernels/query-blocks.js';
+import { keyVisible } from '../../attention/attention-mask.js';
+import { blockElementsOption, queryBlocks } from '../../attention/query-blocks.js';
 import {
   attentionDims, checkBroadcast, checkReshape, checkWriteRows, concatShape, embeddingDims, matmulDims,
   patchEmbedDims, ropeDims, sizeOf, sliceShape, transposeShape,
-} from '../op-shapes.js';
-import { bf16ToF32, f16ToF32, f32ToF16 } from '../../pipeline/checkpoint/dtype.js';
+} from '../../tensor/op-shapes.js';
+import { bf16ToF32, f16ToF32, f32ToF16 } from '../../tensor/dtype.js';
 import {
   compileGraph, ConstLeaf, DataLeaf, type ElemType, GraphNode, type Operand, Storage, type StorageLeaf,
 } from './onnx-graph.js';

@@ -4,8 +4,8 @@
  */
 import type { AttentionKernel, AttentionOptions } from '../../interfaces/attention-kernel.js';
 import type { Tensor, TensorBackend } from '../../interfaces/tensor-backend.js';
-import { keyVisible, kvHeadFor } from '../../kernels/attention-mask.js';
-import { attentionDims } from '../op-shapes.js';
+import { keyVisible, kvHeadFor } from '../../attention/attention-mask.js';
+import { attentionDims } from '../../tensor/op-shapes.js';
 import { ReferenceTensor, widen } from './reference-tensor.js';
 
 export class ReferenceAttentionKernel implements AttentionKernel {

@@ -14,8 +14,8 @@ import type {
 import {
   checkBroadcast, checkReshape, checkVector, checkWriteRows, concatShape, embeddingDims, matmulDims,
   patchEmbedDims, ropeDims, sizeOf, sliceShape, transposeShape,
-} from '../op-shapes.js';
-import { f32ToBf16, f32ToF16 } from '../../pipeline/checkpoint/dtype.js';
+} from '../../tensor/op-shapes.js';
+import { f32ToBf16, f32ToF16 } from '../../tensor/dtype.js';
 import { matmulPlain, matmulTransposedB } from './matmul.js';
 import { ReferenceTensor, widen, widenBits, type HalfDType } from './reference-tensor.js';
 

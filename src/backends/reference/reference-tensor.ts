@@ -1,5 +1,5 @@
 import type { DType, Tensor } from '../../interfaces/tensor-backend.js';
-import { bf16ToF32, f16ToF32 } from '../../pipeline/checkpoint/dtype.js';
+import { bf16ToF32, f16ToF32 } from '../../tensor/dtype.js';
 
 /** The two 16-bit storage types; compute is always float32. */
 export type HalfDType = 'f16' | 'bf16';
@@ -66,4 +66,4 @@ export function widen(t: ReferenceTensor, start = 0, end = t.size): Float32Array
   return start === 0 && end === t.size ? t.data : t.data.subarray(start, end);
 }
 
-export { sizeOf } from '../op-shapes.js';
+export { sizeOf } from '../../tensor/op-shapes.js';

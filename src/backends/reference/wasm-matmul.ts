@@ -19,7 +19,7 @@
  * and is then reused; it is never returned (WebAssembly memories cannot shrink).
  */
 import type { DType } from '../../interfaces/tensor-backend.js';
-import { f16ToF32 } from '../../pipeline/checkpoint/dtype.js';
+import { f16ToF32 } from '../../tensor/dtype.js';
 import { buildGemmModule, F16_TABLE_ADDRESS, DEFAULT_GEMM_SHAPE, packedABytes, workspaceBytes, type GemmShape } from './wasm-gemm.js';
 import { WasmThreadPool, type WasmCall } from './wasm-threads.js';
 

@@ -3,8 +3,8 @@
  * by kv head, an additive mask only when some key is hidden). Tensors of another backend go
  * to the plain kernel built from backend ops.
  */
-import { BackendAttentionKernel } from '../../kernels/backend-attention-kernel.js';
-import { PlainAttentionKernel } from '../../kernels/plain-attention-kernel.js';
+import { BackendAttentionKernel } from '../../attention/backend-attention-kernel.js';
+import { PlainAttentionKernel } from '../../attention/plain-attention-kernel.js';
 import { TfjsBackend } from './tfjs-backend.js';
 
 export class TfjsAttentionKernel extends BackendAttentionKernel<TfjsBackend> {

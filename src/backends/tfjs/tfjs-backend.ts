@@ -31,12 +31,12 @@ import { PaliGemmaError } from '../../interfaces/errors.js';
 import type {
   DType, MatmulOptions, OpName, Tensor, TensorBackend,
 } from '../../interfaces/tensor-backend.js';
-import { additiveMask } from '../../kernels/attention-mask.js';
-import { blockElementsOption, queryBlocks } from '../../kernels/query-blocks.js';
+import { additiveMask } from '../../attention/attention-mask.js';
+import { blockElementsOption, queryBlocks } from '../../attention/query-blocks.js';
 import {
   attentionDims, checkBroadcast, checkReshape, checkVector, checkWriteRows, concatShape, embeddingDims,
   matmulDims, patchEmbedDims, ropeDims, sizeOf, sliceShape, transposeShape,
-} from '../op-shapes.js';
+} from '../../tensor/op-shapes.js';
 import {
   acquireEngine, ENGINE_ORDER, isEngineKind, releaseEngine,
   type TfjsEngine, type TfjsEngineKind, type TfModule, type TfTensor,

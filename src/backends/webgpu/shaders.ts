@@ -451,7 +451,7 @@ export const MASK_KIND = { bidirectional: 0, causal: 1, prefixLm: 2 } as const;
  * scores one key, the block max and sum come from workgroup reductions, and the running output
  * (each thread owns headDim/ATTN_BLOCK of its dims) is rescaled by exp(m_old − m_new). Only one
  * block of scores ever exists, never the [Tq, Tk] matrix. Visibility is evaluated per key from
- * the mask uniforms (the definition in src/kernels/attention-mask.ts); the visited key range is
+ * the mask uniforms (the definition in src/attention/attention-mask.ts); the visited key range is
  * also clipped to the visible span, which is contiguous for every mask kind.
  *
  * `dims` is the number of head dims each thread owns: ceil(headDim / ATTN_BLOCK).

@@ -34,7 +34,7 @@ import type {
 import {
   attentionDims, checkBroadcast, checkReshape, checkVector, checkWriteRows, concatShape, embeddingDims,
   matmulDims, patchEmbedDims, ropeDims, sizeOf, sliceShape, transposeShape,
-} from '../op-shapes.js';
+} from '../../tensor/op-shapes.js';
 import { BufferPool } from './buffer-pool.js';
 import {
   ATTN_BLOCK, FLAT_WG, MASK_KIND, MAX_RANK, TILE_LARGE, TILE_SKINNY, attentionShader, binaryShader,

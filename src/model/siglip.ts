@@ -8,7 +8,7 @@ import type { AttentionKernel } from '../interfaces/attention-kernel.js';
 import type { Tensor, TensorBackend } from '../interfaces/tensor-backend.js';
 import type { VisionConfig } from './config-types.js';
 import type { ModelWeights } from './model-weights.js';
-import { TensorScope } from './tensor-scope.js';
+import { TensorScope } from '../tensor/tensor-scope.js';
 
 const P = 'vision_tower.vision_model';
 

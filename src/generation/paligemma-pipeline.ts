@@ -16,9 +16,9 @@ import { seededRng } from '../samplers/rng.js';
 import type {
   GenerateOptions, GeneratedToken, GenerationResult, ScoreResult, TokenLogprob,
 } from './generation-types.js';
-import { checkTokenizerMatchesConfig } from './model-consistency.js';
-import type { Sequence } from './model-sequence.js';
-import { PaliGemmaModel, type ModelCheckpoint } from './paligemma-model.js';
+import { checkTokenizerMatchesConfig } from '../model/model-consistency.js';
+import type { Sequence } from '../model/model-sequence.js';
+import { PaliGemmaModel, type ModelCheckpoint } from '../model/paligemma-model.js';
 import { promptIds, suffixIds } from './prompt-format.js';
 import {
   checkGenerateOptions, checkImage, checkPromptFits, checkText, newTokenBudget,

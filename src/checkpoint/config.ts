@@ -23,9 +23,9 @@
  * config.text.headDim;   // 256 when the file leaves head_dim out
  * ```
  */
-import { PaliGemmaError } from '../../interfaces/errors.js';
-import type { DType } from '../../interfaces/tensor-backend.js';
-import type { PaliGemmaConfig, TextConfig, VisionConfig } from '../config-types.js';
+import { PaliGemmaError } from '../interfaces/errors.js';
+import type { DType } from '../interfaces/tensor-backend.js';
+import type { PaliGemmaConfig, TextConfig, VisionConfig } from '../model/config-types.js';
 import { checkArchitecture, ropeThetaOf } from './architecture-check.js';
 
 type Json = Record<string, unknown>;

@@ -7,9 +7,9 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PaliGemmaError } from '../../interfaces/errors.js';
-import type { BlockQuantizedWeight, Tensor, TensorBackend } from '../../interfaces/tensor-backend.js';
-import type { PaliGemmaConfig } from '../config-types.js';
+import { PaliGemmaError } from '../interfaces/errors.js';
+import type { BlockQuantizedWeight, Tensor, TensorBackend } from '../interfaces/tensor-backend.js';
+import type { PaliGemmaConfig } from '../model/config-types.js';
 import {
   QSCALES, QUANTIZED_WEIGHTS_FILE, QWEIGHT, quantizedShape, readQuantizationMarker, type QuantizationMarker,
 } from './quantized-format.js';

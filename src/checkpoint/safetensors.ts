@@ -17,8 +17,8 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { endianness } from 'node:os';
-import { PaliGemmaError } from '../../interfaces/errors.js';
-import { bf16ToF32, f16ToF32 } from './dtype.js';
+import { PaliGemmaError } from '../interfaces/errors.js';
+import { bf16ToF32, f16ToF32 } from '../tensor/dtype.js';
 import { findDuplicateKey } from './duplicate-keys.js';
 
 /** The float dtypes this SDK reads. */

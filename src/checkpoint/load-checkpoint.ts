@@ -18,15 +18,15 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { PaliGemmaError } from '../../interfaces/errors.js';
-import type { DType, Tensor, TensorBackend } from '../../interfaces/tensor-backend.js';
-import type { PaliGemmaConfig } from '../config-types.js';
-import type { WeightStorage } from '../model-dtype.js';
+import { PaliGemmaError } from '../interfaces/errors.js';
+import type { DType, Tensor, TensorBackend } from '../interfaces/tensor-backend.js';
+import type { PaliGemmaConfig } from '../model/config-types.js';
+import type { WeightStorage } from './model-dtype.js';
 import { parseConfig } from './config.js';
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './dtype.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../tensor/dtype.js';
 import { SafetensorsFile, isFloatDtype, type SafetensorsEntry, type SafetensorsFloatDtype } from './safetensors.js';
 import { checkShardContents, parseShardIndex, type ShardIndex } from './shard-index.js';
-import { firstNonFiniteStored, nonFiniteWeightError } from '../finite-check.js';
+import { firstNonFiniteStored, nonFiniteWeightError } from '../tensor/finite-check.js';
 import { unusedTensorError } from './unused-tensors.js';
 import { openQuantizedWeights } from './quantized-checkpoint.js';
 import { QUANTIZED_WEIGHTS_FILE } from './quantized-format.js';

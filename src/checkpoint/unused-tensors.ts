@@ -7,8 +7,8 @@
  * throw unusedTensorError([{ name: 'language_model.model.layers.0.post_feedforward_layernorm.weight', file }], config);
  * ```
  */
-import { PaliGemmaError } from '../../interfaces/errors.js';
-import type { PaliGemmaConfig } from '../config-types.js';
+import { PaliGemmaError } from '../interfaces/errors.js';
+import type { PaliGemmaConfig } from '../model/config-types.js';
 
 const SHOWN = 3;
 

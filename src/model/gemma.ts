@@ -10,7 +10,7 @@ import type { KVCache } from '../interfaces/kv-cache-store.js';
 import type { Tensor, TensorBackend } from '../interfaces/tensor-backend.js';
 import type { TextConfig } from './config-types.js';
 import type { ModelWeights } from './model-weights.js';
-import { TensorScope } from './tensor-scope.js';
+import { TensorScope } from '../tensor/tensor-scope.js';
 
 const P = 'language_model.model';
 

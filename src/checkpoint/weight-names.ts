@@ -16,7 +16,7 @@
  * expectedShapes(config).get('language_model.model.embed_tokens.weight');   // [V, H]
  * ```
  */
-import type { PaliGemmaConfig } from '../config-types.js';
+import type { PaliGemmaConfig } from '../model/config-types.js';
 
 export const VISION_PREFIX = 'vision_tower.vision_model';
 export const TEXT_PREFIX = 'language_model.model';

@@ -7,7 +7,7 @@
  * checkArchitecture(json, 'model/config.json');   // throws PaliGemmaError for e.g. architectures ["LlavaForConditionalGeneration"]
  * ```
  */
-import { PaliGemmaError } from '../../interfaces/errors.js';
+import { PaliGemmaError } from '../interfaces/errors.js';
 
 /** Vision `model_type` values of the SigLIP tower PaliGemma uses. */
 export const VISION_MODEL_TYPES: readonly string[] = ['siglip_vision_model'];

@@ -1,5 +1,5 @@
 import type { DType } from '../interfaces/tensor-backend.js';
-import { bf16BitsToNumber, f16BitsToNumber, numberToBf16Bits, numberToF16Bits } from './checkpoint/dtype.js';
+import { bf16BitsToNumber, f16BitsToNumber, numberToBf16Bits, numberToF16Bits } from './dtype.js';
 
 /** Rounds x to the nearest value representable in `dtype` (round-to-nearest-even). */
 export function roundToDtype(x: number, dtype: DType): number {

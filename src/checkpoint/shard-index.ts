@@ -11,7 +11,7 @@
  * ```
  */
 import { isAbsolute, relative, resolve, sep, win32 } from 'node:path';
-import { PaliGemmaError } from '../../interfaces/errors.js';
+import { PaliGemmaError } from '../interfaces/errors.js';
 import { findDuplicateKey } from './duplicate-keys.js';
 
 export interface ShardIndex {

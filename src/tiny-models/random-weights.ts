@@ -14,8 +14,8 @@
  * for (const [name, w] of randomWeightEntries(config, 3)) upload(name, w);   // one host copy at a time
  * ```
  */
-import type { PaliGemmaConfig } from '../pipeline/config-types.js';
-import { expectedShapes } from '../pipeline/checkpoint/weight-names.js';
+import type { PaliGemmaConfig } from '../model/config-types.js';
+import { expectedShapes } from '../checkpoint/weight-names.js';
 
 export interface RandomTensor { data: Float32Array; shape: number[] }
 

@@ -15,9 +15,9 @@ import sharp from 'sharp';
 import { PaliGemmaError } from '../interfaces/errors.js';
 import { readImageProcessorConfig } from './processor-config.js';
 import type { ImageInput, ImageProcessor, PixelValues } from '../interfaces/image-processor.js';
-import { blobBytes, displayUrl, fetchImage, isImageUrl } from '../image/image-source.js';
+import { blobBytes, displayUrl, fetchImage, isImageUrl } from './image-source.js';
 import { PIL_RESAMPLE_CODES, pilResize, type PilFilter } from './pil-bicubic.js';
-import { checkImage } from './api-arguments.js';
+import { checkImage } from '../generation/api-arguments.js';
 
 type Triple = [number, number, number];
 

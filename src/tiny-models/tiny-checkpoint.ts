@@ -24,7 +24,7 @@ import { rmSync } from 'node:fs';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../pipeline/checkpoint/dtype.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../tensor/dtype.js';
 import { mulberry32, randomTensor } from './random-weights.js';
 import { encodeSafetensors, type WriterDtype, type WriterTensor } from './safetensors-writer.js';
 import { TINY_TOKENIZER, buildTinyTokenizerConfig, buildTinyTokenizerJson } from './tiny-tokenizer.js';

@@ -7,7 +7,7 @@
  * ```
  */
 import { writeFile } from 'node:fs/promises';
-import { f32ToBf16, f32ToF16 } from '../pipeline/checkpoint/dtype.js';
+import { f32ToBf16, f32ToF16 } from '../tensor/dtype.js';
 
 export type WriterDtype = 'F32' | 'F16' | 'BF16';
 

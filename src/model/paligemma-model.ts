@@ -21,8 +21,8 @@ import { beginSequence, stepSequences, type BeginOptions, type Sequence } from '
 import type { Gemma2Options } from './gemma2-options.js';
 import { PaliGemmaError } from '../interfaces/errors.js';
 import { ModelWeights } from './model-weights.js';
-import { assertFiniteLogits } from './finite-check.js';
-import { roundToDtype } from './round-to-dtype.js';
+import { assertFiniteLogits } from '../tensor/finite-check.js';
+import { roundToDtype } from '../tensor/round-to-dtype.js';
 import { SiglipVisionTower, projectImageFeatures } from './siglip.js';
 
 /**

@@ -12,8 +12,8 @@
  *   lm_head (quantized from the embedding table) as `language_model.lm_head.weight.*`.
  * - every other file of the source folder (tokenizer, preprocessor config), copied.
  */
-import { PaliGemmaError } from '../../interfaces/errors.js';
-import type { PaliGemmaConfig } from '../config-types.js';
+import { PaliGemmaError } from '../interfaces/errors.js';
+import type { PaliGemmaConfig } from '../model/config-types.js';
 import { EMBED_TOKENS, LM_HEAD, expectedShapes } from './weight-names.js';
 
 export const QUANTIZED_WEIGHTS_FILE = 'quantized.safetensors';
