@@ -22,7 +22,7 @@ import { Sampler } from './interfaces/sampler.js';
 import { TensorBackend } from './interfaces/tensor-backend.js';
 import { Tokenizer } from './interfaces/tokenizer.js';
 import { loadCheckpoint, type LoadedCheckpoint, type LoadProgress } from './checkpoint/load-checkpoint.js';
-import { ModelCheckpointToken, PaliGemmaPipeline } from './generation/paligemma-pipeline.js';
+import { ModelCheckpointToken, PaliGemmaPipeline } from './paligemma-pipeline.js';
 import type { Gemma2Options } from './model/gemma2-options.js';
 import type { PaliGemmaPlugin } from './plugin/define-plugin.js';
 import { loadPluginModule } from './plugin/load-plugin.js';

@@ -13,7 +13,7 @@ import { BatchedJobExecutor, jobExecutorFor } from '../src/batch/batched-executo
 import { InProcessJobQueue } from '../src/batch/in-process-queue.js';
 import { PipelineJobExecutor, executorHandler } from '../src/batch/job-executor.js';
 import { createPipeline, createRegistry } from '../src/create-pipeline.js';
-import type { PaliGemmaPipeline } from '../src/generation/paligemma-pipeline.js';
+import type { PaliGemmaPipeline } from '../src/paligemma-pipeline.js';
 import type { PartRegistry } from '../src/plugin/part-registry.js';
 import { buildTinyCheckpoint, gemma2Spec, makeTempDir, makeTestImage, mqaSpec } from './support/tiny-checkpoint.js';
 

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { createPipeline, type CreatePipelineOptions } from '../src/create-pipeline.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
 import type { PixelValues } from '../src/interfaces/image-processor.js';
-import type { PaliGemmaPipeline } from '../src/generation/paligemma-pipeline.js';
+import type { PaliGemmaPipeline } from '../src/paligemma-pipeline.js';
 import { promptIds } from '../src/generation/prompt-format.js';
 import { relMaxDiff } from './support/model-compare.js';
 import { referenceGemma2Forward, type Gemma2Break, type Gemma2ReferenceOptions } from './support/reference-gemma2.js';

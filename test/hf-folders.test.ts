@@ -13,7 +13,7 @@ import { createPipeline } from '../src/create-pipeline.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
 import { SafetensorsFile } from '../src/checkpoint/safetensors.js';
 import { HfTokenizer } from '../src/tokenizer/hf-tokenizer.js';
-import type { PaliGemmaPipeline } from '../src/generation/paligemma-pipeline.js';
+import type { PaliGemmaPipeline } from '../src/paligemma-pipeline.js';
 import { promptIds } from '../src/generation/prompt-format.js';
 import { requireFamily } from '../src/tokenizer/token-families.js';
 import { rawSafetensors } from './support/safetensors-writer.js';

@@ -8,7 +8,7 @@
 import { expect } from 'chai';
 import { createPipeline } from '../src/create-pipeline.js';
 import type { PixelValues } from '../src/interfaces/image-processor.js';
-import type { PaliGemmaPipeline } from '../src/generation/paligemma-pipeline.js';
+import type { PaliGemmaPipeline } from '../src/paligemma-pipeline.js';
 import type { Sequence } from '../src/model/model-sequence.js';
 import { promptIds } from '../src/generation/prompt-format.js';
 import { argmax, greedyRun, relMaxDiff } from './support/model-compare.js';

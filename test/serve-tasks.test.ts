@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import sharp from 'sharp';
 import { createPipeline } from '../src/create-pipeline.js';
-import type { PaliGemmaPipeline } from '../src/generation/paligemma-pipeline.js';
+import type { PaliGemmaPipeline } from '../src/paligemma-pipeline.js';
 import { buildServer } from '../src/serving/server.js';
 import { ServingEngine } from '../src/serving/serving-engine.js';
 import { forcedSequence } from '../src/tasks/forced-sampler.js';

@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { topLogprobs } from '../src/generation/paligemma-pipeline.js';
+import { topLogprobs } from '../src/generation/generation-pipeline.js';
 import { logSoftmax } from '../src/samplers/log-softmax.js';
 import { tokenLogprobs } from '../src/serving/token-logprobs.js';
 

@@ -13,7 +13,7 @@ import type { FastifyInstance } from 'fastify';
 import OpenAI from 'openai';
 import sharp from 'sharp';
 import { createPipeline } from '../src/create-pipeline.js';
-import type { PaliGemmaPipeline } from '../src/generation/paligemma-pipeline.js';
+import type { PaliGemmaPipeline } from '../src/paligemma-pipeline.js';
 import { promptIds } from '../src/generation/prompt-format.js';
 import { temperatureSampler } from '../src/samplers/index.js';
 import { buildServer, type ServerOptions } from '../src/serving/server.js';

@@ -13,7 +13,7 @@ import type { Tensor, TensorBackend } from '../src/interfaces/tensor-backend.js'
 import { loadCheckpoint } from '../src/checkpoint/load-checkpoint.js';
 import { firstNonFiniteStored } from '../src/tensor/finite-check.js';
 import { HfTokenizer } from '../src/tokenizer/hf-tokenizer.js';
-import { PaliGemmaPipeline } from '../src/generation/paligemma-pipeline.js';
+import { PaliGemmaPipeline } from '../src/paligemma-pipeline.js';
 import { SiglipImageProcessor } from '../src/image/siglip-image-processor.js';
 import { numberToBf16Bits, numberToF16Bits } from '../src/tensor/dtype.js';
 import { rawSafetensors, writeSafetensors, type WriterDtype, type WriterTensor } from './support/safetensors-writer.js';

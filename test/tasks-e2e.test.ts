@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { createPipeline } from '../src/create-pipeline.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
-import type { PaliGemmaPipeline } from '../src/generation/paligemma-pipeline.js';
+import type { PaliGemmaPipeline } from '../src/paligemma-pipeline.js';
 import { forcedSequence } from '../src/tasks/forced-sampler.js';
 import { PaliGemmaTasks } from '../src/tasks/paligemma-tasks.js';
 import { encodeTaskText, requireTaskTokens, taskText } from '../src/tasks/task-tokens.js';

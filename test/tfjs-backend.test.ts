@@ -21,7 +21,7 @@ import type { AttentionOptions } from '../src/interfaces/attention-kernel.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
 import type { Tensor, TensorBackend } from '../src/interfaces/tensor-backend.js';
 import { ContiguousKvCacheStore } from '../src/kv-cache/contiguous-kv-cache.js';
-import type { PaliGemmaPipeline } from '../src/generation/paligemma-pipeline.js';
+import type { PaliGemmaPipeline } from '../src/paligemma-pipeline.js';
 import { promptIds } from '../src/generation/prompt-format.js';
 import { PartRegistry } from '../src/plugin/part-registry.js';
 import {

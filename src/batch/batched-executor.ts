@@ -12,7 +12,7 @@ import { PaliGemmaError } from '../interfaces/errors.js';
 import type { PixelValues } from '../interfaces/image-processor.js';
 import { checkGenerateOptions, newTokenBudget } from '../generation/api-arguments.js';
 import type { TokenLogprob } from '../generation/generation-types.js';
-import type { PaliGemmaPipeline } from '../generation/paligemma-pipeline.js';
+import type { GenerationPipeline } from '../generation/generation-pipeline.js';
 import { promptIds } from '../generation/prompt-format.js';
 import type { PartRegistry } from '../plugin/part-registry.js';
 import { seededRng } from '../samplers/rng.js';
@@ -35,7 +35,7 @@ export class BatchedJobExecutor implements JobExecutor {
   private readonly vision: VisionCache;
   private next = 0;
 
-  constructor(private readonly pipe: PaliGemmaPipeline, opts: BatchedExecutorOptions, private readonly registry?: PartRegistry) {
+  constructor(private readonly pipe: GenerationPipeline, opts: BatchedExecutorOptions, private readonly registry?: PartRegistry) {
     if (!Number.isInteger(opts.maxBatch) || opts.maxBatch < 1) throw new PaliGemmaError(`max batch ${opts.maxBatch}: expected an integer ≥ 1`);
     this.vision = new VisionCache(pipe.backend, 1);
     // The queue engines never run more than `concurrency` jobs at once, so the scheduler's own
@@ -109,6 +109,6 @@ export class BatchedJobExecutor implements JobExecutor {
  * The executor for a worker running `concurrency` jobs at once on one loaded pipeline: one
  * `generate` at a time for 1, the batched scheduler above for more.
  */
-export function jobExecutorFor(pipe: PaliGemmaPipeline, concurrency: number, registry?: PartRegistry): JobExecutor {
+export function jobExecutorFor(pipe: GenerationPipeline, concurrency: number, registry?: PartRegistry): JobExecutor {
   return concurrency > 1 ? new BatchedJobExecutor(pipe, { maxBatch: concurrency }, registry) : new PipelineJobExecutor(pipe, registry);
 }

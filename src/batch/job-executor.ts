@@ -5,7 +5,7 @@
  * scheduler. `jobExecutorFor` picks between them; the queue code is the same for both.
  */
 import { PaliGemmaError } from '../interfaces/errors.js';
-import type { PaliGemmaPipeline } from '../generation/paligemma-pipeline.js';
+import type { GenerationPipeline } from '../generation/generation-pipeline.js';
 import type { PartRegistry } from '../plugin/part-registry.js';
 import type { Sampler } from '../interfaces/sampler.js';
 import type { BatchJob, JobResult } from './batch-job.js';
@@ -24,7 +24,7 @@ export class PipelineJobExecutor implements JobExecutor {
    * `registry` makes the samplers jobs name in their options (the same names as
    * `generate --sampler`); without one, jobs run on the pipeline's own sampler.
    */
-  constructor(private readonly pipe: PaliGemmaPipeline, private readonly registry?: PartRegistry) {}
+  constructor(private readonly pipe: GenerationPipeline, private readonly registry?: PartRegistry) {}
 
   async run(job: BatchJob, progress: (fraction: number) => void): Promise<JobResult> {
     const o = job.options;

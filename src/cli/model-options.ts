@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { createPipeline } from '../create-pipeline.js';
-import type { PaliGemmaPipeline } from '../generation/paligemma-pipeline.js';
+import type { PaliGemmaPipeline } from '../paligemma-pipeline.js';
 import { downloadReporter } from './download-progress.js';
 import { collect, parseKeyValueOptions } from './key-value-options.js';
 import { loadProgressBar } from './progress.js';

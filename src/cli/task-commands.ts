@@ -6,7 +6,7 @@ import { writeFile } from 'node:fs/promises';
 import { Command } from 'commander';
 import { PaliGemmaError } from '../interfaces/errors.js';
 import type { GenerateOptions, GenerationResult } from '../generation/generation-types.js';
-import type { PaliGemmaPipeline } from '../generation/paligemma-pipeline.js';
+import type { PaliGemmaPipeline } from '../paligemma-pipeline.js';
 import { decodeToRgb } from '../image/siglip-image-processor.js';
 import { drawObjects } from '../tasks/draw-overlay.js';
 import { maskToRle } from '../tasks/mask-paste.js';

@@ -14,7 +14,7 @@ import type { LossyWeights, Tensor, TensorBackend } from '../interfaces/tensor-b
 import type { Tokenizer } from '../interfaces/tokenizer.js';
 import { loadCheckpoint } from '../checkpoint/load-checkpoint.js';
 import type { ScoreResult } from '../generation/generation-types.js';
-import { PaliGemmaPipeline } from '../generation/paligemma-pipeline.js';
+import { PaliGemmaPipeline } from '../paligemma-pipeline.js';
 import { promptIds } from '../generation/prompt-format.js';
 import type { PartRegistry } from '../plugin/part-registry.js';
 import { seededRng } from '../samplers/rng.js';

@@ -5,28 +5,12 @@
  * so that a typo (`maxNewToken`) cannot pass unseen.
  */
 import { PaliGemmaError } from '../interfaces/errors.js';
+import { checkImage } from '../image/check-image.js';
+import { describe, invalidArgument, isObject } from '../interfaces/invalid-argument.js';
 import type { GenerateOptions } from './generation-types.js';
 
-/** Short, safe description of a value for a message: its type, or the value itself when small. */
-export function describe(value: unknown): string {
-  if (value === null) return 'null';
-  if (value === undefined) return 'undefined';
-  if (typeof value === 'string') return value.length > 40 ? `a string of ${value.length} characters` : JSON.stringify(value);
-  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return `${typeof value} ${String(value)}`;
-  if (typeof value === 'function') return 'a function';
-  if (Array.isArray(value)) return 'an array';
-  const ctor = (value as object).constructor?.name;
-  return ctor && ctor !== 'Object' ? `a ${ctor}` : 'an object';
-}
-
-export function invalidArgument(what: string, expected: string, got: unknown): PaliGemmaError {
-  return new PaliGemmaError(`invalid ${what}: expected ${expected}, got ${describe(got)}`, 'invalid_argument');
-}
-
-/** True for `{}`-style objects (not arrays, class instances are allowed). */
-export function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
+// The generic checks live below (interfaces, image) so that lower layers can use them too.
+export { checkImage, describe, invalidArgument, isObject };
 
 /** Refuses keys of `options` that are not in `known`, naming them and the accepted ones. */
 export function checkKnownKeys(what: string, options: Record<string, unknown>, known: readonly string[]): void {
@@ -68,19 +52,6 @@ export function checkPromptFits(tokens: number, maxPositions: number, what = 'pr
 export function checkText(what: string, value: unknown): string {
   if (typeof value !== 'string') throw invalidArgument(what, 'a string', value);
   return value;
-}
-
-/** An image argument: the ImageInput forms; their content is checked by the image processor. */
-export function checkImage(value: unknown): void {
-  const expected = 'a file path, an http(s) URL, encoded bytes (Uint8Array, ArrayBuffer, Blob) or raw pixels {data, width, height, channels}';
-  if (typeof value === 'string') {
-    if (value === '') throw invalidArgument('image', expected, value);
-    return;
-  }
-  if (value instanceof URL || value instanceof Uint8Array || value instanceof ArrayBuffer) return;
-  if (typeof Blob !== 'undefined' && value instanceof Blob) return;
-  if (isObject(value) && value.data instanceof Uint8Array && typeof value.width === 'number' && typeof value.height === 'number') return;
-  throw invalidArgument('image', expected, value);
 }
 
 /** An object argument that must have the given functions (a part passed as an instance). */

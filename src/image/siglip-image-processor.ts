@@ -17,7 +17,7 @@ import { readImageProcessorConfig } from './processor-config.js';
 import type { ImageInput, ImageProcessor, PixelValues } from '../interfaces/image-processor.js';
 import { blobBytes, displayUrl, fetchImage, isImageUrl } from './image-source.js';
 import { PIL_RESAMPLE_CODES, pilResize, type PilFilter } from './pil-bicubic.js';
-import { checkImage } from '../generation/api-arguments.js';
+import { checkImage } from './check-image.js';
 
 type Triple = [number, number, number];
 

@@ -8,7 +8,7 @@ import type { ImageProcessor, PixelValues, RawPixels } from '../interfaces/image
 import type { Sampler } from '../interfaces/sampler.js';
 import type { Tokenizer } from '../interfaces/tokenizer.js';
 import { PaliGemmaError } from '../interfaces/errors.js';
-import type { PaliGemmaPipeline } from '../generation/paligemma-pipeline.js';
+import type { GenerationPipeline } from '../generation/generation-pipeline.js';
 import { promptIds } from '../generation/prompt-format.js';
 import { seededRng } from '../samplers/rng.js';
 import { temperatureSampler, topPSampler } from '../samplers/index.js';
@@ -140,7 +140,7 @@ export class ServingEngine {
   private draining = false;
   private idle: Array<() => void> = [];
 
-  constructor(readonly pipeline: PaliGemmaPipeline, opts: EngineOptions = {}) {
+  constructor(readonly pipeline: GenerationPipeline, opts: EngineOptions = {}) {
     this.tokenizer = pipeline.tokenizer;
     this.images = pipeline.imageProcessor;
     this.vision = new VisionCache(pipeline.backend, opts.visionCacheSize ?? 64);

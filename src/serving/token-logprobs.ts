@@ -9,7 +9,7 @@
  * ```
  */
 import type { TokenLogprob } from '../generation/generation-types.js';
-import { topLogprobs } from '../generation/paligemma-pipeline.js';
+import { topLogprobs } from '../generation/generation-pipeline.js';
 import { logSoftmax } from '../samplers/log-softmax.js';
 
 export function tokenLogprobs(logits: Float32Array, token: number, topN: number): { logprob: number; top: TokenLogprob[] } {

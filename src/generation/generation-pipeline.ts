@@ -25,7 +25,6 @@ import {
 } from './api-arguments.js';
 import { Aborted, nextTurn, pauseFor } from './event-loop.js';
 import { TextDeltas } from './text-deltas.js';
-import { PaliGemmaTasks, type SegmentOptions } from '../tasks/paligemma-tasks.js';
 
 /** DI token of the loaded checkpoint the pipeline runs. */
 export const ModelCheckpointToken = Symbol('ModelCheckpoint');
@@ -33,8 +32,12 @@ export type LoadedModel = ModelCheckpoint & { dispose?(): void };
 
 const DEFAULT_MAX_NEW_TOKENS = 32;
 
+/**
+ * generate / stream / score over a Sequence. The task shortcuts (detect, segment, …) sit one
+ * layer up, in PaliGemmaPipeline (src/paligemma-pipeline.ts), which is what createPipeline returns.
+ */
 @injectable()
-export class PaliGemmaPipeline {
+export class GenerationPipeline {
   readonly model: PaliGemmaModel;
 
   constructor(
@@ -183,27 +186,21 @@ export class PaliGemmaPipeline {
 
   private closed = false;
 
-  private checkOpen(call: string): void {
+  protected checkOpen(call: string): void {
     if (this.closed) throw new PaliGemmaError(`${call}() was called after close(): create a new pipeline`, 'closed');
   }
 
-  // ── task helpers: detect / segment / caption / ocr / answer (src/tasks) ──────
-  /** The model folder the pipeline was loaded from; segment looks for vae-oid.npz there. */
+  /** The model folder the pipeline was loaded from (set by createPipeline). */
   modelDir?: string;
-  private taskHelpers?: PaliGemmaTasks;
-  /** The task helpers bound to this pipeline. */
-  get tasks(): PaliGemmaTasks { return this.taskHelpers ??= new PaliGemmaTasks(this, { modelDir: this.modelDir }); }
-  async detect(image: ImageInput, labels: string | readonly string[], opts?: GenerateOptions) { this.checkOpen('detect'); return this.tasks.detect(image, labels, opts); }
-  async segment(image: ImageInput, label: string, opts?: SegmentOptions) { this.checkOpen('segment'); return this.tasks.segment(image, label, opts); }
-  async caption(image: ImageInput, opts?: GenerateOptions & { lang?: string }) { this.checkOpen('caption'); return this.tasks.caption(image, opts); }
-  async ocr(image: ImageInput, opts?: GenerateOptions) { this.checkOpen('ocr'); return this.tasks.ocr(image, opts); }
-  async answer(image: ImageInput, question: string, opts?: GenerateOptions & { lang?: string }) { this.checkOpen('answer'); return this.tasks.answer(image, question, opts); }
+
+  /** What a subclass attached (task helpers) is released here, after the pipeline is marked closed. */
+  protected async releaseAttached(): Promise<void> {}
 
   /** Releases the weights and the backend; later generate/stream/score calls fail with code 'closed'. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.taskHelpers?.dispose();
+    await this.releaseAttached();
     this.checkpoint.dispose?.();
     await this.backend.close?.();
   }
