@@ -15,6 +15,7 @@ import {
   checkBroadcast, checkReshape, checkVector, checkWriteRows, concatShape, embeddingDims, matmulDims,
   patchEmbedDims, ropeDims, sizeOf, sliceShape, transposeShape,
 } from '../../tensor/op-shapes.js';
+import { ropeTable } from '../../tensor/rope-table.js';
 import { f32ToBf16, f32ToF16 } from '../../tensor/dtype.js';
 import { matmulPlain, matmulTransposedB } from './matmul.js';
 import { ReferenceTensor, widen, widenBits, type HalfDType } from './reference-tensor.js';
@@ -136,10 +137,10 @@ export class ReferenceBackend implements TensorBackend {
     const { t, h, d } = ropeDims(X.shape, positions.length);
     const half = d / 2;
     const out = new Float32Array(X.size);
+    const { cos, sin } = ropeTable(positions, theta, d);                 // float64, not rounded
     for (let ti = 0; ti < t; ti++) {
       for (let i = 0; i < half; i++) {
-        const angle = positions[ti] * Math.pow(theta, (-2 * i) / d);
-        const c = Math.cos(angle), s = Math.sin(angle);
+        const c = cos[ti * half + i], s = sin[ti * half + i];
         for (let hi = 0; hi < h; hi++) {
           const o = (ti * h + hi) * d;
           const x1 = Xd[o + i], x2 = Xd[o + i + half];

@@ -37,6 +37,7 @@ import {
   attentionDims, checkBroadcast, checkReshape, checkVector, checkWriteRows, concatShape, embeddingDims,
   matmulDims, patchEmbedDims, ropeDims, sizeOf, sliceShape, transposeShape,
 } from '../../tensor/op-shapes.js';
+import { ropeTable } from '../../tensor/rope-table.js';
 import {
   acquireEngine, ENGINE_ORDER, isEngineKind, releaseEngine,
   type TfjsEngine, type TfjsEngineKind, type TfModule, type TfTensor,
@@ -522,16 +523,8 @@ export class TfjsBackend implements TensorBackend {
   private ropeTables(positions: Int32Array, theta: number, d: number): { cos: Float32Array; sin: Float32Array } {
     const key = `${theta}|${d}|${positions.join(',')}`;
     if (this.lastRope?.key === key) return this.lastRope;
-    const half = d / 2, t = positions.length;
-    const cos = new Float32Array(t * half), sin = new Float32Array(t * half);
-    for (let ti = 0; ti < t; ti++) {
-      for (let i = 0; i < half; i++) {
-        const angle = positions[ti] * Math.pow(theta, (-2 * i) / d);
-        cos[ti * half + i] = Math.cos(angle);
-        sin[ti * half + i] = Math.sin(angle);
-      }
-    }
-    this.lastRope = { key, cos, sin };
+    const table = ropeTable(positions, theta, d);
+    this.lastRope = { key, cos: Float32Array.from(table.cos), sin: Float32Array.from(table.sin) };
     return this.lastRope;
   }
 
