@@ -23,7 +23,7 @@ import { buildTinyCheckpoint, makeTempDir, makeTestImage, mqaSpec } from './supp
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SDK = pathToFileURL(join(ROOT, 'src', 'index.ts')).href;
-const SIGLIP = pathToFileURL(join(ROOT, 'src', 'pipeline', 'siglip-image-processor.ts')).href;
+const SIGLIP = pathToFileURL(join(ROOT, 'src', 'image', 'siglip-image-processor.ts')).href;
 
 const PLUGIN_SOURCE = `
 import {
