@@ -1,0 +1,149 @@
+/**
+ * The WebAssembly SIMD kernels behind the onnx backend's 16-bit weights: few-row products
+ * y[r, n] = Σ_k x[r, k] · W[n, k] for W stored as IEEE half or bfloat16 bits [N, K], read
+ * straight from the bits, and widening to float32 (for onnxruntime's many-row products and
+ * the embedding gather). A product reads the bits (half the bytes of float32, and no widened copy). onnxruntime's CPU provider has no
+ * half-precision Gemm on x86 and widens the whole weight with a Cast on every call, which is
+ * what made decoding a 16-bit checkpoint slower than decoding a float32 one; a decode step is
+ * bound by reading weights, so reading 2 bytes per weight instead of 4 (+4 written, +4 read
+ * again for the Cast) is the whole gain.
+ *
+ * bfloat16 → float32 is the bits moved to the top half of a 32-bit lane (one byte shuffle).
+ * Half → float32, exactly, for every finite value: with h the 16 bits placed in the top half
+ * of a 32-bit lane (x = h << 16, one byte shuffle), an arithmetic shift right by 3 and a mask
+ * 0x8fffe000 leave the sign in bit 31 and the 15 exponent and mantissa bits at bits 27..13,
+ * which read as a float32 are the value times 2⁻¹¹² (normal and subnormal halves alike, since
+ * a half subnormal lands on a float32 normal); one multiply by 2¹¹² (exact) finishes. Infinity
+ * and NaN halves would come out finite, so a weight holding one is never given to this kernel
+ * (`hasSpecial16` finds them at upload).
+ *
+ * Arithmetic: each output is a float32 sum in eight interleaved partial sums (two f32x4 lanes
+ * sets), combined at the end; the rounding differs from onnxruntime's Gemm only by summation
+ * order (both accumulate in float32).
+ */
+import { encodeModule, FnBuilder } from '../reference/wasm-encoder.js';
+
+/** Most rows of x one call computes (one accumulator pair per row). */
+export const GEMV16_MAX_ROWS = 4;
+
+// i32 bit patterns of the constants (as signed 32-bit integers).
+const SIGN_AND_MAGNITUDE = 0x8fffe000 | 0;
+const TWO_POW_112 = (112 + 127) << 23;
+const F16_EXPONENT = 0x7c00;
+
+/** Byte-shuffle lanes placing 16-bit lanes 0..3 (lo) or 4..7 (hi) of the second operand in the top half of 32-bit lanes. */
+const TOP_LO = [0, 1, 16, 17, 0, 1, 18, 19, 0, 1, 20, 21, 0, 1, 22, 23];
+const TOP_HI = [0, 1, 24, 25, 0, 1, 26, 27, 0, 1, 28, 29, 0, 1, 30, 31];
+
+/** The 16-bit formats: IEEE half, or bfloat16 (the top half of a float32, widened by the shuffle alone). */
+export type Half = 'f16' | 'bf16';
+
+/**
+ * Widens the eight 16-bit values in local `v` (lanes 0..3 with TOP_LO, 4..7 with TOP_HI) to
+ * float32 into local `into`; f16 needs locals `mask` and `scale` set by `halfConstants`.
+ */
+function widenLanes(f: FnBuilder, format: Half, lanes: number[], into: string): void {
+  f.v128Zero().get('v').shuffle(lanes);
+  if (format === 'f16') f.i32(3).simd('i32x4ShrS').get('mask').simd('v128And').get('scale').simd('f32x4Mul');
+  f.set(into);
+}
+
+function halfConstants(f: FnBuilder): void {
+  f.local('mask', 'v128').local('scale', 'v128').local('v', 'v128');
+  f.i32(SIGN_AND_MAGNITUDE).simd('i32x4Splat').set('mask');
+  f.i32(TWO_POW_112).simd('i32x4Splat').set('scale');
+}
+
+/**
+ * gemv_<format>_M(w, k, x, y, ldy, n0, n1): for n in [n0, n1), rows r < M:
+ * y[r·ldy + n] = Σ_{p<k} x[r·k + p] · widen(w[n·k + p]). w: 16-bit bits [N][k] (k a multiple
+ * of 8); x: float32 [M][k]; y: float32 rows of ldy. All addresses are byte offsets.
+ */
+function gemv(rows: number, format: Half): FnBuilder {
+  const f = new FnBuilder([['w', 'i32'], ['k', 'i32'], ['x', 'i32'], ['y', 'i32'], ['ldy', 'i32'], ['n0', 'i32'], ['n1', 'i32']]);
+  halfConstants(f);
+  f.local('lo', 'v128').local('hi', 'v128').local('s', 'v128');
+  f.local('row', 'i32').local('rowBytes', 'i32').local('xb', 'i32').local('out', 'i32');
+  for (let r = 0; r < rows; r++) f.local(`a${r}`, 'v128').local(`b${r}`, 'v128').local(`x${r}`, 'i32');
+  f.get('k').i32(1).op('i32Shl').set('rowBytes');
+  for (let r = 0; r < rows; r++) f.get('x').get('k').i32(r * 4).op('i32Mul').op('i32Add').set(`x${r}`);
+  const widen = (lanes: number[], into: string) => widenLanes(f, format, lanes, into);
+  f.forRange('n', () => f.get('n0'), () => f.get('n1'), 1, () => {
+    f.get('w').get('n').get('rowBytes').op('i32Mul').op('i32Add').set('row');
+    for (let r = 0; r < rows; r++) f.v128Zero().set(`a${r}`).v128Zero().set(`b${r}`);
+    f.forRange('q', () => f.i32(0), () => f.get('rowBytes'), 16, () => {
+      // Eight halves of W[n] at bytes q .. q+15 meet x[r] at float32 bytes 2q .. 2q+31.
+      f.get('row').get('q').op('i32Add').simdMem('v128Load').set('v');
+      widen(TOP_LO, 'lo');
+      widen(TOP_HI, 'hi');
+      f.get('q').i32(1).op('i32Shl').set('xb');
+      for (let r = 0; r < rows; r++) {
+        f.get(`a${r}`).get('lo').get(`x${r}`).get('xb').op('i32Add').simdMem('v128Load', 0).simd('f32x4Mul').simd('f32x4Add').set(`a${r}`);
+        f.get(`b${r}`).get('hi').get(`x${r}`).get('xb').op('i32Add').simdMem('v128Load', 16).simd('f32x4Mul').simd('f32x4Add').set(`b${r}`);
+      }
+    });
+    for (let r = 0; r < rows; r++) {
+      // out = &y[r·ldy + n]; y = (a+b)[0] + (a+b)[1] + (a+b)[2] + (a+b)[3]
+      f.get('y').get('ldy').i32(r).op('i32Mul').get('n').op('i32Add').i32(2).op('i32Shl').op('i32Add').set('out');
+      f.get(`a${r}`).get(`b${r}`).simd('f32x4Add').set('s');
+      f.get('out');
+      f.get('s').f32x4ExtractLane(0).get('s').f32x4ExtractLane(1).op('f32Add')
+        .get('s').f32x4ExtractLane(2).op('f32Add').get('s').f32x4ExtractLane(3).op('f32Add');
+      f.mem('f32Store');
+    }
+  });
+  return f;
+}
+
+/** widen_<format>(src, dst, n): n 16-bit values at src (n a multiple of 8) → float32 at dst. */
+function widen(format: Half): FnBuilder {
+  const f = new FnBuilder([['src', 'i32'], ['dst', 'i32'], ['n', 'i32']]);
+  halfConstants(f);
+  f.local('lo', 'v128').local('hi', 'v128').local('d', 'i32');
+  f.forRange('q', () => f.i32(0), () => f.get('n').i32(1).op('i32Shl'), 16, () => {
+    f.get('src').get('q').op('i32Add').simdMem('v128Load').set('v');
+    widenLanes(f, format, TOP_LO, 'lo');
+    widenLanes(f, format, TOP_HI, 'hi');
+    f.get('dst').get('q').op('i32Add').get('q').op('i32Add').set('d');
+    f.get('d').get('lo').simdMem('v128Store', 0);
+    f.get('d').get('hi').simdMem('v128Store', 16);
+  });
+  return f;
+}
+
+/**
+ * hasSpecial16(src, bytes) → 1 when any of the halves at src .. src+bytes (a multiple of 16)
+ * has the all-ones exponent (±Infinity or NaN), else 0.
+ */
+function hasSpecial(): FnBuilder {
+  const f = new FnBuilder([['src', 'i32'], ['bytes', 'i32']], ['i32']);
+  f.local('e', 'v128').local('any', 'v128');
+  f.i32(F16_EXPONENT).simd('i16x8Splat').set('e');
+  f.v128Zero().set('any');
+  f.forRange('q', () => f.i32(0), () => f.get('bytes'), 16, () => {
+    f.get('any').get('src').get('q').op('i32Add').simdMem('v128Load').get('e').simd('v128And').get('e').simd('i16x8Eq')
+      .simd('v128Or').set('any');
+  });
+  return f.get('any').simd('v128AnyTrue');
+}
+
+const FORMATS: readonly Half[] = ['f16', 'bf16'];
+const ROWS = Array.from({ length: GEMV16_MAX_ROWS }, (_, r) => r + 1);
+
+/** The export computing `rows` rows of x against a weight in `format`. */
+export function gemvExport(format: Half, rows: number): string { return `gemv_${format}_${rows}`; }
+export function widenExport(format: Half): string { return `widen_${format}`; }
+
+/** Export names, in module order. */
+export const GEMV16_EXPORTS = [
+  ...FORMATS.flatMap((h) => ROWS.map((r) => gemvExport(h, r))), ...FORMATS.map(widenExport), 'hasSpecial16',
+];
+
+/** The module bytes (imports env.memory, shared, up to `maximumPages`). */
+export function buildGemv16Module(maximumPages: number): Uint8Array {
+  const fns = [...FORMATS.flatMap((h) => ROWS.map((r) => gemv(r, h))), ...FORMATS.map(widen), hasSpecial()];
+  return encodeModule({
+    memory: { initialPages: 1, maximumPages, shared: true },
+    functions: fns.map((fn, i) => ({ fn, export: GEMV16_EXPORTS[i] })),
+  });
+}
