@@ -41,6 +41,8 @@ const CONFIGS: Record<string, { weights: BenchWeights; options: OnnxBackendOptio
   f32: { weights: 'f32', options: {}, cli: [] },
   bf16: { weights: 'bf16', options: {}, cli: [] },
   f16: { weights: 'f16', options: {}, cli: [] },
+  // The 16-bit path before gemv16: every product widens its weight with a Cast in onnxruntime.
+  'bf16-cast': { weights: 'bf16', options: { halfGemvRows: 0 }, cli: ['--backend-option', 'halfGemvRows=0'] },
   int8: { weights: 'bf16', options: { quantize: 'int8' }, cli: ['--backend-option', 'quantize=int8'] },
   int4: { weights: 'bf16', options: { quantize: 'int4' }, cli: ['--backend-option', 'quantize=int4'] },
 };

@@ -14,8 +14,8 @@
  * 0x8fffe000 leave the sign in bit 31 and the 15 exponent and mantissa bits at bits 27..13,
  * which read as a float32 are the value times 2⁻¹¹² (normal and subnormal halves alike, since
  * a half subnormal lands on a float32 normal); one multiply by 2¹¹² (exact) finishes. Infinity
- * and NaN halves would come out finite, so a weight holding one is never given to this kernel
- * (`hasSpecial16` finds them at upload).
+ * and NaN halves would come out finite, so a weight holding one is never placed in the half
+ * memory (`hasSpecial16` finds them).
  *
  * Arithmetic: each output is a float32 sum in eight interleaved partial sums (two f32x4 lanes
  * sets), combined at the end; the rounding differs from onnxruntime's Gemm only by summation

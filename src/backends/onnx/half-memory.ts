@@ -32,8 +32,6 @@ export interface Placed16 {
   readonly format: Half;
   /** Elements. */
   readonly length: number;
-  /** Some half is ±Infinity or NaN: the kernel would read it as a finite number. */
-  readonly special: boolean;
 }
 
 interface Memory16 {
@@ -55,8 +53,9 @@ export class HalfMemory {
   static readonly maxBytes = MEMORY_BYTES - SCRATCH_BYTES;
 
   /**
-   * Copies half bits into a shared memory and returns the copy (a view that stays valid) and
-   * its place; undefined when the weight is too big for one memory (the caller keeps its own).
+   * Copies 16-bit bits into a shared memory and returns the copy (a view that stays valid) and
+   * its place; undefined when the weight is too big for one memory or is f16 holding ±Infinity
+   * or NaN (the caller keeps its own).
    */
   place(bits: Uint16Array, format: Half): { view: Uint16Array; placed: Placed16 } | undefined {
     const bytes = align(bits.length * 2);
@@ -69,11 +68,13 @@ export class HalfMemory {
     this.ensure(mem, mem.used);
     mem.u16.set(bits, offset / 2);
     const whole = bits.length & ~7;
-    // bfloat16 widening is exact for every value; only f16's needs finite halves.
+    // bfloat16 widening is exact for every value; f16's only for finite halves, so an f16
+    // weight holding ±Infinity or NaN is given back (the caller keeps it as it is).
     let special = format === 'f16' && whole > 0 && mem.hasSpecial(offset, whole * 2) !== 0;
     for (let i = whole; format === 'f16' && i < bits.length && !special; i++) special = (bits[i] & 0x7c00) === 0x7c00;
+    if (special) { mem.used = offset; return undefined; }
     const view = new Uint16Array(mem.pool.memory.buffer, offset, bits.length) as Uint16Array;
-    return { view, placed: { memory: index, offset, format, length: bits.length, special } };
+    return { view, placed: { memory: index, offset, format, length: bits.length } };
   }
 
   /**

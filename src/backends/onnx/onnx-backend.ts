@@ -342,7 +342,7 @@ export class OnnxBackend implements TensorBackend {
     const x = this.operand(A);
     const half = opts.transposeB ? this.halfWeight(B) : undefined;
     if (half) {
-      const gemv = m <= this.halfGemvRows && k % 8 === 0 && !half.placed.special;
+      const gemv = m <= this.halfGemvRows && k % 8 === 0;
       return this.wrap(gemv ? this.halfGemv(x, half, m, n, k, bias) : this.halfMatmul(x, half, m, n, k, bias));
     }
     const f16 = this.narrowWeight(B);
@@ -396,7 +396,8 @@ export class OnnxBackend implements TensorBackend {
    * A 2-D 16-bit weight's storage in the shared half memory (half-memory.ts), its bits as the
    * checkpoint holds them; undefined where it stays a plain f16 storage: the option is off,
    * quantization will replace it by codes, it is not 2-D (norm scales, the patch-embedding
-   * kernel), or it fits no memory.
+   * kernel), it fits no memory, or it is f16 holding ±Infinity or NaN (which the kernels would
+   * read as finite numbers).
    */
   private placedHalf(bits: Uint16Array, shape: readonly number[], format: 'f16' | 'bf16'): Storage | undefined {
     if (this.halfGemvRows === 0 || (this.options.quantize ?? 'none') !== 'none') return undefined;
