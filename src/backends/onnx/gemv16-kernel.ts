@@ -17,9 +17,9 @@
  * and NaN halves would come out finite, so a weight holding one is never placed in the half
  * memory (`hasSpecial16` finds them).
  *
- * Arithmetic: each output is a float32 sum in eight interleaved partial sums (two f32x4 lanes
- * sets), combined at the end; the rounding differs from onnxruntime's Gemm only by summation
- * order (both accumulate in float32).
+ * Arithmetic: each output is a float32 sum in 8 or 16 interleaved partial sums (f32x4
+ * accumulators), combined at the end; the rounding differs from onnxruntime's Gemm only by
+ * summation order (both accumulate in float32).
  */
 import { encodeModule, FnBuilder } from '../reference/wasm-encoder.js';
 
@@ -58,34 +58,59 @@ function halfConstants(f: FnBuilder): void {
  * gemv_<format>_M(w, k, x, y, ldy, n0, n1): for n in [n0, n1), rows r < M:
  * y[r·ldy + n] = Σ_{p<k} x[r·k + p] · widen(w[n·k + p]). w: 16-bit bits [N][k] (k a multiple
  * of 8); x: float32 [M][k]; y: float32 rows of ldy. All addresses are byte offsets.
+ *
+ * The loop over k takes 32 values a step (four 16-byte loads at constant offsets from one
+ * pointer, so the step is mostly loads and arithmetic), then 8 at a time for the rest. One row
+ * keeps four accumulators (independent add chains); more rows keep two each (registers).
  */
 function gemv(rows: number, format: Half): FnBuilder {
   const f = new FnBuilder([['w', 'i32'], ['k', 'i32'], ['x', 'i32'], ['y', 'i32'], ['ldy', 'i32'], ['n0', 'i32'], ['n1', 'i32']]);
   halfConstants(f);
   f.local('lo', 'v128').local('hi', 'v128').local('s', 'v128');
-  f.local('row', 'i32').local('rowBytes', 'i32').local('xb', 'i32').local('out', 'i32');
-  for (let r = 0; r < rows; r++) f.local(`a${r}`, 'v128').local(`b${r}`, 'v128').local(`x${r}`, 'i32');
+  f.local('wp', 'i32').local('end', 'i32').local('rowBytes', 'i32').local('out', 'i32');
+  const accs = rows === 1 ? 4 : 2;
+  const acc = (r: number, j: number) => `acc${r}_${j % accs}`;
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < accs; j++) f.local(acc(r, j), 'v128');
+    f.local(`xp${r}`, 'i32');
+  }
   f.get('k').i32(1).op('i32Shl').set('rowBytes');
-  for (let r = 0; r < rows; r++) f.get('x').get('k').i32(r * 4).op('i32Mul').op('i32Add').set(`x${r}`);
   const widen = (lanes: number[], into: string) => widenLanes(f, format, lanes, into);
+  /** Eight values of W at wp + 16·g meet x[r] at xp_r + 32·g. */
+  const group = (g: number) => {
+    f.get('wp').simdMem('v128Load', 16 * g).set('v');
+    widen(TOP_LO, 'lo');
+    widen(TOP_HI, 'hi');
+    for (let r = 0; r < rows; r++) {
+      f.get(acc(r, 2 * g)).get('lo').get(`xp${r}`).simdMem('v128Load', 32 * g).simd('f32x4Mul').simd('f32x4Add').set(acc(r, 2 * g));
+      f.get(acc(r, 2 * g + 1)).get('hi').get(`xp${r}`).simdMem('v128Load', 32 * g + 16).simd('f32x4Mul').simd('f32x4Add').set(acc(r, 2 * g + 1));
+    }
+  };
+  const advance = (wBytes: number) => {
+    f.get('wp').i32(wBytes).op('i32Add').set('wp');
+    for (let r = 0; r < rows; r++) f.get(`xp${r}`).i32(wBytes * 2).op('i32Add').set(`xp${r}`);
+  };
   f.forRange('n', () => f.get('n0'), () => f.get('n1'), 1, () => {
-    f.get('w').get('n').get('rowBytes').op('i32Mul').op('i32Add').set('row');
-    for (let r = 0; r < rows; r++) f.v128Zero().set(`a${r}`).v128Zero().set(`b${r}`);
-    f.forRange('q', () => f.i32(0), () => f.get('rowBytes'), 16, () => {
-      // Eight halves of W[n] at bytes q .. q+15 meet x[r] at float32 bytes 2q .. 2q+31.
-      f.get('row').get('q').op('i32Add').simdMem('v128Load').set('v');
-      widen(TOP_LO, 'lo');
-      widen(TOP_HI, 'hi');
-      f.get('q').i32(1).op('i32Shl').set('xb');
-      for (let r = 0; r < rows; r++) {
-        f.get(`a${r}`).get('lo').get(`x${r}`).get('xb').op('i32Add').simdMem('v128Load', 0).simd('f32x4Mul').simd('f32x4Add').set(`a${r}`);
-        f.get(`b${r}`).get('hi').get(`x${r}`).get('xb').op('i32Add').simdMem('v128Load', 16).simd('f32x4Mul').simd('f32x4Add').set(`b${r}`);
-      }
+    f.get('w').get('n').get('rowBytes').op('i32Mul').op('i32Add').tee('wp').get('rowBytes').op('i32Add').set('end');
+    for (let r = 0; r < rows; r++) {
+      for (let j = 0; j < accs; j++) f.v128Zero().set(acc(r, j));
+      f.get('x').get('k').i32(r * 4).op('i32Mul').op('i32Add').set(`xp${r}`);
+    }
+    // 32 values a step while they last, then 8.
+    f.loopUntil(() => f.get('wp').i32(64).op('i32Add').get('end').op('i32GtS'), () => {
+      for (let g = 0; g < 4; g++) group(g);
+      advance(64);
+    });
+    f.loopUntil(() => f.get('wp').get('end').op('i32GeU'), () => {
+      group(0);
+      advance(16);
     });
     for (let r = 0; r < rows; r++) {
-      // out = &y[r·ldy + n]; y = (a+b)[0] + (a+b)[1] + (a+b)[2] + (a+b)[3]
+      // out = &y[r·ldy + n]; y = Σ lanes of Σ accumulators
       f.get('y').get('ldy').i32(r).op('i32Mul').get('n').op('i32Add').i32(2).op('i32Shl').op('i32Add').set('out');
-      f.get(`a${r}`).get(`b${r}`).simd('f32x4Add').set('s');
+      f.get(acc(r, 0)).get(acc(r, 1)).simd('f32x4Add');
+      if (accs === 4) f.get(acc(r, 2)).get(acc(r, 3)).simd('f32x4Add').simd('f32x4Add');
+      f.set('s');
       f.get('out');
       f.get('s').f32x4ExtractLane(0).get('s').f32x4ExtractLane(1).op('f32Add')
         .get('s').f32x4ExtractLane(2).op('f32Add').get('s').f32x4ExtractLane(3).op('f32Add');
