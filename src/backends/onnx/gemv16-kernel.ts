@@ -40,30 +40,47 @@ export type Half = 'f16' | 'bf16';
 
 /**
  * Widens the eight 16-bit values in local `v` (lanes 0..3 with TOP_LO, 4..7 with TOP_HI) to
- * float32 into local `into`; f16 needs locals `mask` and `scale` set by `halfConstants`.
+ * float32 into local `into`; needs the locals `halfConstants` sets. With `pairs`, it takes the
+ * even values for TOP_LO and the odd ones for TOP_HI instead (one bit operation in place of a
+ * two-operand byte shuffle, which costs several); the caller orders x to match (pairOrder).
+ * Without `scaled`, f16 values come out times 2⁻¹¹² (the caller scaled x by 2¹¹² instead).
  */
-function widenLanes(f: FnBuilder, format: Half, lanes: number[], into: string): void {
-  f.v128Zero().get('v').shuffle(lanes);
-  if (format === 'f16') f.i32(3).simd('i32x4ShrS').get('mask').simd('v128And').get('scale').simd('f32x4Mul');
+function widenLanes(f: FnBuilder, format: Half, lanes: number[], into: string, pairs = false, scaled = true): void {
+  if (pairs) {
+    // Value 2i is the low half of 32-bit lane i (shift it up), value 2i+1 the high half (clear
+    // the low one): `lo` gets the even values and `hi` the odd ones of the eight, each at the
+    // top of its lane as the byte shuffle would put it, for a fraction of the instructions.
+    if (lanes === TOP_LO) f.get('v').i32(16).simd('i32x4Shl');
+    else f.get('v').get('high').simd('v128And');
+  } else {
+    // In order: widen lanes 0..3 (or 4..7) to 32 bits, then move them to the top half.
+    f.get('v').simd(lanes === TOP_LO ? 'i32x4ExtendLowI16x8U' : 'i32x4ExtendHighI16x8U').i32(16).simd('i32x4Shl');
+  }
+  if (format === 'f16') {
+    f.i32(3).simd('i32x4ShrS').get('mask').simd('v128And');
+    if (scaled) f.get('scale').simd('f32x4Mul');
+  }
   f.set(into);
 }
 
 function halfConstants(f: FnBuilder): void {
-  f.local('mask', 'v128').local('scale', 'v128').local('v', 'v128');
+  f.local('mask', 'v128').local('scale', 'v128').local('v', 'v128').local('high', 'v128');
   f.i32(SIGN_AND_MAGNITUDE).simd('i32x4Splat').set('mask');
   f.i32(TWO_POW_112).simd('i32x4Splat').set('scale');
+  f.i32(0xffff0000 | 0).simd('i32x4Splat').set('high');
 }
 
 /**
  * gemv_<format>_M(w, k, x, y, ldy, n0, n1): for n in [n0, n1), rows r < M:
  * y[r·ldy + n] = Σ_{p<k} x[r·k + p] · widen(w[n·k + p]). w: 16-bit bits [N][k] (k a multiple
- * of 8); x: float32 [M][k]; y: float32 rows of ldy. All addresses are byte offsets.
+ * of 8); x: float32 [M][k] in pairOrder; y: float32 rows of ldy. All addresses are
+ * byte offsets.
  *
  * The loop over k takes 32 values a step (four 16-byte loads at constant offsets from one
  * pointer, so the step is mostly loads and arithmetic), then 8 at a time for the rest. One row
  * keeps four accumulators (independent add chains); more rows keep two each (registers).
  */
-function gemv(rows: number, format: Half): FnBuilder {
+function gemv(rows: number, format: Half, scaled = true): FnBuilder {
   const f = new FnBuilder([['w', 'i32'], ['k', 'i32'], ['x', 'i32'], ['y', 'i32'], ['ldy', 'i32'], ['n0', 'i32'], ['n1', 'i32']]);
   halfConstants(f);
   f.local('lo', 'v128').local('hi', 'v128').local('s', 'v128');
@@ -75,7 +92,8 @@ function gemv(rows: number, format: Half): FnBuilder {
     f.local(`xp${r}`, 'i32');
   }
   f.get('k').i32(1).op('i32Shl').set('rowBytes');
-  const widen = (lanes: number[], into: string) => widenLanes(f, format, lanes, into);
+  // In pairs: `lo` the even values, `hi` the odd ones, met by x permuted to match (pairOrder).
+  const widen = (lanes: number[], into: string) => widenLanes(f, format, lanes, into, true, scaled);
   /** Eight values of W at wp + 16·g meet x[r] at xp_r + 32·g. */
   const group = (g: number) => {
     f.get('wp').simdMem('v128Load', 16 * g).set('v');
@@ -155,18 +173,41 @@ function hasSpecial(): FnBuilder {
 const FORMATS: readonly Half[] = ['f16', 'bf16'];
 const ROWS = Array.from({ length: GEMV16_MAX_ROWS }, (_, r) => r + 1);
 
-/** The export computing `rows` rows of x against a weight in `format`. */
-export function gemvExport(format: Half, rows: number): string { return `gemv_${format}_${rows}`; }
+/**
+ * The export computing `rows` rows of x against a weight in `format`. `prescaled` (f16 only):
+ * the kernel that leaves out the 2¹¹² factor, for x already multiplied by it (see half-memory.ts).
+ */
+export function gemvExport(format: Half, rows: number, prescaled = false): string {
+  return `gemv_${format}${prescaled ? '_prescaled' : ''}_${rows}`;
+}
+
+/** |x| below this may be multiplied by 2¹¹² without overflow (float32's largest is just under 2¹²⁸). */
+export const PRESCALE_LIMIT = 2 ** 15;
+export const PRESCALE = 2 ** 112;
 export function widenExport(format: Half): string { return `widen_${format}`; }
+
+/**
+ * x as the gemv kernels read it: within each block of eight, the even elements first, then the
+ * odd ones (the order `widenLanes` with pairs gives the weights).
+ */
+export function pairOrder(x: Float32Array, out: Float32Array, scale = 1): void {
+  for (let b = 0; b + 8 <= x.length; b += 8) {
+    for (let i = 0; i < 4; i++) { out[b + i] = x[b + 2 * i] * scale; out[b + 4 + i] = x[b + 2 * i + 1] * scale; }
+  }
+}
 
 /** Export names, in module order. */
 export const GEMV16_EXPORTS = [
-  ...FORMATS.flatMap((h) => ROWS.map((r) => gemvExport(h, r))), ...FORMATS.map(widenExport), 'hasSpecial16',
+  ...FORMATS.flatMap((h) => ROWS.map((r) => gemvExport(h, r))), ...ROWS.map((r) => gemvExport('f16', r, true)),
+  ...FORMATS.map(widenExport), 'hasSpecial16',
 ];
 
 /** The module bytes (imports env.memory, shared, up to `maximumPages`). */
 export function buildGemv16Module(maximumPages: number): Uint8Array {
-  const fns = [...FORMATS.flatMap((h) => ROWS.map((r) => gemv(r, h))), ...FORMATS.map(widen), hasSpecial()];
+  const fns = [
+    ...FORMATS.flatMap((h) => ROWS.map((r) => gemv(r, h))), ...ROWS.map((r) => gemv(r, 'f16', false)),
+    ...FORMATS.map(widen), hasSpecial(),
+  ];
   return encodeModule({
     memory: { initialPages: 1, maximumPages, shared: true },
     functions: fns.map((fn, i) => ({ fn, export: GEMV16_EXPORTS[i] })),

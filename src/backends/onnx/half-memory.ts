@@ -12,7 +12,9 @@
  * the backend (WebAssembly memories cannot shrink), and `close` drops them all.
  */
 import { bf16ToF32, f16ToF32 } from '../../pipeline/checkpoint/dtype.js';
-import { buildGemv16Module, GEMV16_EXPORTS, GEMV16_MAX_ROWS, gemvExport, type Half, widenExport } from './gemv16-kernel.js';
+import {
+  buildGemv16Module, GEMV16_EXPORTS, GEMV16_MAX_ROWS, gemvExport, type Half, pairOrder, PRESCALE, PRESCALE_LIMIT, widenExport,
+} from './gemv16-kernel.js';
 import { WASM_PAGE, WasmThreadPool, type WasmCall } from '../reference/wasm-threads.js';
 
 /** Pages of one memory: just under 2 GiB, so that every byte offset is a positive i32. */
@@ -91,9 +93,18 @@ export class HalfMemory {
     const xOff = 0, yOff = align(xBytes);
     for (let r0 = 0; r0 < m; r0 += GEMV16_MAX_ROWS) {
       const rows = Math.min(GEMV16_MAX_ROWS, m - r0);
-      mem.f32.set(x.subarray(r0 * k, (r0 + rows) * k), xOff / 4);
+      const xs = x.subarray(r0 * k, (r0 + rows) * k);
+      // f16: x times 2¹¹² saves the kernel that multiply per weight (exact: a power of two),
+      // where x is small enough not to overflow; NaN in x takes the other kernel, which is fine.
+      let prescaled = false;
+      if (w.format === 'f16') {
+        let big = 0;
+        for (let i = 0; i < xs.length; i++) { const a = Math.abs(xs[i]); if (!(a < PRESCALE_LIMIT)) { big = 1; break; } }
+        prescaled = big === 0;
+      }
+      pairOrder(xs, mem.f32.subarray(xOff / 4, xOff / 4 + rows * k), prescaled ? PRESCALE : 1);
       const cols = Math.max(1, Math.min(n, Math.floor((SCRATCH_BYTES - yOff) / (rows * 4))));
-      const fn = gemvExport(w.format, rows);
+      const fn = gemvExport(w.format, rows, prescaled);
       for (let n0 = 0; n0 < n; n0 += cols) {
         const nc = Math.min(cols, n - n0);
         const parts = rows * nc * k >= MIN_THREADED_MACS ? Math.min(mem.pool.threads, nc) : 1;

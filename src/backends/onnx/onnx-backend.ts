@@ -182,6 +182,8 @@ export class OnnxBackend implements TensorBackend {
   private readonly halfGemvRows: number;
   /** The shared memories that hold 2-D 16-bit weights, and their kernels (made on first use). */
   private halfMemory: HalfMemory | undefined;
+  /** See widenBuffer. */
+  private wide: Float32Array | undefined;
 
   constructor(options: OnnxBackendOptions = {}) {
     this.options = options;
@@ -248,6 +250,7 @@ export class OnnxBackend implements TensorBackend {
     for (const p of all) await p.then((s) => s.release(), () => undefined);
     this.halfMemory?.close();
     this.halfMemory = undefined;
+    this.wide = undefined;
   }
 
   /** Number of compiled sessions held. */
@@ -411,6 +414,16 @@ export class OnnxBackend implements TensorBackend {
     return s;
   }
 
+  /**
+   * A float32 buffer of `elements` for a widened weight chunk, reused from call to call (grown
+   * to the largest chunk, at most widenChunkBytes): a fresh buffer of that size costs more in
+   * page faults than the Gemm that reads it. Only one Gemm reads it at a time.
+   */
+  private widenBuffer(elements: number): Float32Array {
+    if (!this.wide || this.wide.length < elements) this.wide = new Float32Array(elements);
+    return this.wide.subarray(0, elements);
+  }
+
   /** The placed half storage behind a weight operand, when it is one. */
   private halfWeight(B: OnnxTensor): Extract<Storage['encoding'], { kind: 'half' }> | undefined {
     const r = B.ref;
@@ -442,7 +455,7 @@ export class OnnxBackend implements TensorBackend {
       const out = rows < n ? new Float32Array(m * n) : undefined;             // [m, n] when chunked
       for (let r0 = 0; r0 < n; r0 += rows) {
         const r1 = Math.min(n, r0 + rows);
-        const wide = new Float32Array((r1 - r0) * k);                         // W[r0:r1] [r1 − r0, k]
+        const wide = this.widenBuffer((r1 - r0) * k);                         // W[r0:r1] [r1 − r0, k]
         w.memory.widen(w.placed, r0 * k, (r1 - r0) * k, wide);
         const inputs: Operand[] = [xLeaf, new DataLeaf(wide, [r1 - r0, k], 'float32')];
         if (bv && !out) inputs.push(new DataLeaf(bv, [n], 'float32'));

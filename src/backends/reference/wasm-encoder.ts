@@ -62,7 +62,7 @@ const SIMD = {
   f32x4DemoteF64x2Zero: 0x5e, f64x2PromoteLowF32x4: 0x5f,
   f32x4Add: 0xe4, f64x2Add: 0xf0, f64x2Mul: 0xf2,
   i16x8Splat: 0x10, i32x4Splat: 0x11, i16x8Eq: 0x2d, v128And: 0x4e, v128Or: 0x50, v128AnyTrue: 0x53,
-  i32x4ShrS: 0xac, f32x4Mul: 0xe6,
+  i32x4ExtendLowI16x8U: 0xa9, i32x4ExtendHighI16x8U: 0xaa, i32x4Shl: 0xab, i32x4ShrS: 0xac, f32x4Mul: 0xe6,
 } as const;
 
 /** Builds one function body. Parameters are declared up front; other locals on first use. */
