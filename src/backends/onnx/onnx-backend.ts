@@ -113,6 +113,8 @@ export interface OnnxBackendStats {
   runMs: number;
   /** Products computed by gemv16 (few rows, 16-bit weight) instead of onnxruntime. */
   halfGemvCalls: number;
+  /** Milliseconds spent in host nodes (gemv16, widening 16-bit weights, gathers). */
+  hostMs: number;
 }
 
 /** A handle: the pending node that will compute it, or the host storage that holds it. */
@@ -141,7 +143,7 @@ const NBITS_ACCURACY_LEVEL = 4;
 const MAX_PATCH_FRACTION = 1 / 64;
 
 /** Most bytes of free buffers kept for the intermediate results of staged flushes. */
-const MAX_SCRATCH_BYTES = 256 * 1024 * 1024;
+const MAX_SCRATCH_BYTES = 1024 * 1024 * 1024;
 
 /** Rows up to which a product with a 16-bit weight runs in gemv16 (see halfGemvRows). */
 const DEFAULT_HALF_GEMV_ROWS = 16;
@@ -157,7 +159,7 @@ export class OnnxBackend implements TensorBackend {
   private readonly gates = new WeakMap<Operand, GraphNode>();
   readonly stats: OnnxBackendStats = {
     sessionsCreated: 0, sessionHits: 0, runs: 0, liveTensors: 0,
-    lastGraph: { nodes: 0, inputs: 0, outputs: 0 }, compileMs: 0, runMs: 0, halfGemvCalls: 0,
+    lastGraph: { nodes: 0, inputs: 0, outputs: 0 }, compileMs: 0, runMs: 0, halfGemvCalls: 0, hostMs: 0,
   };
 
   private ort: OrtModule | undefined;
@@ -351,7 +353,16 @@ export class OnnxBackend implements TensorBackend {
     const half = opts.transposeB ? this.halfWeight(B) : undefined;
     if (half) {
       const gemv = m <= this.halfGemvRows && k % 8 === 0;
-      return this.wrap(gemv ? this.halfGemv(x, half, m, n, k, bias) : this.halfMatmul(x, half, m, n, k, bias));
+      if (gemv) return this.wrap(this.halfGemv(x, half, m, n, k, bias));
+      if (n * k * 4 > this.widenChunkBytes) return this.wrap(this.halfMatmul(x, half, m, n, k, bias));
+      // Widened on the host once x exists (not before: every weight of the graph would be
+      // alive in float32 at once), into a buffer the flush lends and takes back after the Gemm.
+      const wide = new HostNode([x], [n, k], (_, into) => {
+        const out = into ?? new Float32Array(n * k);                          // [n, k]
+        half.memory.widen(half.placed, 0, n * k, out);
+        return out;
+      });
+      return this.wrap(this.node('Gemm', bias ? [x, wide, bias] : [x, wide], { transB: int(1) }, [m, n]));
     }
     const f16 = this.narrowWeight(B);
     if (f16 && opts.transposeB && n * k * 4 > this.widenChunkBytes) return this.wrap(this.chunkedMatmul(x, f16, m, n, k, bias));
@@ -449,9 +460,9 @@ export class OnnxBackend implements TensorBackend {
   }
 
   /**
-   * x [m, k] · Wᵀ (+ bias) for a placed 16-bit weight W [n, k] and many rows (vision, prefill):
-   * W's rows widened on the host in chunks of at most widenChunkBytes as float32, each chunk's
-   * product one onnxruntime Gemm; only one chunk's float32 copy is alive at a time.
+   * x [m, k] · Wᵀ (+ bias) for a placed 16-bit weight W [n, k] too big to widen whole (the
+   * lm_head over many rows): W's rows widened on the host in chunks of at most widenChunkBytes
+   * as float32, each chunk's product one onnxruntime Gemm; one chunk's copy is alive at a time.
    */
   private halfMatmul(x: Operand, w: Extract<Storage['encoding'], { kind: 'half' }>, m: number, n: number, k: number, bias: Operand | undefined): GraphNode {
     return new HostNode(bias ? [x, bias] : [x], [m, n], async ([xv, bv], into) => {
@@ -1033,7 +1044,9 @@ export class OnnxBackend implements TensorBackend {
         }
         const values = host.inputs.map((i) => this.hostValue(i));
         const buf = lend(host);
+        const t0 = performance.now();
         const result = await host.compute(values, buf);
+        this.stats.hostMs += performance.now() - t0;
         if (buf && result !== buf) { lent.delete(host); this.scratch.give(buf); }     // it made its own
         host.done = new Storage(result, host.shape).leaf(host.shape);
         computed.add(host);
