@@ -195,10 +195,10 @@ describe('weight-only int8/int4 on onnx (tiny checkpoints)', function () {
       await expectRefused(() => run(d, 'onnx'), /missing tensor/);
 
       // A backend that cannot hold block-quantized weights says so by name.
-      await expectRefused(() => run(base, 'reference'), /backend reference cannot load/);
+      await expectRefused(() => run(base, 'tfjs'), /backend tfjs cannot load/);
 
       // And the CLI prints it as one error line, exit 2; quantize refuses a non-empty --out.
-      expectUserError(runCli(['generate', '--model', base, '--image', DEMO, '--prompt', 'caption en']), /backend reference cannot load/);
+      expectUserError(runCli(['generate', '--model', base, '--backend', 'tfjs', '--image', DEMO, '--prompt', 'caption en']), /backend tfjs cannot load/);
       expectUserError(runCli(['quantize', '--model', dirs.gqaSpec, '--to', 'int4', '--out', base]), /exists and is not empty/);
       expectUserError(runCli(['quantize', '--model', dirs.gqaSpec, '--to', 'int3', '--out', join(base, 'x')]), /--to 'int3'/);
     });

@@ -10,7 +10,7 @@ import { matMulNBits, nbitsWeight } from '../src/backends/onnx/matmul-nbits.js';
 import { ONNX_IR_VERSION, ONNX_OPSET } from '../src/backends/onnx/onnx-backend.js';
 import {
   dequantizeBlockwise, quantizeBlockwise, type BlockQuantized, type QuantBits,
-} from '../src/backends/onnx/weight-quantization.js';
+} from '../src/tensor/block-quantization.js';
 import { f32ToBf16, f32ToF16, bf16ToF32, f16ToF32 } from '../src/pipeline/checkpoint/dtype.js';
 import { rand } from './support/seeded-values.js';
 

@@ -46,7 +46,7 @@ import {
 import { ONNX_FLOAT, ONNX_INT64, type AttrValue } from './onnx-proto.js';
 import { executionProviders, loadOrt, type OnnxDevice, type OrtModule } from './onnx-runtime.js';
 import { evictWeightSessions, MAX_EMBEDDED_BYTES, matMulNBits, type NBitsWeight, quantizeStorageNBits } from './matmul-nbits.js';
-import { dequantizeBlockwise } from './weight-quantization.js';
+import { dequantizeBlockwise } from '../../tensor/block-quantization.js';
 import {
   attachCopy, blockQuantizedStorage, checkBlockQuantized, tiedCopy, tiedQuantized, tiedQuantizedBytes,
 } from './tied-weights.js';

@@ -15,7 +15,7 @@
 import { copyFile, mkdir, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { PaliGemmaError } from '../../interfaces/errors.js';
-import { quantizeBlockwise, type BlockQuantized } from '../../backends/onnx/weight-quantization.js';
+import { quantizeBlockwise, type BlockQuantized } from '../../tensor/block-quantization.js';
 import { bf16ToF32, f16ToF32 } from './dtype.js';
 import { CONFIG_FILE, readCheckpointConfig, weightFiles, WEIGHTS_INDEX_FILE, SINGLE_WEIGHTS_FILE } from './load-checkpoint.js';
 import {

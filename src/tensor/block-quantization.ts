@@ -22,7 +22,7 @@
  * const back = dequantizeBlockwise(q);   // [2, 64] float32, within scale/2 of w per element
  * ```
  */
-import type { BlockQuantizedWeight } from '../../interfaces/tensor-backend.js';
+import type { BlockQuantizedWeight } from '../interfaces/tensor-backend.js';
 
 export type QuantBits = 4 | 8;
 
@@ -119,20 +119,6 @@ export function quantizeBlockwise(n: number, k: number, readRow: RowReader, opti
   return { bits, blockSize, n, k, kBlocks, data, scales, zeroPoints };
 }
 
-/** The code and zero point of element (r, i) of a quantized weight. */
-function codeAt(q: BlockQuantized, r: number, i: number): { code: number; zp: number; scale: number } {
-  const b = Math.floor(i / q.blockSize), j = i % q.blockSize;
-  const blob = blobSize(q.bits, q.blockSize);
-  const at = (r * q.kBlocks + b) * blob;
-  const code = q.bits === 8 ? q.data[at + j] : (q.data[at + (j >> 1)] >> ((j & 1) * 4)) & 0xf;
-  let zp = 1 << (q.bits - 1);
-  if (q.zeroPoints) {
-    zp = q.bits === 8 ? q.zeroPoints[r * q.kBlocks + b]
-      : (q.zeroPoints[r * Math.ceil(q.kBlocks / 2) + (b >> 1)] >> ((b & 1) * 4)) & 0xf;
-  }
-  return { code, zp, scale: q.scales[r * q.kBlocks + b] };
-}
-
 /** The float32 weight W [N, K] a quantized weight stands for: (code - zp) · scale. */
 export function dequantizeBlockwise(q: BlockQuantized): Float32Array {
   const out = new Float32Array(q.n * q.k);
@@ -140,12 +126,44 @@ export function dequantizeBlockwise(q: BlockQuantized): Float32Array {
   return out;
 }
 
-/** Row r of the dequantized weight into `out` (K values). */
+/** Row r of the dequantized weight into `out` (K values), a block at a time. */
 export function dequantizeRow(q: BlockQuantized, r: number, out: Float32Array): void {
-  for (let i = 0; i < q.k; i++) {
-    const { code, zp, scale } = codeAt(q, r, i);
-    out[i] = Math.fround((code - zp) * scale);
+  const { bits, blockSize, kBlocks, k, data, scales, zeroPoints } = q;
+  const blob = blobSize(bits, blockSize);
+  const zpRow = bits === 8 ? kBlocks : Math.ceil(kBlocks / 2);
+  const mid = 1 << (bits - 1);
+  for (let b = 0; b < kBlocks; b++) {
+    const scale = scales[r * kBlocks + b];
+    let zp = mid;
+    if (zeroPoints) {
+      zp = bits === 8 ? zeroPoints[r * zpRow + b] : (zeroPoints[r * zpRow + (b >> 1)] >> ((b & 1) * 4)) & 0xf;
+    }
+    const at = (r * kBlocks + b) * blob, i0 = b * blockSize;
+    const end = Math.min(blockSize, k - i0);
+    if (bits === 8) {
+      for (let j = 0; j < end; j++) out[i0 + j] = Math.fround((data[at + j] - zp) * scale);
+    } else {
+      for (let j = 0; j < end; j++) {
+        const byte = data[at + (j >> 1)];
+        out[i0 + j] = Math.fround((((j & 1) === 0 ? byte & 0xf : byte >> 4) - zp) * scale);
+      }
+    }
   }
+}
+
+/**
+ * Whether given codes fit their declared shape: kBlocks = ceil(K / blockSize), one code blob per
+ * row and block, one scale each. Returns what is wrong, or undefined.
+ */
+export function blockLayoutProblem(q: BlockQuantizedWeight): string | undefined {
+  const ok = (q.bits === 4 || q.bits === 8) && Number.isInteger(q.blockSize) && q.blockSize >= 16
+    && (q.blockSize & (q.blockSize - 1)) === 0;
+  if (!ok) return `int${q.bits} blocks of ${q.blockSize} are not a supported layout`;
+  const kBlocks = Math.ceil(q.k / q.blockSize);
+  if (q.kBlocks !== kBlocks || q.data.byteLength !== q.n * kBlocks * blobSize(q.bits, q.blockSize) || q.scales.length !== q.n * kBlocks) {
+    return `block-quantized weight [${q.n}, ${q.k}] has ${q.data.byteLength} code bytes and ${q.scales.length} scales, which do not fit int${q.bits} blocks of ${q.blockSize}`;
+  }
+  return undefined;
 }
 
 /** Bytes the quantized form holds (codes, scales, zero points). */
