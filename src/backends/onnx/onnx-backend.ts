@@ -47,6 +47,7 @@ import { ONNX_FLOAT, ONNX_INT64, type AttrValue } from './onnx-proto.js';
 import { executionProviders, loadOrt, type OnnxDevice, type OrtModule } from './onnx-runtime.js';
 import { evictWeightSessions, MAX_EMBEDDED_BYTES, matMulNBits, type NBitsWeight, quantizeStorageNBits } from './matmul-nbits.js';
 import { dequantizeBlockwise } from '../../tensor/block-quantization.js';
+import { bf16ToPatchedF16 } from './bf16-to-f16.js';
 import {
   attachCopy, blockQuantizedStorage, checkBlockQuantized, tiedCopy, tiedQuantized, tiedQuantizedBytes,
 } from './tied-weights.js';
@@ -956,26 +957,9 @@ function f16Storage(bits: Uint16Array, shape: readonly number[]): Storage {
  * float32 patches. Past MAX_PATCH_FRACTION patched elements, the tensor is widened to float32.
  */
 function bf16Storage(bits: Uint16Array, shape: readonly number[]): Storage {
-  const n = bits.length;
-  const half = new Uint16Array(n);
-  const index: number[] = [], values: number[] = [];
-  const CHUNK = 1 << 16;
-  const wide = new Float32Array(CHUNK), back = new Float32Array(CHUNK);
-  const wideBits = new Uint32Array(wide.buffer), backBits = new Uint32Array(back.buffer);
-  for (let at = 0; at < n; at += CHUNK) {
-    const len = Math.min(CHUNK, n - at);
-    const w = bf16ToF32(bits.subarray(at, at + len), wide.subarray(0, len));
-    const h = f32ToF16(w);
-    f16ToF32(h, back.subarray(0, len));
-    for (let i = 0; i < len; i++) {
-      if (wideBits[i] !== backBits[i]) { index.push(at + i); values.push(wide[i]); }
-    }
-    if (index.length > n * MAX_PATCH_FRACTION) {
-      const s = new Storage(bf16ToF32(bits), [...shape]);
-      return s;
-    }
-    half.set(h, at);
-  }
+  const p = bf16ToPatchedF16(bits, bits.length * MAX_PATCH_FRACTION);
+  if (!p) return new Storage(bf16ToF32(bits), [...shape]);
+  const { half, index, values } = p;
   // Patched slots hold 0: every reader either overwrites them with the exact value or adds
   // value·x on top (addPatchProducts), which an f16 rounding (±Inf for huge values) would spoil.
   for (const i of index) half[i] = 0;
@@ -985,7 +969,7 @@ function bf16Storage(bits: Uint16Array, shape: readonly number[]): Storage {
       kind: 'f16',
       patches: {
         index: new DataLeaf(BigInt64Array.from(index, (i) => BigInt(i)), [index.length, 1], 'int64'),
-        values: new DataLeaf(Float32Array.from(values), [values.length], 'float32'),
+        values: new DataLeaf(values, [values.length], 'float32'),
         count: index.length,
       },
     };
