@@ -3,8 +3,8 @@
  * weight as f16 storage plus exact float32 patches for the few values f16 cannot hold
  * (onnx-backend.ts, bf16Storage). Both tables are built once from the exact conversions in
  * dtype.ts (65536 entries), so the result is theirs bit for bit, and converting the 0.5·10⁹
- * elements of a 3B model's embedding table is one table lookup each instead of a widening, a
- * rounding and a widening back.
+ * elements of a 3B model's embedding table costs a few integer operations each instead of a
+ * widening, a rounding and a widening back.
  */
 import { bf16ToF32, f16ToF32, f32ToF16 } from '../../pipeline/checkpoint/dtype.js';
 
@@ -41,8 +41,11 @@ export function bf16ToPatchedF16(bits: Uint16Array, maxPatches: number): Patched
   const half = new Uint16Array(n);
   const index: number[] = [];
   for (let i = 0; i < n; i++) {
-    const b = bits[i];
-    if (exact[b] === 1) half[i] = table[b];
+    const b = bits[i], mag = b & 0x7fff;
+    // f16's normal binades (bf16 exponents 113..142) by arithmetic: rebias the exponent by
+    // -112 and shift the 7 mantissa bits into f16's 10; everything else by the tables.
+    if (mag - 0x3880 >>> 0 < 0x4780 - 0x3880) half[i] = (b & 0x8000) | ((mag - 0x3800) << 3);
+    else if (exact[b] === 1) half[i] = table[b];
     else if (index.push(i) > maxPatches) return undefined;
   }
   const patchBits = new Uint32Array(index.length);

@@ -87,6 +87,11 @@ export interface OnnxBackendOptions extends BackendOptions {
   quantize?: 'none' | 'int8' | 'int4';
   /** Score elements per attention query block (query-blocks.ts; default 2²²); 0: no tiling. */
   attentionBlockElements?: number;
+  /**
+   * Quantized-weight bytes one ONNX model embeds (default MAX_EMBEDDED_BYTES, under protobuf's
+   * 2 GiB); a graph's weights past it are handed to onnxruntime as in-memory external data.
+   */
+  embeddedWeightBytes?: number;
 }
 
 /** Counters for tests and benchmarks. */
@@ -188,6 +193,10 @@ export class OnnxBackend implements TensorBackend {
     }
     this.widenChunkBytes = chunk;
     this.attentionBlockElements = blockElementsOption(options.attentionBlockElements, 'onnx backend');
+    const budget = options.embeddedWeightBytes;
+    if (budget !== undefined && !(Number.isInteger(budget) && budget >= 0 && budget <= MAX_EMBEDDED_BYTES)) {
+      throw new PaliGemmaError(`onnx backend: embeddedWeightBytes must be an integer from 0 to ${MAX_EMBEDDED_BYTES}, got ${String(budget)}`, 'invalid_option');
+    }
   }
 
   async init(): Promise<void> {
@@ -861,15 +870,12 @@ export class OnnxBackend implements TensorBackend {
   private async runGraph(wanted: GraphNode[]): Promise<void> {
     await this.init();
     const ort = this.ort!;
-    const g = compileGraph(wanted, ONNX_OPSET, ONNX_IR_VERSION);
+    const g = compileGraph(wanted, ONNX_OPSET, ONNX_IR_VERSION, this.options.embeddedWeightBytes ?? MAX_EMBEDDED_BYTES);
     // onnxruntime's CPU arena stays on, also for graphs that widen 16-bit weights: each widened
     // copy lives only until its matmul (see widenAfter), so a session's arena holds about one
     // layer's worth. Without it, glibc's heap (whose mmap threshold rises to 32 MiB after the
     // first big free) fragments: a full-size F16 PaliGemma-3B prefill peaked 2.6 GB higher.
-    if (g.embeddedBytes > MAX_EMBEDDED_BYTES) {
-      throw new PaliGemmaError(`onnx backend: one graph's quantized weights (${(g.embeddedBytes / 2 ** 30).toFixed(2)} GiB) exceed what an ONNX model can hold (2 GiB); use quantize=int4`);
-    }
-    const session = await this.session(g.key, g.model, g.embeddedBytes > 0);
+    const session = await this.session(g.key, g.model, g.embeddedBytes > 0, g.externalData);
     const feeds: Record<string, import('onnxruntime-node').Tensor> = {};
     for (const f of g.feeds) {
       const data = f.leaf.kind === 'storage' ? f.leaf.storage.data : f.leaf.data;
@@ -886,7 +892,9 @@ export class OnnxBackend implements TensorBackend {
     });
   }
 
-  private session(key: string, model: () => Uint8Array, holdsWeights = false): Promise<import('onnxruntime-node').InferenceSession> {
+  private session(
+    key: string, model: () => Uint8Array, holdsWeights = false, externalData: ReadonlyArray<{ path: string; data: Uint8Array }> = [],
+  ): Promise<import('onnxruntime-node').InferenceSession> {
     const hit = this.sessions.get(key);
     if (hit) {
       this.sessions.delete(key);                                            // most recently used last
@@ -901,6 +909,7 @@ export class OnnxBackend implements TensorBackend {
       logSeverityLevel: 3,
       ...(this.options.threads ? { intraOpNumThreads: this.options.threads } : {}),
       ...this.options.sessionOptions,
+      ...(externalData.length ? { externalData } : {}),
     };
     const created = this.ort!.InferenceSession.create(model(), options).then((s) => {
       this.stats.compileMs += performance.now() - t0;
