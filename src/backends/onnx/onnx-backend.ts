@@ -41,8 +41,9 @@ import {
 } from '../op-shapes.js';
 import { bf16ToF32, f16ToF32, f32ToF16 } from '../../pipeline/checkpoint/dtype.js';
 import {
-  compileGraph, ConstLeaf, DataLeaf, type ElemType, GraphNode, type Operand, Storage, type StorageLeaf,
+  compileGraph, ConstLeaf, DataLeaf, type ElemType, GraphNode, HostNode, type Operand, Storage, type StorageLeaf,
 } from './onnx-graph.js';
+import { HalfMemory } from './half-memory.js';
 import { ONNX_FLOAT, ONNX_INT64, type AttrValue } from './onnx-proto.js';
 import { executionProviders, loadOrt, type OnnxDevice, type OrtModule } from './onnx-runtime.js';
 import { evictWeightSessions, MAX_EMBEDDED_BYTES, matMulNBits, type NBitsWeight, quantizeStorageNBits } from './matmul-nbits.js';
@@ -88,6 +89,12 @@ export interface OnnxBackendOptions extends BackendOptions {
   /** Score elements per attention query block (query-blocks.ts; default 2²²); 0: no tiling. */
   attentionBlockElements?: number;
   /**
+   * Products of at most this many rows with a 16-bit weight (decode steps, the prompt's last
+   * row through the lm_head) run in the backend's own kernel straight from the half bits
+   * (gemv16.ts) instead of a Cast + float32 Gemm in onnxruntime. Default 16; 0 turns it off.
+   */
+  halfGemvRows?: number;
+  /**
    * Quantized-weight bytes one ONNX model embeds (default MAX_EMBEDDED_BYTES, under protobuf's
    * 2 GiB); a graph's weights past it are handed to onnxruntime as in-memory external data.
    */
@@ -110,6 +117,8 @@ export interface OnnxBackendStats {
   compileMs: number;
   /** Milliseconds spent inside session.run. */
   runMs: number;
+  /** Products computed by gemv16 (few rows, 16-bit weight) instead of onnxruntime. */
+  halfGemvCalls: number;
 }
 
 /** A handle: the pending node that will compute it, or the host storage that holds it. */
@@ -137,6 +146,9 @@ const NBITS_ACCURACY_LEVEL = 4;
 /** A bf16 upload keeps f16 storage when at most this fraction of its elements need a patch. */
 const MAX_PATCH_FRACTION = 1 / 64;
 
+/** Rows up to which a product with a 16-bit weight runs in gemv16 (see halfGemvRows). */
+const DEFAULT_HALF_GEMV_ROWS = 16;
+
 export class OnnxBackend implements TensorBackend {
   readonly name = 'onnx';
   /** Set again when a quantized folder's weights arrive (takeQuantized). */
@@ -148,7 +160,7 @@ export class OnnxBackend implements TensorBackend {
   private readonly gates = new WeakMap<Operand, GraphNode>();
   readonly stats: OnnxBackendStats = {
     sessionsCreated: 0, sessionHits: 0, runs: 0, liveTensors: 0,
-    lastGraph: { nodes: 0, inputs: 0, outputs: 0 }, compileMs: 0, runMs: 0,
+    lastGraph: { nodes: 0, inputs: 0, outputs: 0 }, compileMs: 0, runMs: 0, halfGemvCalls: 0,
   };
 
   private ort: OrtModule | undefined;
@@ -173,6 +185,11 @@ export class OnnxBackend implements TensorBackend {
   private readonly dtypes = new WeakMap<Storage, DType>();
 
   private readonly attentionBlockElements: number;
+  private readonly halfGemvRows: number;
+  /** The shared memories that hold 2-D 16-bit weights, and their kernels (made on first use). */
+  private halfMemory: HalfMemory | undefined;
+  /** See widenBuffer. */
+  private wide: Float32Array | undefined;
 
   constructor(options: OnnxBackendOptions = {}) {
     this.options = options;
@@ -193,6 +210,11 @@ export class OnnxBackend implements TensorBackend {
     }
     this.widenChunkBytes = chunk;
     this.attentionBlockElements = blockElementsOption(options.attentionBlockElements, 'onnx backend');
+    const rows = options.halfGemvRows ?? DEFAULT_HALF_GEMV_ROWS;
+    if (!(Number.isInteger(rows) && rows >= 0)) {
+      throw new PaliGemmaError(`onnx backend: halfGemvRows must be a whole number ≥ 0, got ${String(options.halfGemvRows)}`);
+    }
+    this.halfGemvRows = rows;
     const budget = options.embeddedWeightBytes;
     if (budget !== undefined && !(Number.isInteger(budget) && budget >= 0 && budget <= MAX_EMBEDDED_BYTES)) {
       throw new PaliGemmaError(`onnx backend: embeddedWeightBytes must be an integer from 0 to ${MAX_EMBEDDED_BYTES}, got ${String(budget)}`, 'invalid_option');
@@ -236,6 +258,9 @@ export class OnnxBackend implements TensorBackend {
     this.pending.clear();
     this.dirty.clear();
     for (const p of all) await p.then((s) => s.release(), () => undefined);
+    this.halfMemory?.close();
+    this.halfMemory = undefined;
+    this.wide = undefined;
   }
 
   /** Number of compiled sessions held. */
@@ -252,7 +277,8 @@ export class OnnxBackend implements TensorBackend {
       s = new Storage(new Float32Array(data), [...shape]);
     } else if (dtype === 'f16' || dtype === 'bf16') {
       if (!(data instanceof Uint16Array)) throw new Error(`upload: ${dtype} data must be raw bits in a Uint16Array`);
-      s = dtype === 'f16' ? f16Storage(new Uint16Array(data), shape) : bf16Storage(data, shape);
+      s = this.placedHalf(data, shape, dtype)
+        ?? (dtype === 'f16' ? f16Storage(new Uint16Array(data), shape) : bf16Storage(data, shape));
     } else {
       throw new Error(`onnx backend: unknown dtype ${String(dtype)}`);
     }
@@ -327,6 +353,11 @@ export class OnnxBackend implements TensorBackend {
     const q = opts.transposeB ? this.quantizedWeight(B) : undefined;
     if (q) return this.wrap(matMulNBits(this.operand(A), q, NBITS_ACCURACY_LEVEL, bias));
     const x = this.operand(A);
+    const half = opts.transposeB ? this.halfWeight(B) : undefined;
+    if (half) {
+      const gemv = m <= this.halfGemvRows && k % 8 === 0;
+      return this.wrap(gemv ? this.halfGemv(x, half, m, n, k, bias) : this.halfMatmul(x, half, m, n, k, bias));
+    }
     const f16 = this.narrowWeight(B);
     if (f16 && opts.transposeB && n * k * 4 > this.widenChunkBytes) return this.wrap(this.chunkedMatmul(x, f16, m, n, k, bias));
     const inputs = [x, f16 ? this.widenAfter(f16, x, B.shape) : this.operand(B)];
@@ -372,6 +403,84 @@ export class OnnxBackend implements TensorBackend {
     }
     const y = parts.length === 1 ? parts[0] : this.node('Concat', parts, { axis: int(1) }, [m, n]);
     return bias ? this.node('Add', [y, bias], {}, [m, n]) : y;
+  }
+
+  /**
+   * A 2-D 16-bit weight's storage in the shared half memory (half-memory.ts), its bits as the
+   * checkpoint holds them; undefined where it stays a plain f16 storage: the option is off,
+   * quantization will replace it by codes, it is not 2-D (norm scales, the patch-embedding
+   * kernel), it fits no memory, or it is f16 holding ±Infinity or NaN (which the kernels would
+   * read as finite numbers).
+   */
+  private placedHalf(bits: Uint16Array, shape: readonly number[], format: 'f16' | 'bf16'): Storage | undefined {
+    if (this.halfGemvRows === 0 || (this.options.quantize ?? 'none') !== 'none') return undefined;
+    if (shape.length !== 2 || bits.length === 0) return undefined;
+    this.halfMemory ??= new HalfMemory(this.options.threads);
+    const at = this.halfMemory.place(bits, format);
+    if (!at) return undefined;
+    const s = new Storage(at.view, [...shape]);
+    s.elemType = 'float16';
+    s.encoding = { kind: 'half', memory: this.halfMemory, placed: at.placed };
+    return s;
+  }
+
+  /**
+   * A float32 buffer of `elements` for a widened weight chunk, reused from call to call (grown
+   * to the largest chunk, at most widenChunkBytes): a fresh buffer of that size costs more in
+   * page faults than the Gemm that reads it. Only one Gemm reads it at a time.
+   */
+  private widenBuffer(elements: number): Float32Array {
+    if (!this.wide || this.wide.length < elements) this.wide = new Float32Array(elements);
+    return this.wide.subarray(0, elements);
+  }
+
+  /** The placed half storage behind a weight operand, when it is one. */
+  private halfWeight(B: OnnxTensor): Extract<Storage['encoding'], { kind: 'half' }> | undefined {
+    const r = B.ref;
+    if (r.kind !== 'storage' || r.storage.pendingVersion || r.storage.encoding?.kind !== 'half') return undefined;
+    r.storage.pinned = true;
+    return r.storage.encoding;
+  }
+
+  /** x [m, k] · Wᵀ (+ bias) for a placed 16-bit weight W [n, k] and few rows: gemv16 from the bits, on the host. */
+  private halfGemv(x: Operand, w: Extract<Storage['encoding'], { kind: 'half' }>, m: number, n: number, k: number, bias: Operand | undefined): GraphNode {
+    return new HostNode(bias ? [x, bias] : [x], [m, n], ([xv, bv]) => {
+      this.stats.halfGemvCalls++;
+      const out = new Float32Array(m * n);                                    // [m, n]
+      w.memory.multiply(w.placed, xv, m, k, n, out);
+      if (bv) for (let r = 0; r < m; r++) for (let j = 0; j < n; j++) out[r * n + j] += bv[j];
+      return out;
+    });
+  }
+
+  /**
+   * x [m, k] · Wᵀ (+ bias) for a placed 16-bit weight W [n, k] and many rows (vision, prefill):
+   * W's rows widened on the host in chunks of at most widenChunkBytes as float32, each chunk's
+   * product one onnxruntime Gemm; only one chunk's float32 copy is alive at a time.
+   */
+  private halfMatmul(x: Operand, w: Extract<Storage['encoding'], { kind: 'half' }>, m: number, n: number, k: number, bias: Operand | undefined): GraphNode {
+    return new HostNode(bias ? [x, bias] : [x], [m, n], async ([xv, bv]) => {
+      const rows = Math.min(n, Math.max(1, Math.floor(this.widenChunkBytes / (4 * k))));
+      const xLeaf = new DataLeaf(xv, [m, k], 'float32');
+      const out = rows < n ? new Float32Array(m * n) : undefined;             // [m, n] when chunked
+      for (let r0 = 0; r0 < n; r0 += rows) {
+        const r1 = Math.min(n, r0 + rows);
+        const wide = this.widenBuffer((r1 - r0) * k);                         // W[r0:r1] [r1 − r0, k]
+        w.memory.widen(w.placed, r0 * k, (r1 - r0) * k, wide);
+        const inputs: Operand[] = [xLeaf, new DataLeaf(wide, [r1 - r0, k], 'float32')];
+        if (bv && !out) inputs.push(new DataLeaf(bv, [n], 'float32'));
+        const y = this.node('Gemm', inputs, { transB: int(1) }, [m, r1 - r0]);
+        await this.runOnnx([y]);
+        const yv = y.done!.storage.data as Float32Array;                       // [m, r1 − r0]
+        if (!out) return yv;
+        for (let r = 0; r < m; r++) {
+          const row = yv.subarray(r * (r1 - r0), (r + 1) * (r1 - r0));
+          out.set(row, r * n + r0);
+          if (bv) for (let j = r0; j < r1; j++) out[r * n + j] += bv[j];
+        }
+      }
+      return out!;
+    });
   }
 
   /** The f16-encoded storage behind a weight operand, when it is one (unquantized, no pending writes). */
@@ -486,6 +595,13 @@ export class OnnxBackend implements TensorBackend {
     const idx = BigInt64Array.from(ids, (id) => BigInt(id));
     const leaf = new DataLeaf(idx, [ids.length], 'int64');
     const s = T.ref.kind === 'storage' && !T.ref.storage.pendingVersion ? T.ref.storage : undefined;
+    const half = s?.encoding?.kind === 'half' ? s.encoding : undefined;
+    if (half && sameShape(s!.shape, T.shape)) {
+      // Widen only the gathered rows, on the host.
+      s!.pinned = true;
+      const rows = new Int32Array(ids);
+      return this.wrap(new HostNode([], [ids.length, h], () => half.memory.gather(half.placed, rows, h)));
+    }
     if (s?.encoding?.kind === 'f16' && sameShape(s.shape, T.shape)) {
       // Gather the f16 rows, then widen only those (never the whole table).
       s.pinned = true;
@@ -653,7 +769,10 @@ export class OnnxBackend implements TensorBackend {
     if (!enc) return l;
     let d = s.decoded;
     if (!d || d.done) {
-      if (enc.kind === 'nbits') {
+      if (enc.kind === 'half') {
+        // Read whole by some other op (rare): widened on the host, fed as float32.
+        d = new HostNode([], s.shape, () => hostValues(s));
+      } else if (enc.kind === 'nbits') {
         // Read as a plain tensor after quantization (rare: e.g. a weight sliced later). The
         // host dequantizes once per flush; the result is exactly what MatMulNBits multiplies by.
         d = this.node('Identity', [new DataLeaf(dequantizeBlockwise(enc.weight.q), s.shape, 'float32')], {}, s.shape);
@@ -867,7 +986,48 @@ export class OnnxBackend implements TensorBackend {
     }
   }
 
+  /**
+   * Computes `wanted`. Without host nodes (HostNode) that is one onnxruntime run. With them,
+   * stage by stage: the first host node in dependency order needs only plain nodes, so one run
+   * computes its inputs (and every node of that run that later nodes or `wanted` still need,
+   * so nothing is computed twice), then the host computes it; repeat until no host node is left.
+   */
   private async runGraph(wanted: GraphNode[]): Promise<void> {
+    for (;;) {
+      const order = pendingOrder(wanted);
+      const host = order.find((n): n is HostNode => n instanceof HostNode);
+      if (!host) {
+        const left = wanted.filter((n) => !n.done);
+        if (left.length) await this.runOnnx(left);
+        return;
+      }
+      const before = pendingOrder(host.inputs.filter((i): i is GraphNode => i.kind === 'node'));
+      if (before.length) {
+        const inStage = new Set(before);
+        const needed = new Set<GraphNode>();
+        for (const i of host.inputs) if (i.kind === 'node' && inStage.has(i)) needed.add(i);
+        for (const w of wanted) if (inStage.has(w)) needed.add(w);
+        for (const later of order) {
+          if (inStage.has(later) || later === host) continue;
+          for (const i of later.inputs) if (i.kind === 'node' && inStage.has(i)) needed.add(i);
+        }
+        await this.runOnnx([...needed]);
+      }
+      const values = host.inputs.map((i) => this.hostValue(i));
+      host.done = new Storage(await host.compute(values), host.shape).leaf(host.shape);
+    }
+  }
+
+  /** An operand's float32 values on the host (it is stored, computed or constant). */
+  private hostValue(o: Operand): Float32Array {
+    const r = resolveOperand(o);
+    if (r.kind === 'node') throw new Error('onnx backend: a host node input was not computed');
+    if (r.kind === 'const') return Float32Array.from(r.values);
+    if (r.kind === 'data') return r.data as Float32Array;
+    return r.storage.encoding ? hostValues(r.storage) : r.storage.data as Float32Array;
+  }
+
+  private async runOnnx(wanted: GraphNode[]): Promise<void> {
     await this.init();
     const ort = this.ort!;
     const g = compileGraph(wanted, ONNX_OPSET, ONNX_IR_VERSION, this.options.embeddedWeightBytes ?? MAX_EMBEDDED_BYTES);
@@ -1059,6 +1219,11 @@ function exactElement(s: Storage, i: number): number {
 /** The float32 values of an encoded storage, row-major in its logical shape. */
 function hostValues(s: Storage): Float32Array {
   const enc = s.encoding!;
+  if (enc.kind === 'half') {
+    const out = new Float32Array(enc.placed.length);
+    enc.memory.widen(enc.placed, 0, enc.placed.length, out);
+    return out;
+  }
   if (enc.kind === 'f16') {
     const out = f16ToF32(s.data as Uint16Array);
     if (enc.patches) {
@@ -1074,4 +1239,30 @@ function hostValues(s: Storage): Float32Array {
     for (let nn = 0; nn < enc.n; nn++) out[nn * enc.k + kk] = q[kk * enc.n + nn] * scales[nn];
   }
   return out;
+}
+
+/**
+ * The nodes not yet computed that `outputs` need, inputs before the nodes that read them
+ * (iterative depth-first walk: a full-size decode step has thousands of nodes).
+ */
+function pendingOrder(outputs: readonly GraphNode[]): GraphNode[] {
+  const order: GraphNode[] = [];
+  const state = new Map<GraphNode, 1 | 2>();                // 1: inputs being visited, 2: placed
+  for (const out of outputs) {
+    if (out.done || state.has(out)) continue;
+    const stack: Array<{ node: GraphNode; next: number }> = [{ node: out, next: 0 }];
+    state.set(out, 1);
+    while (stack.length) {
+      const top = stack[stack.length - 1];
+      if (top.next < top.node.inputs.length) {
+        const i = top.node.inputs[top.next++];
+        if (i.kind === 'node' && !i.done && !state.has(i)) { state.set(i, 1); stack.push({ node: i, next: 0 }); }
+        continue;
+      }
+      stack.pop();
+      state.set(top.node, 2);
+      order.push(top.node);
+    }
+  }
+  return order;
 }

@@ -17,6 +17,7 @@ import {
   type AttrValue, type ProtoNode, type ProtoTensor, type ProtoValueInfo,
   encodeModel, float32Bytes, int64Bytes, ONNX_FLOAT, ONNX_FLOAT16, ONNX_INT64, ONNX_INT8, ONNX_UINT8,
 } from './onnx-proto.js';
+import type { HalfMemory, Placed16 } from './half-memory.js';
 import type { NBitsWeight } from './matmul-nbits.js';
 
 export type ElemType = 'float32' | 'int64' | 'float16' | 'int8' | 'uint8';
@@ -31,12 +32,15 @@ export type StorageData = Float32Array | Uint16Array | Int8Array | Uint8Array;
  * - 'int8': symmetric per-output-channel weights of a [N, K] matrix, stored transposed as
  *   [K, N] (the layout DynamicQuantizeMatMul reads) with `scales` [N];
  * - 'nbits': block-wise int4/int8 codes of a [N, K] matrix in MatMulNBits' layout
- *   (weight-quantization.ts); `data` is the packed codes, fed through `weight`'s leaves.
+ *   (weight-quantization.ts); `data` is the packed codes, fed through `weight`'s leaves;
+ * - 'half': f16 or bf16 bits of a 2-D weight in the backend's shared memory (half-memory.ts),
+ *   which onnxruntime cannot read: only host nodes do (HostNode), never a graph input.
  */
 export type StorageEncoding =
   | { kind: 'f16'; patches?: { index: DataLeaf; values: DataLeaf; count: number } }
   | { kind: 'int8'; scales: DataLeaf; n: number; k: number }
-  | { kind: 'nbits'; weight: NBitsWeight };
+  | { kind: 'nbits'; weight: NBitsWeight }
+  | { kind: 'half'; memory: HalfMemory; placed: Placed16 };
 
 /** Host memory behind one or more tensor handles (reshape views share it). */
 export class Storage {
@@ -118,6 +122,20 @@ export class GraphNode {
     /** Operator domain ('' for standard ONNX, 'com.microsoft' for onnxruntime's contrib ops). */
     readonly domain = '',
   ) {}
+}
+
+/**
+ * A node the backend computes on the host, between onnxruntime runs (a few-row product with a
+ * 16-bit weight, gemv16.ts): the flush runs the graph up to its inputs, calls `compute` with
+ * their float32 values, and goes on with its result as a stored input. compileGraph never sees one.
+ */
+export class HostNode extends GraphNode {
+  constructor(
+    inputs: readonly Operand[], shape: readonly number[],
+    readonly compute: (values: readonly Float32Array[]) => Float32Array | Promise<Float32Array>,
+  ) {
+    super('Host', inputs, {}, shape);
+  }
 }
 
 export type Leaf = StorageLeaf | DataLeaf | ConstLeaf;
