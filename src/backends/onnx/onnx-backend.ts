@@ -146,6 +146,9 @@ const NBITS_ACCURACY_LEVEL = 4;
 /** A bf16 upload keeps f16 storage when at most this fraction of its elements need a patch. */
 const MAX_PATCH_FRACTION = 1 / 64;
 
+/** Most bytes of free buffers kept for the intermediate results of staged flushes. */
+const MAX_SCRATCH_BYTES = 256 * 1024 * 1024;
+
 /** Rows up to which a product with a 16-bit weight runs in gemv16 (see halfGemvRows). */
 const DEFAULT_HALF_GEMV_ROWS = 16;
 
@@ -190,6 +193,8 @@ export class OnnxBackend implements TensorBackend {
   private halfMemory: HalfMemory | undefined;
   /** See widenBuffer. */
   private wide: Float32Array | undefined;
+  /** Buffers for the intermediate results of staged flushes (see runGraph). */
+  private readonly scratch = new ScratchPool();
 
   constructor(options: OnnxBackendOptions = {}) {
     this.options = options;
@@ -444,9 +449,9 @@ export class OnnxBackend implements TensorBackend {
 
   /** x [m, k] · Wᵀ (+ bias) for a placed 16-bit weight W [n, k] and few rows: gemv16 from the bits, on the host. */
   private halfGemv(x: Operand, w: Extract<Storage['encoding'], { kind: 'half' }>, m: number, n: number, k: number, bias: Operand | undefined): GraphNode {
-    return new HostNode(bias ? [x, bias] : [x], [m, n], ([xv, bv]) => {
+    return new HostNode(bias ? [x, bias] : [x], [m, n], ([xv, bv], into) => {
       this.stats.halfGemvCalls++;
-      const out = new Float32Array(m * n);                                    // [m, n]
+      const out = into ?? new Float32Array(m * n);                            // [m, n]
       w.memory.multiply(w.placed, xv, m, k, n, out);
       if (bv) for (let r = 0; r < m; r++) for (let j = 0; j < n; j++) out[r * n + j] += bv[j];
       return out;
@@ -459,10 +464,10 @@ export class OnnxBackend implements TensorBackend {
    * product one onnxruntime Gemm; only one chunk's float32 copy is alive at a time.
    */
   private halfMatmul(x: Operand, w: Extract<Storage['encoding'], { kind: 'half' }>, m: number, n: number, k: number, bias: Operand | undefined): GraphNode {
-    return new HostNode(bias ? [x, bias] : [x], [m, n], async ([xv, bv]) => {
+    return new HostNode(bias ? [x, bias] : [x], [m, n], async ([xv, bv], into) => {
       const rows = Math.min(n, Math.max(1, Math.floor(this.widenChunkBytes / (4 * k))));
       const xLeaf = new DataLeaf(xv, [m, k], 'float32');
-      const out = rows < n ? new Float32Array(m * n) : undefined;             // [m, n] when chunked
+      const out = rows < n ? into ?? new Float32Array(m * n) : undefined;     // [m, n] when chunked
       for (let r0 = 0; r0 < n; r0 += rows) {
         const r1 = Math.min(n, r0 + rows);
         const wide = this.widenBuffer((r1 - r0) * k);                         // W[r0:r1] [r1 − r0, k]
@@ -470,7 +475,7 @@ export class OnnxBackend implements TensorBackend {
         const inputs: Operand[] = [xLeaf, new DataLeaf(wide, [r1 - r0, k], 'float32')];
         if (bv && !out) inputs.push(new DataLeaf(bv, [n], 'float32'));
         const y = this.node('Gemm', inputs, { transB: int(1) }, [m, r1 - r0]);
-        await this.runOnnx([y]);
+        await this.runOnnx([y], () => (out ? undefined : into));
         const yv = y.done!.storage.data as Float32Array;                       // [m, r1 − r0]
         if (!out) return yv;
         for (let r = 0; r < m; r++) {
@@ -993,28 +998,59 @@ export class OnnxBackend implements TensorBackend {
    * so nothing is computed twice), then the host computes it; repeat until no host node is left.
    */
   private async runGraph(wanted: GraphNode[]): Promise<void> {
-    for (;;) {
-      const order = pendingOrder(wanted);
-      const host = order.find((n): n is HostNode => n instanceof HostNode);
-      if (!host) {
-        const left = wanted.filter((n) => !n.done);
-        if (left.length) await this.runOnnx(left);
-        return;
+    const order = pendingOrder(wanted);
+    if (!order.some((n) => n instanceof HostNode)) { await this.runOnnx(wanted); return; }
+    // Intermediate float32 results of the stages come from `scratch` (fresh buffers of that
+    // size cost more in page faults than the work that fills them) and go back to it as soon
+    // as every node that reads them has run; `wanted`'s results are the caller's and fresh.
+    const keep = new Set(wanted);
+    const readers = new Map<GraphNode, GraphNode[]>();
+    for (const n of order) for (const i of n.inputs) if (i.kind === 'node' && !i.done) readers.set(i, [...(readers.get(i) ?? []), n]);
+    const computed = new Set<GraphNode>();
+    const lent = new Map<GraphNode, Float32Array>();
+    const lend = (n: GraphNode): Float32Array | undefined => {
+      if (keep.has(n) || n.elemType !== 'float32') return undefined;
+      const buf = this.scratch.take(sizeOf(n.shape));
+      lent.set(n, buf);
+      return buf;
+    };
+    const giveBack = (all: boolean) => {
+      for (const [n, buf] of lent) {
+        if (all || (readers.get(n) ?? []).every((r) => computed.has(r))) { lent.delete(n); this.scratch.give(buf); }
       }
-      const before = pendingOrder(host.inputs.filter((i): i is GraphNode => i.kind === 'node'));
-      if (before.length) {
-        const inStage = new Set(before);
-        const needed = new Set<GraphNode>();
-        for (const i of host.inputs) if (i.kind === 'node' && inStage.has(i)) needed.add(i);
-        for (const w of wanted) if (inStage.has(w)) needed.add(w);
-        for (const later of order) {
-          if (inStage.has(later) || later === host) continue;
-          for (const i of later.inputs) if (i.kind === 'node' && inStage.has(i)) needed.add(i);
+    };
+    try {
+      for (;;) {
+        const left = pendingOrder(wanted);
+        const host = left.find((n): n is HostNode => n instanceof HostNode);
+        if (!host) {
+          const rest = wanted.filter((n) => !n.done);
+          if (rest.length) await this.runOnnx(rest);
+          return;
         }
-        await this.runOnnx([...needed]);
+        const before = pendingOrder(host.inputs.filter((i): i is GraphNode => i.kind === 'node'));
+        if (before.length) {
+          const inStage = new Set(before);
+          const needed = new Set<GraphNode>();
+          for (const i of host.inputs) if (i.kind === 'node' && inStage.has(i)) needed.add(i);
+          for (const w of wanted) if (inStage.has(w)) needed.add(w);
+          for (const later of left) {
+            if (inStage.has(later) || later === host) continue;
+            for (const i of later.inputs) if (i.kind === 'node' && inStage.has(i)) needed.add(i);
+          }
+          await this.runOnnx([...needed], lend);
+          for (const n of before) computed.add(n);
+        }
+        const values = host.inputs.map((i) => this.hostValue(i));
+        const buf = lend(host);
+        const result = await host.compute(values, buf);
+        if (buf && result !== buf) { lent.delete(host); this.scratch.give(buf); }     // it made its own
+        host.done = new Storage(result, host.shape).leaf(host.shape);
+        computed.add(host);
+        giveBack(false);
       }
-      const values = host.inputs.map((i) => this.hostValue(i));
-      host.done = new Storage(await host.compute(values), host.shape).leaf(host.shape);
+    } finally {
+      giveBack(true);
     }
   }
 
@@ -1027,7 +1063,11 @@ export class OnnxBackend implements TensorBackend {
     return r.storage.encoding ? hostValues(r.storage) : r.storage.data as Float32Array;
   }
 
-  private async runOnnx(wanted: GraphNode[]): Promise<void> {
+  /**
+   * One onnxruntime run computing `wanted`. `into` may give a node's float32 result buffer
+   * (onnxruntime writes into it); the others get fresh ones.
+   */
+  private async runOnnx(wanted: GraphNode[], into?: (n: GraphNode) => Float32Array | undefined): Promise<void> {
     await this.init();
     const ort = this.ort!;
     const g = compileGraph(wanted, ONNX_OPSET, ONNX_IR_VERSION, this.options.embeddedWeightBytes ?? MAX_EMBEDDED_BYTES);
@@ -1041,13 +1081,16 @@ export class OnnxBackend implements TensorBackend {
       const data = f.leaf.kind === 'storage' ? f.leaf.storage.data : f.leaf.data;
       feeds[f.name] = new ort.Tensor(f.leaf.elemType as 'float32', data as Float32Array, [...f.leaf.shape]);   // float16 data is Uint16Array bits
     }
+    const given = wanted.map((n) => into?.(n));
+    const fetches: Record<string, import('onnxruntime-node').Tensor | null> = {};
+    wanted.forEach((n, i) => { fetches[g.outputNames[i]] = given[i] ? new ort.Tensor('float32', given[i]!, [...n.shape]) : null; });
     const t0 = performance.now();
-    const results = await session.run(feeds);
+    const results = await session.run(feeds, fetches);
     this.stats.runMs += performance.now() - t0;
     this.stats.runs++;
     this.stats.lastGraph = { nodes: g.nodeCount, inputs: g.feeds.length, outputs: wanted.length };
     wanted.forEach((n, i) => {
-      const data = results[g.outputNames[i]].data as Float32Array;
+      const data = given[i] ?? results[g.outputNames[i]].data as Float32Array;
       n.done = new Storage(data, n.shape).leaf(n.shape);
     });
   }
@@ -1239,6 +1282,26 @@ function hostValues(s: Storage): Float32Array {
     for (let nn = 0; nn < enc.n; nn++) out[nn * enc.k + kk] = q[kk * enc.n + nn] * scales[nn];
   }
   return out;
+}
+
+/** Float32 buffers by length, kept for reuse up to MAX_SCRATCH_BYTES. */
+class ScratchPool {
+  private readonly free = new Map<number, Float32Array[]>();
+  private bytes = 0;
+
+  take(length: number): Float32Array {
+    const list = this.free.get(length);
+    const buf = list?.pop();
+    if (buf) { this.bytes -= buf.byteLength; return buf; }
+    return new Float32Array(length);
+  }
+
+  give(buf: Float32Array): void {
+    if (this.bytes + buf.byteLength > MAX_SCRATCH_BYTES) return;
+    this.bytes += buf.byteLength;
+    const list = this.free.get(buf.length);
+    if (list) list.push(buf); else this.free.set(buf.length, [buf]);
+  }
 }
 
 /**

@@ -132,7 +132,8 @@ export class GraphNode {
 export class HostNode extends GraphNode {
   constructor(
     inputs: readonly Operand[], shape: readonly number[],
-    readonly compute: (values: readonly Float32Array[]) => Float32Array | Promise<Float32Array>,
+    /** `into`, when given, is a buffer of the result's size to write and return. */
+    readonly compute: (values: readonly Float32Array[], into?: Float32Array) => Float32Array | Promise<Float32Array>,
   ) {
     super('Host', inputs, {}, shape);
   }
