@@ -47,7 +47,8 @@ import { HalfMemory } from './half-memory.js';
 import { ONNX_FLOAT, ONNX_INT64, type AttrValue } from './onnx-proto.js';
 import { executionProviders, loadOrt, type OnnxDevice, type OrtModule } from './onnx-runtime.js';
 import { evictWeightSessions, MAX_EMBEDDED_BYTES, matMulNBits, type NBitsWeight, quantizeStorageNBits } from './matmul-nbits.js';
-import { dequantizeBlockwise } from './weight-quantization.js';
+import { dequantizeBlockwise } from '../../tensor/block-quantization.js';
+import { bf16ToPatchedF16 } from './bf16-to-f16.js';
 import {
   attachCopy, blockQuantizedStorage, checkBlockQuantized, tiedCopy, tiedQuantized, tiedQuantizedBytes,
 } from './tied-weights.js';
@@ -93,6 +94,11 @@ export interface OnnxBackendOptions extends BackendOptions {
    * (gemv16.ts) instead of a Cast + float32 Gemm in onnxruntime. Default 16; 0 turns it off.
    */
   halfGemvRows?: number;
+  /**
+   * Quantized-weight bytes one ONNX model embeds (default MAX_EMBEDDED_BYTES, under protobuf's
+   * 2 GiB); a graph's weights past it are handed to onnxruntime as in-memory external data.
+   */
+  embeddedWeightBytes?: number;
 }
 
 /** Counters for tests and benchmarks. */
@@ -216,6 +222,10 @@ export class OnnxBackend implements TensorBackend {
       throw new PaliGemmaError(`onnx backend: halfGemvRows must be a whole number ≥ 0, got ${String(options.halfGemvRows)}`);
     }
     this.halfGemvRows = rows;
+    const budget = options.embeddedWeightBytes;
+    if (budget !== undefined && !(Number.isInteger(budget) && budget >= 0 && budget <= MAX_EMBEDDED_BYTES)) {
+      throw new PaliGemmaError(`onnx backend: embeddedWeightBytes must be an integer from 0 to ${MAX_EMBEDDED_BYTES}, got ${String(budget)}`, 'invalid_option');
+    }
   }
 
   async init(): Promise<void> {
@@ -1073,15 +1083,12 @@ export class OnnxBackend implements TensorBackend {
   private async runOnnx(wanted: GraphNode[], into?: (n: GraphNode) => Float32Array | undefined): Promise<void> {
     await this.init();
     const ort = this.ort!;
-    const g = compileGraph(wanted, ONNX_OPSET, ONNX_IR_VERSION);
+    const g = compileGraph(wanted, ONNX_OPSET, ONNX_IR_VERSION, this.options.embeddedWeightBytes ?? MAX_EMBEDDED_BYTES);
     // onnxruntime's CPU arena stays on, also for graphs that widen 16-bit weights: each widened
     // copy lives only until its matmul (see widenAfter), so a session's arena holds about one
     // layer's worth. Without it, glibc's heap (whose mmap threshold rises to 32 MiB after the
     // first big free) fragments: a full-size F16 PaliGemma-3B prefill peaked 2.6 GB higher.
-    if (g.embeddedBytes > MAX_EMBEDDED_BYTES) {
-      throw new PaliGemmaError(`onnx backend: one graph's quantized weights (${(g.embeddedBytes / 2 ** 30).toFixed(2)} GiB) exceed what an ONNX model can hold (2 GiB); use quantize=int4`);
-    }
-    const session = await this.session(g.key, g.model, g.embeddedBytes > 0);
+    const session = await this.session(g.key, g.model, g.embeddedBytes > 0, g.externalData);
     const feeds: Record<string, import('onnxruntime-node').Tensor> = {};
     for (const f of g.feeds) {
       const data = f.leaf.kind === 'storage' ? f.leaf.storage.data : f.leaf.data;
@@ -1101,7 +1108,9 @@ export class OnnxBackend implements TensorBackend {
     });
   }
 
-  private session(key: string, model: () => Uint8Array, holdsWeights = false): Promise<import('onnxruntime-node').InferenceSession> {
+  private session(
+    key: string, model: () => Uint8Array, holdsWeights = false, externalData: ReadonlyArray<{ path: string; data: Uint8Array }> = [],
+  ): Promise<import('onnxruntime-node').InferenceSession> {
     const hit = this.sessions.get(key);
     if (hit) {
       this.sessions.delete(key);                                            // most recently used last
@@ -1116,6 +1125,7 @@ export class OnnxBackend implements TensorBackend {
       logSeverityLevel: 3,
       ...(this.options.threads ? { intraOpNumThreads: this.options.threads } : {}),
       ...this.options.sessionOptions,
+      ...(externalData.length ? { externalData } : {}),
     };
     const created = this.ort!.InferenceSession.create(model(), options).then((s) => {
       this.stats.compileMs += performance.now() - t0;
@@ -1172,26 +1182,9 @@ function f16Storage(bits: Uint16Array, shape: readonly number[]): Storage {
  * float32 patches. Past MAX_PATCH_FRACTION patched elements, the tensor is widened to float32.
  */
 function bf16Storage(bits: Uint16Array, shape: readonly number[]): Storage {
-  const n = bits.length;
-  const half = new Uint16Array(n);
-  const index: number[] = [], values: number[] = [];
-  const CHUNK = 1 << 16;
-  const wide = new Float32Array(CHUNK), back = new Float32Array(CHUNK);
-  const wideBits = new Uint32Array(wide.buffer), backBits = new Uint32Array(back.buffer);
-  for (let at = 0; at < n; at += CHUNK) {
-    const len = Math.min(CHUNK, n - at);
-    const w = bf16ToF32(bits.subarray(at, at + len), wide.subarray(0, len));
-    const h = f32ToF16(w);
-    f16ToF32(h, back.subarray(0, len));
-    for (let i = 0; i < len; i++) {
-      if (wideBits[i] !== backBits[i]) { index.push(at + i); values.push(wide[i]); }
-    }
-    if (index.length > n * MAX_PATCH_FRACTION) {
-      const s = new Storage(bf16ToF32(bits), [...shape]);
-      return s;
-    }
-    half.set(h, at);
-  }
+  const p = bf16ToPatchedF16(bits, bits.length * MAX_PATCH_FRACTION);
+  if (!p) return new Storage(bf16ToF32(bits), [...shape]);
+  const { half, index, values } = p;
   // Patched slots hold 0: every reader either overwrites them with the exact value or adds
   // value·x on top (addPatchProducts), which an f16 rounding (±Inf for huge values) would spoil.
   for (const i of index) half[i] = 0;
@@ -1201,7 +1194,7 @@ function bf16Storage(bits: Uint16Array, shape: readonly number[]): Storage {
       kind: 'f16',
       patches: {
         index: new DataLeaf(BigInt64Array.from(index, (i) => BigInt(i)), [index.length, 1], 'int64'),
-        values: new DataLeaf(Float32Array.from(values), [values.length], 'float32'),
+        values: new DataLeaf(values, [values.length], 'float32'),
         count: index.length,
       },
     };

@@ -154,6 +154,12 @@ export interface CompiledGraph {
   nodeCount: number;
   /** Bytes of data held as initializers (quantized weights): each session holds its own copy. */
   embeddedBytes: number;
+  /**
+   * Initializers past the embedding budget (compileGraph's `embedBudget`): the model refers to
+   * them as external data of these names, handed to onnxruntime from memory (the session
+   * option `externalData`), so no model exceeds protobuf's 2 GiB limit.
+   */
+  externalData: Array<{ path: string; data: Uint8Array }>;
 }
 
 /** The operand a node reads: a node computed by an earlier flush becomes its stored result. */
@@ -174,7 +180,7 @@ function attrKey(a: Readonly<Record<string, AttrValue>>): string {
  * Orders every node the outputs need (inputs first), names them and builds the key. Leaves
  * are numbered by first use, so the same structure over different data gives the same key.
  */
-export function compileGraph(outputs: readonly GraphNode[], opset: number, irVersion: number): CompiledGraph {
+export function compileGraph(outputs: readonly GraphNode[], opset: number, irVersion: number, embedBudget = Infinity): CompiledGraph {
   const order: GraphNode[] = [];
   const nodeIndex = new Map<GraphNode, number>();
   const leafName = new Map<Leaf, string>();
@@ -267,7 +273,10 @@ export function compileGraph(outputs: readonly GraphNode[], opset: number, irVer
       raw: c.elemType === 'int64' ? int64Bytes(c.values) : float32Bytes(c.values),
     }));
     for (const [i, l] of embedded.entries()) {
-      initializers.push({ name: `w${i}`, dims: l.shape, dataType: elem(l.elemType), raw: new Uint8Array(l.data.buffer, l.data.byteOffset, l.data.byteLength) });
+      const ext = external.get(l);
+      initializers.push(ext
+        ? { name: `w${i}`, dims: l.shape, dataType: elem(l.elemType), external: { location: ext.path, offset: 0, length: ext.data.byteLength } }
+        : { name: `w${i}`, dims: l.shape, dataType: elem(l.elemType), raw: bytesOf(l) });
     }
     const inputs: ProtoValueInfo[] = feeds.map((f) => ({
       name: f.name, elemType: elem(f.leaf.elemType), dims: f.leaf.shape,
@@ -276,7 +285,19 @@ export function compileGraph(outputs: readonly GraphNode[], opset: number, irVer
   };
 
   const embeddedBytes = embedded.reduce((n, l) => n + l.data.byteLength, 0);
-  return { key: keyParts.join('\n'), model, feeds, outputNames, nodeCount: order.length, embeddedBytes };
+  // Initializers are embedded in order while they fit the budget; the rest become external
+  // data under their unique initializer names (the same data for every model of this key).
+  const external = new Map<DataLeaf, { path: string; data: Uint8Array }>();
+  let inModel = 0;
+  for (const l of embedded) {
+    if (inModel + l.data.byteLength <= embedBudget) inModel += l.data.byteLength;
+    else external.set(l, { path: `${l.initializer}.bin`, data: bytesOf(l) });
+  }
+  return { key: keyParts.join('\n'), model, feeds, outputNames, nodeCount: order.length, embeddedBytes, externalData: [...external.values()] };
+}
+
+function bytesOf(l: DataLeaf): Uint8Array {
+  return new Uint8Array(l.data.buffer, l.data.byteOffset, l.data.byteLength);
 }
 
 function elem(t: ElemType): number {
