@@ -41,6 +41,10 @@ const CONFIGS: Record<string, { weights: BenchWeights; options: OnnxBackendOptio
   f32: { weights: 'f32', options: {}, cli: [] },
   bf16: { weights: 'bf16', options: {}, cli: [] },
   f16: { weights: 'f16', options: {}, cli: [] },
+  // The 16-bit path before gemv16: every product widens its weight with a Cast in onnxruntime.
+  'bf16-cast': { weights: 'bf16', options: { halfGemvRows: 0 }, cli: ['--backend-option', 'halfGemvRows=0'] },
+  // onnxruntime's pool threads not spinning after a run (they would compete with gemv16's).
+  'bf16-nospin': { weights: 'bf16', options: { sessionOptions: { extra: { session: { intra_op: { allow_spinning: '0' } } } } }, cli: [] },
   int8: { weights: 'bf16', options: { quantize: 'int8' }, cli: ['--backend-option', 'quantize=int8'] },
   int4: { weights: 'bf16', options: { quantize: 'int4' }, cli: ['--backend-option', 'quantize=int4'] },
 };

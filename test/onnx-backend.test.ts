@@ -434,8 +434,10 @@ describe('onnx backend', function () {
       await b.close();
     });
 
+    // With halfGemvRows 0 no 2-D weight goes to the half memory (test/onnx-half-weights.test.ts
+    // covers that path): these pin the plain f16 storage that 1-D 16-bit tensors still use.
     it('bf16 is kept as f16 where exact, with out-of-range elements patched exactly (embedding too)', async function () {
-      const b = new OnnxBackend();
+      const b = new OnnxBackend({ halfGemvRows: 0 });
       await b.init();
       const v = 40, h = 24;
       const vals = rand(v * h, 503, 0.1);
@@ -482,7 +484,7 @@ describe('onnx backend', function () {
       const want = await ref.read(ref.matmul(ref.upload(x, [3, h]), ref.upload(exact, [v, h]), { transposeB: true, bias: ref.upload(bias, [v]) }));
       const nodes: number[] = [];
       for (const widenChunkBytes of [8 * h * 4, 1 << 30]) {
-        const b = new OnnxBackend({ widenChunkBytes });
+        const b = new OnnxBackend({ widenChunkBytes, halfGemvRows: 0 });
         await b.init();
         const w = b.upload(bits, [v, h], 'bf16');
         const got = await b.read(b.matmul(b.upload(x, [3, h]), w, { transposeB: true, bias: b.upload(bias, [v]) }));
@@ -518,6 +520,8 @@ describe('onnx backend', function () {
             const ids = Int32Array.from(promptIds(mine.tokenizer, 'caption en', mine.model.config.numImageTokens));
             const worstRel = expectSameRun(await greedyRun(mine.model, pixels, ids, 8), await greedyRun(ref.model, pixels, ids, 8));
             expect(worstRel).to.be.below(1e-5);
+            // The decode steps' products ran in gemv16, straight from the 16-bit bits.
+            expect(backend.stats.halfGemvCalls).to.be.above(0);
           } finally {
             await ref.close();
             await mine.close();

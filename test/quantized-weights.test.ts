@@ -145,6 +145,19 @@ describe('weight-only int8/int4 on onnx (tiny checkpoints)', function () {
       });
     }
 
+    it('streams tensors in parts: quantizing two rows at a time writes the same bytes', async function () {
+      for (const bits of [4, 8] as const) {
+        const whole = join(await makeTempDir('pg-quant-whole-'), 'q');
+        const parts = join(await makeTempDir('pg-quant-parts-'), 'q');
+        await quantizeCheckpoint({ model: dirs.gqaSpec, bits, out: whole });
+        // 2 rows of the widest source row (K ≤ 128 elements, BF16) per part: many parts per tensor.
+        await quantizeCheckpoint({ model: dirs.gqaSpec, bits, out: parts, partBytes: 2 * 128 * 2 });
+        const a = await readFile(join(whole, QUANTIZED_WEIGHTS_FILE)), b = await readFile(join(parts, QUANTIZED_WEIGHTS_FILE));
+        expect(b.length).to.equal(a.length);
+        expect(b.equals(a), `int${bits}: quantized.safetensors differs when streamed in parts`).to.equal(true);
+      }
+    });
+
     async function expectRefused(f: () => Promise<unknown>, pattern: RegExp): Promise<void> {
       let err: unknown;
       try { await f(); } catch (e) { err = e; }
@@ -195,10 +208,10 @@ describe('weight-only int8/int4 on onnx (tiny checkpoints)', function () {
       await expectRefused(() => run(d, 'onnx'), /missing tensor/);
 
       // A backend that cannot hold block-quantized weights says so by name.
-      await expectRefused(() => run(base, 'reference'), /backend reference cannot load/);
+      await expectRefused(() => run(base, 'tfjs'), /backend tfjs cannot load/);
 
       // And the CLI prints it as one error line, exit 2; quantize refuses a non-empty --out.
-      expectUserError(runCli(['generate', '--model', base, '--image', DEMO, '--prompt', 'caption en']), /backend reference cannot load/);
+      expectUserError(runCli(['generate', '--model', base, '--backend', 'tfjs', '--image', DEMO, '--prompt', 'caption en']), /backend tfjs cannot load/);
       expectUserError(runCli(['quantize', '--model', dirs.gqaSpec, '--to', 'int4', '--out', base]), /exists and is not empty/);
       expectUserError(runCli(['quantize', '--model', dirs.gqaSpec, '--to', 'int3', '--out', join(base, 'x')]), /--to 'int3'/);
     });

@@ -10,7 +10,7 @@ import { matMulNBits, nbitsWeight } from '../src/backends/onnx/matmul-nbits.js';
 import { ONNX_IR_VERSION, ONNX_OPSET } from '../src/backends/onnx/onnx-backend.js';
 import {
   dequantizeBlockwise, quantizeBlockwise, type BlockQuantized, type QuantBits,
-} from '../src/backends/onnx/weight-quantization.js';
+} from '../src/tensor/block-quantization.js';
 import { f32ToBf16, f32ToF16, bf16ToF32, f16ToF32 } from '../src/tensor/dtype.js';
 import { rand } from './support/seeded-values.js';
 
@@ -175,6 +175,33 @@ describe('block-wise weight quantization (MatMulNBits layout)', function () {
       const from32 = quantizeBlockwise(n, k, rowsOf(exact, k), { bits: 8 });
       expect(from16.data).to.deep.equal(from32.data);
       expect(from16.scales).to.deep.equal(from32.scales);
+    }
+  });
+
+  it('symmetric codes are the documented ones: the first largest magnitude is exact, the rest rounded half up', () => {
+    // Blocks with exact half-step ties, both signs of the extreme, repeated extremes, zeros and
+    // values that round to -0, against the rule written out in float64 here.
+    for (const bits of [4, 8] as const) {
+      const k = 96, n = 5, mid = 2 ** (bits - 1);
+      const w = rand(n * k, 11 + bits, 0.5);
+      for (let i = 0; i < k; i++) w[i] = (i % 2 ? -1 : 1) * (i % 17) / 16;        // row 0: exact ties
+      w[k + 3] = -2; w[k + 40] = 2; w[k + 41] = -2;                                // row 1: ±extremes
+      w.fill(0, 2 * k + 32, 2 * k + 64);                                           // row 2: a zero block
+      for (let i = 3 * k; i < 4 * k; i++) w[i] = -1e-9 * (i % 3);                   // row 3: tiny negatives
+      const q = quantizeBlockwise(n, k, rowsOf(w, k), { bits });
+      for (let r = 0; r < n; r++) for (let b = 0; b < q.kBlocks; b++) {
+        const block = Array.from(w.subarray(r * k + b * 32, r * k + b * 32 + 32));
+        let m = 0;
+        for (const v of block) if (Math.abs(v) > Math.abs(m)) m = v;
+        const scale = Math.fround(m / -mid);
+        expect(Object.is(q.scales[r * q.kBlocks + b], scale), `row ${r} block ${b} scale`).to.equal(true);
+        block.forEach((v, j) => {
+          const want = scale === 0 ? mid : Math.min(2 * mid - 1, Math.max(0, Math.floor(v * (1 / scale) + 0.5) + mid));
+          const at = (r * q.kBlocks + b) * (32 * bits / 8);
+          const code = bits === 8 ? q.data[at + j] : (q.data[at + (j >> 1)] >> ((j & 1) * 4)) & 15;
+          expect(code, `int${bits} row ${r} element ${b * 32 + j} (${v})`).to.equal(want);
+        });
+      }
     }
   });
 

@@ -5,8 +5,10 @@
  * from the same float32 values, as the onnx backend's quantize-on-load, so both give the same
  * logits.
  *
- * One tensor is held at a time (its stored bits and its codes); the lm_head of a tied model is
- * quantized from the embedding table, which is also kept as it is for the gather.
+ * Plain tensors are copied one at a time; quantized ones stream through in parts of rows (read,
+ * quantize and write overlap; the scales of one tensor are held until its codes are written).
+ * The lm_head of a tied model is quantized from the embedding table, which is also kept as it
+ * is for the gather.
  *
  * ```ts
  * await quantizeCheckpoint({ model: 'paligemma-3b-mix-224', bits: 4, out: 'paligemma-3b-mix-224-int4' });
@@ -15,7 +17,7 @@
 import { copyFile, mkdir, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { PaliGemmaError } from '../interfaces/errors.js';
-import { quantizeBlockwise, type BlockQuantized } from '../backends/onnx/weight-quantization.js';
+import { quantizeBlockwise, type BlockQuantized } from '../tensor/block-quantization.js';
 import { bf16ToF32, f16ToF32 } from '../tensor/dtype.js';
 import { CONFIG_FILE, readCheckpointConfig, weightFiles, WEIGHTS_INDEX_FILE, SINGLE_WEIGHTS_FILE } from './load-checkpoint.js';
 import {
@@ -34,6 +36,8 @@ export interface QuantizeCheckpointOptions {
   /** New folder; must not exist or be empty. */
   out: string;
   onProgress?: (done: number, total: number, tensor: string) => void;
+  /** Source bytes read and quantized per part of a tensor (default 8 MiB; small values for tests). */
+  partBytes?: number;
 }
 
 export interface QuantizeCheckpointResult {
@@ -116,9 +120,7 @@ export async function quantizeCheckpoint(o: QuantizeCheckpointOptions): Promise<
       for (const [i, n] of qNames.entries()) {
         o.onProgress?.(i, qNames.length, n);
         const s = n === LM_HEAD ? (tied ? embed : need(LM_HEAD)) : need(n);
-        const q = await quantizeSource(s, o.bits);
-        await qw.write(q.data);
-        await qw.write(new Uint8Array(q.scales.buffer, q.scales.byteOffset, q.scales.byteLength));
+        await writeQuantizedSource(s, o.bits, (b) => qw.write(b), o.partBytes ?? PART_BYTES);
       }
       o.onProgress?.(qNames.length, qNames.length, '');
     } finally {
@@ -147,19 +149,58 @@ export async function quantizeCheckpoint(o: QuantizeCheckpointOptions): Promise<
   }
 }
 
-/** A [N, K] source tensor quantized block-wise, widened to float32 one row at a time. */
-async function quantizeSource(s: Source, bits: QuantizedBits): Promise<BlockQuantized> {
+/** Source bytes read per part (see writeQuantizedSource). */
+const PART_BYTES = 8 * 2 ** 20;
+
+/**
+ * Writes a [N, K] source tensor's codes, then its scales, quantized block-wise a part of rows at
+ * a time: each part is read into one of two reused buffers while the previous part is quantized
+ * and its codes written, so reading, quantizing and writing overlap and no tensor-sized buffer
+ * is allocated (on a VM, first touching fresh memory costs as much as quantizing it). The
+ * codes are those of quantizing the whole tensor at once: rows are quantized independently.
+ */
+async function writeQuantizedSource(
+  s: Source, bits: QuantizedBits, write: (b: Uint8Array) => Promise<void>, partBytes: number,
+): Promise<void> {
   const [n, k] = s.entry.shape;
-  const stored = await s.file.readStored(s.entry.name);
-  const widen = s.entry.dtype === 'F16' ? f16ToF32 : bf16ToF32;
-  const readRow = stored instanceof Float32Array
-    ? (r: number, row: Float32Array) => row.set(stored.subarray(r * k, (r + 1) * k))
-    : (r: number, row: Float32Array) => { widen(stored.subarray(r * k, (r + 1) * k), row); };
+  const dtype = s.entry.dtype;
+  const elem = dtype === 'F32' ? 4 : 2;
+  const rowsPer = Math.max(1, Math.min(n, Math.floor(partBytes / (k * elem))));
+  const kBlocks = Math.ceil(k / QUANT_BLOCK_SIZE);
+  const scales = new Float32Array(n * kBlocks);
+  const buffers = [new ArrayBuffer(rowsPer * k * elem), new ArrayBuffer(rowsPer * k * elem)];
+  const read = (r0: number, buf: ArrayBuffer): Promise<ArrayBuffer> => {
+    const rows = Math.min(rowsPer, n - r0);
+    return s.file.readPart(s.entry.name, r0 * k * elem, new Uint8Array(buf, 0, rows * k * elem)).then(() => buf);
+  };
+  const widen = dtype === 'F16' ? f16ToF32 : bf16ToF32;
+  let next: Promise<ArrayBuffer> = read(0, buffers[0]);
+  let writing: Promise<void> = Promise.resolve();
   try {
-    return quantizeBlockwise(n, k, readRow, { bits, blockSize: QUANT_BLOCK_SIZE });
-  } catch (e) {
-    throw new PaliGemmaError(`quantize: tensor ${s.entry.name} in ${s.file.path}: ${(e as Error).message}`, 'non_finite');
+    for (let r0 = 0, part = 0; r0 < n; r0 += rowsPer, part++) {
+      const buf = await next;
+      const rows = Math.min(rowsPer, n - r0);
+      if (r0 + rows < n) next = read(r0 + rows, buffers[(part + 1) % 2]);
+      const readRow = dtype === 'F32'
+        ? (r: number, row: Float32Array) => row.set(new Float32Array(buf, r * k * 4, k))
+        : (r: number, row: Float32Array) => { widen(new Uint16Array(buf, r * k * 2, k), row); };
+      let q: BlockQuantized;
+      try {
+        q = quantizeBlockwise(rows, k, readRow, { bits, blockSize: QUANT_BLOCK_SIZE });
+      } catch (e) {
+        const msg = (e as Error).message.replace(/row (\d+)/, (_, r: string) => `row ${r0 + Number(r)}`);
+        throw new PaliGemmaError(`quantize: tensor ${s.entry.name} in ${s.file.path}: ${msg}`, 'non_finite');
+      }
+      scales.set(q.scales, r0 * kBlocks);
+      await writing;
+      writing = write(q.data);
+    }
+  } finally {
+    // A failed part must not leave a read or a write running on handles the caller closes.
+    await Promise.allSettled([next, writing]);
   }
+  await writing;
+  await write(new Uint8Array(scales.buffer));
 }
 
 async function requireEmptyOrAbsent(dir: string): Promise<void> {

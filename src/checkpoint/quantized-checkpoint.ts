@@ -34,7 +34,7 @@ export async function openQuantizedWeights(root: string, config: PaliGemmaConfig
   if (!marker) return undefined;
   const what = `int${marker.bits} block-quantized weights (paligemma quantize)`;
   if (!backend.uploadBlockQuantized || (marker.tied_lm_head && !backend.attachBlockQuantized)) {
-    throw new PaliGemmaError(`model folder ${root} holds ${what}, which backend ${backend.name} cannot load (use --backend onnx, or the unquantized folder)`, 'unsupported_dtype');
+    throw new PaliGemmaError(`model folder ${root} holds ${what}, which backend ${backend.name} cannot load (use --backend onnx or reference, or the unquantized folder)`, 'unsupported_dtype');
   }
   const path = join(root, QUANTIZED_WEIGHTS_FILE);
   const file = await SafetensorsFile.open(path);

@@ -1,7 +1,7 @@
 /**
  * The folder `paligemma quantize` writes (docs/quantized-format.md): a PaliGemma folder whose
  * linear weights are stored block-quantized, in the layout onnxruntime's MatMulNBits reads
- * (src/backends/onnx/weight-quantization.ts), so the loader hands them over without
+ * (src/tensor/block-quantization.ts), so the loader hands them over without
  * quantizing again.
  *
  * - config.json: the source's, plus `quantization_config` (QuantizationMarker below).

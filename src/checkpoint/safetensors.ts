@@ -278,6 +278,15 @@ export class SafetensorsFile {
     return out;
   }
 
+  /** Fills `dst` with the tensor's stored bytes from `byteOffset` on (a part of it, into a buffer the caller reuses). */
+  async readPart(name: string, byteOffset: number, dst: Uint8Array): Promise<void> {
+    const e = this.entry(name);
+    if (!(byteOffset >= 0 && e.begin + byteOffset + dst.length <= e.end)) {
+      throw new RangeError(`${this.path}: bytes [${byteOffset}, ${byteOffset + dst.length}) lie outside tensor ${name} (${e.end - e.begin} bytes)`);
+    }
+    await this.readRange(e.begin + byteOffset, dst);
+  }
+
   /** True when two tensors (possibly of two files) hold identical bytes. Reads both chunkwise. */
   static async sameBytes(a: SafetensorsFile, nameA: string, b: SafetensorsFile, nameB: string): Promise<boolean> {
     const ea = a.entry(nameA), eb = b.entry(nameB);

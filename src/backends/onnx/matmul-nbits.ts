@@ -10,7 +10,7 @@
 import { f16ToF32 } from '../../tensor/dtype.js';
 import { DataLeaf, GraphNode, type Operand, type Storage } from './onnx-graph.js';
 import type { AttrValue } from './onnx-proto.js';
-import { quantizeBlockwise, type BlockQuantized, type QuantBits } from './weight-quantization.js';
+import { quantizeBlockwise, type BlockQuantized, type QuantBits } from '../../tensor/block-quantization.js';
 
 /** The graph inputs of one quantized weight, built once and fed every run without copying. */
 export interface NBitsWeight {

@@ -11,7 +11,7 @@ export const onnxBackendPlugin = definePlugin('onnx-backend', ({ bind }) => {
     name: 'onnx',
     description: 'onnxruntime-node (cpu, or cuda when its provider is installed); ops are traced into cached ONNX graphs',
     create: (opts: BackendOptions) => new OnnxBackend(opts),
-    options: ['device', 'widenChunkBytes', 'threads', 'maxSessions', 'graphOptimizationLevel', 'sessionOptions', 'quantize', 'attentionBlockElements'],
+    options: ['device', 'widenChunkBytes', 'threads', 'maxSessions', 'graphOptimizationLevel', 'sessionOptions', 'quantize', 'attentionBlockElements', 'halfGemvRows', 'embeddedWeightBytes'],
     defaultAttention: 'onnx',
   });
   bind(AttentionKernelContribution).toConstantValue({

@@ -41,12 +41,14 @@ import {
 } from '../../tensor/op-shapes.js';
 import { bf16ToF32, f16ToF32, f32ToF16 } from '../../tensor/dtype.js';
 import {
-  compileGraph, ConstLeaf, DataLeaf, type ElemType, GraphNode, type Operand, Storage, type StorageLeaf,
+  compileGraph, ConstLeaf, DataLeaf, type ElemType, GraphNode, HostNode, type Operand, Storage, type StorageLeaf,
 } from './onnx-graph.js';
+import { HalfMemory } from './half-memory.js';
 import { ONNX_FLOAT, ONNX_INT64, type AttrValue } from './onnx-proto.js';
 import { executionProviders, loadOrt, type OnnxDevice, type OrtModule } from './onnx-runtime.js';
 import { evictWeightSessions, MAX_EMBEDDED_BYTES, matMulNBits, type NBitsWeight, quantizeStorageNBits } from './matmul-nbits.js';
-import { dequantizeBlockwise } from './weight-quantization.js';
+import { dequantizeBlockwise } from '../../tensor/block-quantization.js';
+import { bf16ToPatchedF16 } from './bf16-to-f16.js';
 import {
   attachCopy, blockQuantizedStorage, checkBlockQuantized, tiedCopy, tiedQuantized, tiedQuantizedBytes,
 } from './tied-weights.js';
@@ -86,6 +88,17 @@ export interface OnnxBackendOptions extends BackendOptions {
   quantize?: 'none' | 'int8' | 'int4';
   /** Score elements per attention query block (query-blocks.ts; default 2²²); 0: no tiling. */
   attentionBlockElements?: number;
+  /**
+   * Products of at most this many rows with a 16-bit weight (decode steps, the prompt's last
+   * row through the lm_head) run in the backend's own kernel straight from the half bits
+   * (gemv16.ts) instead of a Cast + float32 Gemm in onnxruntime. Default 16; 0 turns it off.
+   */
+  halfGemvRows?: number;
+  /**
+   * Quantized-weight bytes one ONNX model embeds (default MAX_EMBEDDED_BYTES, under protobuf's
+   * 2 GiB); a graph's weights past it are handed to onnxruntime as in-memory external data.
+   */
+  embeddedWeightBytes?: number;
 }
 
 /** Counters for tests and benchmarks. */
@@ -104,6 +117,10 @@ export interface OnnxBackendStats {
   compileMs: number;
   /** Milliseconds spent inside session.run. */
   runMs: number;
+  /** Products computed by gemv16 (few rows, 16-bit weight) instead of onnxruntime. */
+  halfGemvCalls: number;
+  /** Milliseconds spent in host nodes (gemv16, widening 16-bit weights, gathers). */
+  hostMs: number;
 }
 
 /** A handle: the pending node that will compute it, or the host storage that holds it. */
@@ -131,6 +148,12 @@ const NBITS_ACCURACY_LEVEL = 4;
 /** A bf16 upload keeps f16 storage when at most this fraction of its elements need a patch. */
 const MAX_PATCH_FRACTION = 1 / 64;
 
+/** Most bytes of free buffers kept for the intermediate results of staged flushes. */
+const MAX_SCRATCH_BYTES = 1024 * 1024 * 1024;
+
+/** Rows up to which a product with a 16-bit weight runs in gemv16 (see halfGemvRows). */
+const DEFAULT_HALF_GEMV_ROWS = 16;
+
 export class OnnxBackend implements TensorBackend {
   readonly name = 'onnx';
   /** Set again when a quantized folder's weights arrive (takeQuantized). */
@@ -142,7 +165,7 @@ export class OnnxBackend implements TensorBackend {
   private readonly gates = new WeakMap<Operand, GraphNode>();
   readonly stats: OnnxBackendStats = {
     sessionsCreated: 0, sessionHits: 0, runs: 0, liveTensors: 0,
-    lastGraph: { nodes: 0, inputs: 0, outputs: 0 }, compileMs: 0, runMs: 0,
+    lastGraph: { nodes: 0, inputs: 0, outputs: 0 }, compileMs: 0, runMs: 0, halfGemvCalls: 0, hostMs: 0,
   };
 
   private ort: OrtModule | undefined;
@@ -167,6 +190,13 @@ export class OnnxBackend implements TensorBackend {
   private readonly dtypes = new WeakMap<Storage, DType>();
 
   private readonly attentionBlockElements: number;
+  private readonly halfGemvRows: number;
+  /** The shared memories that hold 2-D 16-bit weights, and their kernels (made on first use). */
+  private halfMemory: HalfMemory | undefined;
+  /** See widenBuffer. */
+  private wide: Float32Array | undefined;
+  /** Buffers for the intermediate results of staged flushes (see runGraph). */
+  private readonly scratch = new ScratchPool();
 
   constructor(options: OnnxBackendOptions = {}) {
     this.options = options;
@@ -187,6 +217,15 @@ export class OnnxBackend implements TensorBackend {
     }
     this.widenChunkBytes = chunk;
     this.attentionBlockElements = blockElementsOption(options.attentionBlockElements, 'onnx backend');
+    const rows = options.halfGemvRows ?? DEFAULT_HALF_GEMV_ROWS;
+    if (!(Number.isInteger(rows) && rows >= 0)) {
+      throw new PaliGemmaError(`onnx backend: halfGemvRows must be a whole number ≥ 0, got ${String(options.halfGemvRows)}`);
+    }
+    this.halfGemvRows = rows;
+    const budget = options.embeddedWeightBytes;
+    if (budget !== undefined && !(Number.isInteger(budget) && budget >= 0 && budget <= MAX_EMBEDDED_BYTES)) {
+      throw new PaliGemmaError(`onnx backend: embeddedWeightBytes must be an integer from 0 to ${MAX_EMBEDDED_BYTES}, got ${String(budget)}`, 'invalid_option');
+    }
   }
 
   async init(): Promise<void> {
@@ -226,6 +265,9 @@ export class OnnxBackend implements TensorBackend {
     this.pending.clear();
     this.dirty.clear();
     for (const p of all) await p.then((s) => s.release(), () => undefined);
+    this.halfMemory?.close();
+    this.halfMemory = undefined;
+    this.wide = undefined;
   }
 
   /** Number of compiled sessions held. */
@@ -242,7 +284,8 @@ export class OnnxBackend implements TensorBackend {
       s = new Storage(new Float32Array(data), [...shape]);
     } else if (dtype === 'f16' || dtype === 'bf16') {
       if (!(data instanceof Uint16Array)) throw new Error(`upload: ${dtype} data must be raw bits in a Uint16Array`);
-      s = dtype === 'f16' ? f16Storage(new Uint16Array(data), shape) : bf16Storage(data, shape);
+      s = this.placedHalf(data, shape, dtype)
+        ?? (dtype === 'f16' ? f16Storage(new Uint16Array(data), shape) : bf16Storage(data, shape));
     } else {
       throw new Error(`onnx backend: unknown dtype ${String(dtype)}`);
     }
@@ -317,6 +360,20 @@ export class OnnxBackend implements TensorBackend {
     const q = opts.transposeB ? this.quantizedWeight(B) : undefined;
     if (q) return this.wrap(matMulNBits(this.operand(A), q, NBITS_ACCURACY_LEVEL, bias));
     const x = this.operand(A);
+    const half = opts.transposeB ? this.halfWeight(B) : undefined;
+    if (half) {
+      const gemv = m <= this.halfGemvRows && k % 8 === 0;
+      if (gemv) return this.wrap(this.halfGemv(x, half, m, n, k, bias));
+      if (n * k * 4 > this.widenChunkBytes) return this.wrap(this.halfMatmul(x, half, m, n, k, bias));
+      // Widened on the host once x exists (not before: every weight of the graph would be
+      // alive in float32 at once), into a buffer the flush lends and takes back after the Gemm.
+      const wide = new HostNode([x], [n, k], (_, into) => {
+        const out = into ?? new Float32Array(n * k);                          // [n, k]
+        half.memory.widen(half.placed, 0, n * k, out);
+        return out;
+      });
+      return this.wrap(this.node('Gemm', bias ? [x, wide, bias] : [x, wide], { transB: int(1) }, [m, n]));
+    }
     const f16 = this.narrowWeight(B);
     if (f16 && opts.transposeB && n * k * 4 > this.widenChunkBytes) return this.wrap(this.chunkedMatmul(x, f16, m, n, k, bias));
     const inputs = [x, f16 ? this.widenAfter(f16, x, B.shape) : this.operand(B)];
@@ -362,6 +419,84 @@ export class OnnxBackend implements TensorBackend {
     }
     const y = parts.length === 1 ? parts[0] : this.node('Concat', parts, { axis: int(1) }, [m, n]);
     return bias ? this.node('Add', [y, bias], {}, [m, n]) : y;
+  }
+
+  /**
+   * A 2-D 16-bit weight's storage in the shared half memory (half-memory.ts), its bits as the
+   * checkpoint holds them; undefined where it stays a plain f16 storage: the option is off,
+   * quantization will replace it by codes, it is not 2-D (norm scales, the patch-embedding
+   * kernel), it fits no memory, or it is f16 holding ±Infinity or NaN (which the kernels would
+   * read as finite numbers).
+   */
+  private placedHalf(bits: Uint16Array, shape: readonly number[], format: 'f16' | 'bf16'): Storage | undefined {
+    if (this.halfGemvRows === 0 || (this.options.quantize ?? 'none') !== 'none') return undefined;
+    if (shape.length !== 2 || bits.length === 0) return undefined;
+    this.halfMemory ??= new HalfMemory(this.options.threads);
+    const at = this.halfMemory.place(bits, format);
+    if (!at) return undefined;
+    const s = new Storage(at.view, [...shape]);
+    s.elemType = 'float16';
+    s.encoding = { kind: 'half', memory: this.halfMemory, placed: at.placed };
+    return s;
+  }
+
+  /**
+   * A float32 buffer of `elements` for a widened weight chunk, reused from call to call (grown
+   * to the largest chunk, at most widenChunkBytes): a fresh buffer of that size costs more in
+   * page faults than the Gemm that reads it. Only one Gemm reads it at a time.
+   */
+  private widenBuffer(elements: number): Float32Array {
+    if (!this.wide || this.wide.length < elements) this.wide = new Float32Array(elements);
+    return this.wide.subarray(0, elements);
+  }
+
+  /** The placed half storage behind a weight operand, when it is one. */
+  private halfWeight(B: OnnxTensor): Extract<Storage['encoding'], { kind: 'half' }> | undefined {
+    const r = B.ref;
+    if (r.kind !== 'storage' || r.storage.pendingVersion || r.storage.encoding?.kind !== 'half') return undefined;
+    r.storage.pinned = true;
+    return r.storage.encoding;
+  }
+
+  /** x [m, k] · Wᵀ (+ bias) for a placed 16-bit weight W [n, k] and few rows: gemv16 from the bits, on the host. */
+  private halfGemv(x: Operand, w: Extract<Storage['encoding'], { kind: 'half' }>, m: number, n: number, k: number, bias: Operand | undefined): GraphNode {
+    return new HostNode(bias ? [x, bias] : [x], [m, n], ([xv, bv], into) => {
+      this.stats.halfGemvCalls++;
+      const out = into ?? new Float32Array(m * n);                            // [m, n]
+      w.memory.multiply(w.placed, xv, m, k, n, out);
+      if (bv) for (let r = 0; r < m; r++) for (let j = 0; j < n; j++) out[r * n + j] += bv[j];
+      return out;
+    });
+  }
+
+  /**
+   * x [m, k] · Wᵀ (+ bias) for a placed 16-bit weight W [n, k] too big to widen whole (the
+   * lm_head over many rows): W's rows widened on the host in chunks of at most widenChunkBytes
+   * as float32, each chunk's product one onnxruntime Gemm; one chunk's copy is alive at a time.
+   */
+  private halfMatmul(x: Operand, w: Extract<Storage['encoding'], { kind: 'half' }>, m: number, n: number, k: number, bias: Operand | undefined): GraphNode {
+    return new HostNode(bias ? [x, bias] : [x], [m, n], async ([xv, bv], into) => {
+      const rows = Math.min(n, Math.max(1, Math.floor(this.widenChunkBytes / (4 * k))));
+      const xLeaf = new DataLeaf(xv, [m, k], 'float32');
+      const out = rows < n ? into ?? new Float32Array(m * n) : undefined;     // [m, n] when chunked
+      for (let r0 = 0; r0 < n; r0 += rows) {
+        const r1 = Math.min(n, r0 + rows);
+        const wide = this.widenBuffer((r1 - r0) * k);                         // W[r0:r1] [r1 − r0, k]
+        w.memory.widen(w.placed, r0 * k, (r1 - r0) * k, wide);
+        const inputs: Operand[] = [xLeaf, new DataLeaf(wide, [r1 - r0, k], 'float32')];
+        if (bv && !out) inputs.push(new DataLeaf(bv, [n], 'float32'));
+        const y = this.node('Gemm', inputs, { transB: int(1) }, [m, r1 - r0]);
+        await this.runOnnx([y], () => (out ? undefined : into));
+        const yv = y.done!.storage.data as Float32Array;                       // [m, r1 − r0]
+        if (!out) return yv;
+        for (let r = 0; r < m; r++) {
+          const row = yv.subarray(r * (r1 - r0), (r + 1) * (r1 - r0));
+          out.set(row, r * n + r0);
+          if (bv) for (let j = r0; j < r1; j++) out[r * n + j] += bv[j];
+        }
+      }
+      return out!;
+    });
   }
 
   /** The f16-encoded storage behind a weight operand, when it is one (unquantized, no pending writes). */
@@ -476,6 +611,13 @@ export class OnnxBackend implements TensorBackend {
     const idx = BigInt64Array.from(ids, (id) => BigInt(id));
     const leaf = new DataLeaf(idx, [ids.length], 'int64');
     const s = T.ref.kind === 'storage' && !T.ref.storage.pendingVersion ? T.ref.storage : undefined;
+    const half = s?.encoding?.kind === 'half' ? s.encoding : undefined;
+    if (half && sameShape(s!.shape, T.shape)) {
+      // Widen only the gathered rows, on the host.
+      s!.pinned = true;
+      const rows = new Int32Array(ids);
+      return this.wrap(new HostNode([], [ids.length, h], () => half.memory.gather(half.placed, rows, h)));
+    }
     if (s?.encoding?.kind === 'f16' && sameShape(s.shape, T.shape)) {
       // Gather the f16 rows, then widen only those (never the whole table).
       s.pinned = true;
@@ -643,7 +785,10 @@ export class OnnxBackend implements TensorBackend {
     if (!enc) return l;
     let d = s.decoded;
     if (!d || d.done) {
-      if (enc.kind === 'nbits') {
+      if (enc.kind === 'half') {
+        // Read whole by some other op (rare): widened on the host, fed as float32.
+        d = new HostNode([], s.shape, () => hostValues(s));
+      } else if (enc.kind === 'nbits') {
         // Read as a plain tensor after quantization (rare: e.g. a weight sliced later). The
         // host dequantizes once per flush; the result is exactly what MatMulNBits multiplies by.
         d = this.node('Identity', [new DataLeaf(dequantizeBlockwise(enc.weight.q), s.shape, 'float32')], {}, s.shape);
@@ -857,35 +1002,115 @@ export class OnnxBackend implements TensorBackend {
     }
   }
 
+  /**
+   * Computes `wanted`. Without host nodes (HostNode) that is one onnxruntime run. With them,
+   * stage by stage: the first host node in dependency order needs only plain nodes, so one run
+   * computes its inputs (and every node of that run that later nodes or `wanted` still need,
+   * so nothing is computed twice), then the host computes it; repeat until no host node is left.
+   */
   private async runGraph(wanted: GraphNode[]): Promise<void> {
+    const order = pendingOrder(wanted);
+    if (!order.some((n) => n instanceof HostNode)) { await this.runOnnx(wanted); return; }
+    // Intermediate float32 results of the stages come from `scratch` (fresh buffers of that
+    // size cost more in page faults than the work that fills them) and go back to it as soon
+    // as every node that reads them has run; `wanted`'s results are the caller's and fresh.
+    const keep = new Set(wanted);
+    const readers = new Map<GraphNode, GraphNode[]>();
+    for (const n of order) for (const i of n.inputs) if (i.kind === 'node' && !i.done) readers.set(i, [...(readers.get(i) ?? []), n]);
+    const computed = new Set<GraphNode>();
+    const lent = new Map<GraphNode, Float32Array>();
+    const lend = (n: GraphNode): Float32Array | undefined => {
+      if (keep.has(n) || n.elemType !== 'float32') return undefined;
+      const buf = this.scratch.take(sizeOf(n.shape));
+      lent.set(n, buf);
+      return buf;
+    };
+    const giveBack = (all: boolean) => {
+      for (const [n, buf] of lent) {
+        if (all || (readers.get(n) ?? []).every((r) => computed.has(r))) { lent.delete(n); this.scratch.give(buf); }
+      }
+    };
+    try {
+      for (;;) {
+        const left = pendingOrder(wanted);
+        const host = left.find((n): n is HostNode => n instanceof HostNode);
+        if (!host) {
+          const rest = wanted.filter((n) => !n.done);
+          if (rest.length) await this.runOnnx(rest);
+          return;
+        }
+        const before = pendingOrder(host.inputs.filter((i): i is GraphNode => i.kind === 'node'));
+        if (before.length) {
+          const inStage = new Set(before);
+          const needed = new Set<GraphNode>();
+          for (const i of host.inputs) if (i.kind === 'node' && inStage.has(i)) needed.add(i);
+          for (const w of wanted) if (inStage.has(w)) needed.add(w);
+          for (const later of left) {
+            if (inStage.has(later) || later === host) continue;
+            for (const i of later.inputs) if (i.kind === 'node' && inStage.has(i)) needed.add(i);
+          }
+          await this.runOnnx([...needed], lend);
+          for (const n of before) computed.add(n);
+        }
+        const values = host.inputs.map((i) => this.hostValue(i));
+        const buf = lend(host);
+        const t0 = performance.now();
+        const result = await host.compute(values, buf);
+        this.stats.hostMs += performance.now() - t0;
+        if (buf && result !== buf) { lent.delete(host); this.scratch.give(buf); }     // it made its own
+        host.done = new Storage(result, host.shape).leaf(host.shape);
+        computed.add(host);
+        giveBack(false);
+      }
+    } finally {
+      giveBack(true);
+    }
+  }
+
+  /** An operand's float32 values on the host (it is stored, computed or constant). */
+  private hostValue(o: Operand): Float32Array {
+    const r = resolveOperand(o);
+    if (r.kind === 'node') throw new Error('onnx backend: a host node input was not computed');
+    if (r.kind === 'const') return Float32Array.from(r.values);
+    if (r.kind === 'data') return r.data as Float32Array;
+    return r.storage.encoding ? hostValues(r.storage) : r.storage.data as Float32Array;
+  }
+
+  /**
+   * One onnxruntime run computing `wanted`. `into` may give a node's float32 result buffer
+   * (onnxruntime writes into it); the others get fresh ones.
+   */
+  private async runOnnx(wanted: GraphNode[], into?: (n: GraphNode) => Float32Array | undefined): Promise<void> {
     await this.init();
     const ort = this.ort!;
-    const g = compileGraph(wanted, ONNX_OPSET, ONNX_IR_VERSION);
+    const g = compileGraph(wanted, ONNX_OPSET, ONNX_IR_VERSION, this.options.embeddedWeightBytes ?? MAX_EMBEDDED_BYTES);
     // onnxruntime's CPU arena stays on, also for graphs that widen 16-bit weights: each widened
     // copy lives only until its matmul (see widenAfter), so a session's arena holds about one
     // layer's worth. Without it, glibc's heap (whose mmap threshold rises to 32 MiB after the
     // first big free) fragments: a full-size F16 PaliGemma-3B prefill peaked 2.6 GB higher.
-    if (g.embeddedBytes > MAX_EMBEDDED_BYTES) {
-      throw new PaliGemmaError(`onnx backend: one graph's quantized weights (${(g.embeddedBytes / 2 ** 30).toFixed(2)} GiB) exceed what an ONNX model can hold (2 GiB); use quantize=int4`);
-    }
-    const session = await this.session(g.key, g.model, g.embeddedBytes > 0);
+    const session = await this.session(g.key, g.model, g.embeddedBytes > 0, g.externalData);
     const feeds: Record<string, import('onnxruntime-node').Tensor> = {};
     for (const f of g.feeds) {
       const data = f.leaf.kind === 'storage' ? f.leaf.storage.data : f.leaf.data;
       feeds[f.name] = new ort.Tensor(f.leaf.elemType as 'float32', data as Float32Array, [...f.leaf.shape]);   // float16 data is Uint16Array bits
     }
+    const given = wanted.map((n) => into?.(n));
+    const fetches: Record<string, import('onnxruntime-node').Tensor | null> = {};
+    wanted.forEach((n, i) => { fetches[g.outputNames[i]] = given[i] ? new ort.Tensor('float32', given[i]!, [...n.shape]) : null; });
     const t0 = performance.now();
-    const results = await session.run(feeds);
+    const results = await session.run(feeds, fetches);
     this.stats.runMs += performance.now() - t0;
     this.stats.runs++;
     this.stats.lastGraph = { nodes: g.nodeCount, inputs: g.feeds.length, outputs: wanted.length };
     wanted.forEach((n, i) => {
-      const data = results[g.outputNames[i]].data as Float32Array;
+      const data = given[i] ?? results[g.outputNames[i]].data as Float32Array;
       n.done = new Storage(data, n.shape).leaf(n.shape);
     });
   }
 
-  private session(key: string, model: () => Uint8Array, holdsWeights = false): Promise<import('onnxruntime-node').InferenceSession> {
+  private session(
+    key: string, model: () => Uint8Array, holdsWeights = false, externalData: ReadonlyArray<{ path: string; data: Uint8Array }> = [],
+  ): Promise<import('onnxruntime-node').InferenceSession> {
     const hit = this.sessions.get(key);
     if (hit) {
       this.sessions.delete(key);                                            // most recently used last
@@ -900,6 +1125,7 @@ export class OnnxBackend implements TensorBackend {
       logSeverityLevel: 3,
       ...(this.options.threads ? { intraOpNumThreads: this.options.threads } : {}),
       ...this.options.sessionOptions,
+      ...(externalData.length ? { externalData } : {}),
     };
     const created = this.ort!.InferenceSession.create(model(), options).then((s) => {
       this.stats.compileMs += performance.now() - t0;
@@ -956,26 +1182,9 @@ function f16Storage(bits: Uint16Array, shape: readonly number[]): Storage {
  * float32 patches. Past MAX_PATCH_FRACTION patched elements, the tensor is widened to float32.
  */
 function bf16Storage(bits: Uint16Array, shape: readonly number[]): Storage {
-  const n = bits.length;
-  const half = new Uint16Array(n);
-  const index: number[] = [], values: number[] = [];
-  const CHUNK = 1 << 16;
-  const wide = new Float32Array(CHUNK), back = new Float32Array(CHUNK);
-  const wideBits = new Uint32Array(wide.buffer), backBits = new Uint32Array(back.buffer);
-  for (let at = 0; at < n; at += CHUNK) {
-    const len = Math.min(CHUNK, n - at);
-    const w = bf16ToF32(bits.subarray(at, at + len), wide.subarray(0, len));
-    const h = f32ToF16(w);
-    f16ToF32(h, back.subarray(0, len));
-    for (let i = 0; i < len; i++) {
-      if (wideBits[i] !== backBits[i]) { index.push(at + i); values.push(wide[i]); }
-    }
-    if (index.length > n * MAX_PATCH_FRACTION) {
-      const s = new Storage(bf16ToF32(bits), [...shape]);
-      return s;
-    }
-    half.set(h, at);
-  }
+  const p = bf16ToPatchedF16(bits, bits.length * MAX_PATCH_FRACTION);
+  if (!p) return new Storage(bf16ToF32(bits), [...shape]);
+  const { half, index, values } = p;
   // Patched slots hold 0: every reader either overwrites them with the exact value or adds
   // value·x on top (addPatchProducts), which an f16 rounding (±Inf for huge values) would spoil.
   for (const i of index) half[i] = 0;
@@ -985,7 +1194,7 @@ function bf16Storage(bits: Uint16Array, shape: readonly number[]): Storage {
       kind: 'f16',
       patches: {
         index: new DataLeaf(BigInt64Array.from(index, (i) => BigInt(i)), [index.length, 1], 'int64'),
-        values: new DataLeaf(Float32Array.from(values), [values.length], 'float32'),
+        values: new DataLeaf(values, [values.length], 'float32'),
         count: index.length,
       },
     };
@@ -1066,6 +1275,11 @@ function exactElement(s: Storage, i: number): number {
 /** The float32 values of an encoded storage, row-major in its logical shape. */
 function hostValues(s: Storage): Float32Array {
   const enc = s.encoding!;
+  if (enc.kind === 'half') {
+    const out = new Float32Array(enc.placed.length);
+    enc.memory.widen(enc.placed, 0, enc.placed.length, out);
+    return out;
+  }
   if (enc.kind === 'f16') {
     const out = f16ToF32(s.data as Uint16Array);
     if (enc.patches) {
@@ -1081,4 +1295,50 @@ function hostValues(s: Storage): Float32Array {
     for (let nn = 0; nn < enc.n; nn++) out[nn * enc.k + kk] = q[kk * enc.n + nn] * scales[nn];
   }
   return out;
+}
+
+/** Float32 buffers by length, kept for reuse up to MAX_SCRATCH_BYTES. */
+class ScratchPool {
+  private readonly free = new Map<number, Float32Array[]>();
+  private bytes = 0;
+
+  take(length: number): Float32Array {
+    const list = this.free.get(length);
+    const buf = list?.pop();
+    if (buf) { this.bytes -= buf.byteLength; return buf; }
+    return new Float32Array(length);
+  }
+
+  give(buf: Float32Array): void {
+    if (this.bytes + buf.byteLength > MAX_SCRATCH_BYTES) return;
+    this.bytes += buf.byteLength;
+    const list = this.free.get(buf.length);
+    if (list) list.push(buf); else this.free.set(buf.length, [buf]);
+  }
+}
+
+/**
+ * The nodes not yet computed that `outputs` need, inputs before the nodes that read them
+ * (iterative depth-first walk: a full-size decode step has thousands of nodes).
+ */
+function pendingOrder(outputs: readonly GraphNode[]): GraphNode[] {
+  const order: GraphNode[] = [];
+  const state = new Map<GraphNode, 1 | 2>();                // 1: inputs being visited, 2: placed
+  for (const out of outputs) {
+    if (out.done || state.has(out)) continue;
+    const stack: Array<{ node: GraphNode; next: number }> = [{ node: out, next: 0 }];
+    state.set(out, 1);
+    while (stack.length) {
+      const top = stack[stack.length - 1];
+      if (top.next < top.node.inputs.length) {
+        const i = top.node.inputs[top.next++];
+        if (i.kind === 'node' && !i.done && !state.has(i)) { state.set(i, 1); stack.push({ node: i, next: 0 }); }
+        continue;
+      }
+      stack.pop();
+      state.set(top.node, 2);
+      order.push(top.node);
+    }
+  }
+  return order;
 }

@@ -17,6 +17,7 @@ import {
   type AttrValue, type ProtoNode, type ProtoTensor, type ProtoValueInfo,
   encodeModel, float32Bytes, int64Bytes, ONNX_FLOAT, ONNX_FLOAT16, ONNX_INT64, ONNX_INT8, ONNX_UINT8,
 } from './onnx-proto.js';
+import type { HalfMemory, Placed16 } from './half-memory.js';
 import type { NBitsWeight } from './matmul-nbits.js';
 
 export type ElemType = 'float32' | 'int64' | 'float16' | 'int8' | 'uint8';
@@ -31,12 +32,15 @@ export type StorageData = Float32Array | Uint16Array | Int8Array | Uint8Array;
  * - 'int8': symmetric per-output-channel weights of a [N, K] matrix, stored transposed as
  *   [K, N] (the layout DynamicQuantizeMatMul reads) with `scales` [N];
  * - 'nbits': block-wise int4/int8 codes of a [N, K] matrix in MatMulNBits' layout
- *   (weight-quantization.ts); `data` is the packed codes, fed through `weight`'s leaves.
+ *   (weight-quantization.ts); `data` is the packed codes, fed through `weight`'s leaves;
+ * - 'half': f16 or bf16 bits of a 2-D weight in the backend's shared memory (half-memory.ts),
+ *   which onnxruntime cannot read: only host nodes do (HostNode), never a graph input.
  */
 export type StorageEncoding =
   | { kind: 'f16'; patches?: { index: DataLeaf; values: DataLeaf; count: number } }
   | { kind: 'int8'; scales: DataLeaf; n: number; k: number }
-  | { kind: 'nbits'; weight: NBitsWeight };
+  | { kind: 'nbits'; weight: NBitsWeight }
+  | { kind: 'half'; memory: HalfMemory; placed: Placed16 };
 
 /** Host memory behind one or more tensor handles (reshape views share it). */
 export class Storage {
@@ -120,6 +124,21 @@ export class GraphNode {
   ) {}
 }
 
+/**
+ * A node the backend computes on the host, between onnxruntime runs (a few-row product with a
+ * 16-bit weight, gemv16.ts): the flush runs the graph up to its inputs, calls `compute` with
+ * their float32 values, and goes on with its result as a stored input. compileGraph never sees one.
+ */
+export class HostNode extends GraphNode {
+  constructor(
+    inputs: readonly Operand[], shape: readonly number[],
+    /** `into`, when given, is a buffer of the result's size to write and return. */
+    readonly compute: (values: readonly Float32Array[], into?: Float32Array) => Float32Array | Promise<Float32Array>,
+  ) {
+    super('Host', inputs, {}, shape);
+  }
+}
+
 export type Leaf = StorageLeaf | DataLeaf | ConstLeaf;
 export type Operand = GraphNode | Leaf;
 
@@ -135,6 +154,12 @@ export interface CompiledGraph {
   nodeCount: number;
   /** Bytes of data held as initializers (quantized weights): each session holds its own copy. */
   embeddedBytes: number;
+  /**
+   * Initializers past the embedding budget (compileGraph's `embedBudget`): the model refers to
+   * them as external data of these names, handed to onnxruntime from memory (the session
+   * option `externalData`), so no model exceeds protobuf's 2 GiB limit.
+   */
+  externalData: Array<{ path: string; data: Uint8Array }>;
 }
 
 /** The operand a node reads: a node computed by an earlier flush becomes its stored result. */
@@ -155,7 +180,7 @@ function attrKey(a: Readonly<Record<string, AttrValue>>): string {
  * Orders every node the outputs need (inputs first), names them and builds the key. Leaves
  * are numbered by first use, so the same structure over different data gives the same key.
  */
-export function compileGraph(outputs: readonly GraphNode[], opset: number, irVersion: number): CompiledGraph {
+export function compileGraph(outputs: readonly GraphNode[], opset: number, irVersion: number, embedBudget = Infinity): CompiledGraph {
   const order: GraphNode[] = [];
   const nodeIndex = new Map<GraphNode, number>();
   const leafName = new Map<Leaf, string>();
@@ -248,7 +273,10 @@ export function compileGraph(outputs: readonly GraphNode[], opset: number, irVer
       raw: c.elemType === 'int64' ? int64Bytes(c.values) : float32Bytes(c.values),
     }));
     for (const [i, l] of embedded.entries()) {
-      initializers.push({ name: `w${i}`, dims: l.shape, dataType: elem(l.elemType), raw: new Uint8Array(l.data.buffer, l.data.byteOffset, l.data.byteLength) });
+      const ext = external.get(l);
+      initializers.push(ext
+        ? { name: `w${i}`, dims: l.shape, dataType: elem(l.elemType), external: { location: ext.path, offset: 0, length: ext.data.byteLength } }
+        : { name: `w${i}`, dims: l.shape, dataType: elem(l.elemType), raw: bytesOf(l) });
     }
     const inputs: ProtoValueInfo[] = feeds.map((f) => ({
       name: f.name, elemType: elem(f.leaf.elemType), dims: f.leaf.shape,
@@ -257,7 +285,19 @@ export function compileGraph(outputs: readonly GraphNode[], opset: number, irVer
   };
 
   const embeddedBytes = embedded.reduce((n, l) => n + l.data.byteLength, 0);
-  return { key: keyParts.join('\n'), model, feeds, outputNames, nodeCount: order.length, embeddedBytes };
+  // Initializers are embedded in order while they fit the budget; the rest become external
+  // data under their unique initializer names (the same data for every model of this key).
+  const external = new Map<DataLeaf, { path: string; data: Uint8Array }>();
+  let inModel = 0;
+  for (const l of embedded) {
+    if (inModel + l.data.byteLength <= embedBudget) inModel += l.data.byteLength;
+    else external.set(l, { path: `${l.initializer}.bin`, data: bytesOf(l) });
+  }
+  return { key: keyParts.join('\n'), model, feeds, outputNames, nodeCount: order.length, embeddedBytes, externalData: [...external.values()] };
+}
+
+function bytesOf(l: DataLeaf): Uint8Array {
+  return new Uint8Array(l.data.buffer, l.data.byteOffset, l.data.byteLength);
 }
 
 function elem(t: ElemType): number {

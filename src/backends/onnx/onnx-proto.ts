@@ -22,8 +22,14 @@ export interface ProtoTensor {
   name: string;
   dims: readonly number[];
   dataType: number;
-  /** Little-endian raw bytes. */
-  raw: Uint8Array;
+  /** Little-endian raw bytes (absent when `external` says where they are). */
+  raw?: Uint8Array;
+  /**
+   * The bytes are in a file next to the model instead (TensorProto.data_location EXTERNAL):
+   * `location` relative to the model's folder, at `offset`, `length` bytes. A model whose
+   * tensors live outside it is not bound by protobuf's 2 GiB message limit.
+   */
+  external?: { location: string; offset: number; length: number };
 }
 
 export interface ProtoNode {
@@ -146,7 +152,15 @@ function writeTensor(w: Writer, t: ProtoTensor): void {
   if (t.dims.length) w.packed(1, t.dims);
   w.int(2, t.dataType);
   w.string(8, t.name);
-  w.bytes(9, t.raw);
+  if (t.external) {
+    const entry = (key: string, value: string) => w.message(13, (e) => { e.string(1, key); e.string(2, value); });
+    entry('location', t.external.location);
+    entry('offset', String(t.external.offset));
+    entry('length', String(t.external.length));
+    w.int(14, 1);                                                         // DataLocation.EXTERNAL
+  } else {
+    w.bytes(9, t.raw ?? new Uint8Array(0));
+  }
 }
 
 function writeValueInfo(w: Writer, v: ProtoValueInfo): void {

@@ -11,7 +11,7 @@ import { PaliGemmaError } from '../../interfaces/errors.js';
 import type { BlockQuantizedWeight } from '../../interfaces/tensor-backend.js';
 import { Storage } from './onnx-graph.js';
 import { nbitsWeight, quantizeStorageCopy, type NBitsWeight } from './matmul-nbits.js';
-import { blobSize, type QuantBits } from './weight-quantization.js';
+import { blobSize, type QuantBits } from '../../tensor/block-quantization.js';
 
 const copies = new WeakMap<Storage, NBitsWeight>();
 

@@ -9,7 +9,7 @@
  * those of the same op on the widened float32 tensor, bit for bit.
  */
 import type {
-  DType, MatmulOptions, OpName, Tensor, TensorBackend,
+  BlockQuantizedWeight, DType, LossyWeights, MatmulOptions, OpName, Tensor, TensorBackend,
 } from '../../interfaces/tensor-backend.js';
 import {
   checkBroadcast, checkReshape, checkVector, checkWriteRows, concatShape, embeddingDims, matmulDims,
@@ -17,6 +17,7 @@ import {
 } from '../../tensor/op-shapes.js';
 import { ropeTable } from '../../tensor/rope-table.js';
 import { f32ToBf16, f32ToF16 } from '../../tensor/dtype.js';
+import { attachDequantized, attachedCopy, checkedLossyKind, dequantizedTensor } from './block-quantized.js';
 import { matmulPlain, matmulTransposedB } from './matmul.js';
 import { ReferenceTensor, widen, widenBits, type HalfDType } from './reference-tensor.js';
 
@@ -24,7 +25,9 @@ const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
 export class ReferenceBackend implements TensorBackend {
   readonly name: string = 'reference';
-  readonly engine: string = 'reference (TypeScript, float32)';
+  engine: string = 'reference (TypeScript, float32)';
+  /** Set when a quantized folder's weights arrive (block-quantized.ts). */
+  lossyWeights?: LossyWeights;
 
   supports(op: OpName, dtype: DType = 'f32'): boolean {
     return (dtype === 'f32' || dtype === 'f16' || dtype === 'bf16') && op.length > 0;
@@ -37,6 +40,21 @@ export class ReferenceBackend implements TensorBackend {
       return new ReferenceTensor([...shape], new Uint16Array(data), dtype);
     }
     throw new Error(`reference backend: ${dtype} tensors are uploaded as ${dtype === 'f32' ? 'Float32Array' : 'Uint16Array'}, got ${data.constructor.name}`);
+  }
+
+  uploadBlockQuantized(q: BlockQuantizedWeight): Tensor {
+    this.takeQuantized(q);
+    return dequantizedTensor(q);
+  }
+
+  attachBlockQuantized(table: Tensor, q: BlockQuantizedWeight): void {
+    this.takeQuantized(q);
+    attachDequantized(ref(table), q);
+  }
+
+  private takeQuantized(q: BlockQuantizedWeight): void {
+    this.lossyWeights = checkedLossyKind(q, this.lossyWeights);
+    this.engine = `reference (TypeScript, float32, ${this.lossyWeights} weights)`;
   }
 
   zeros(shape: readonly number[]): Tensor {
@@ -58,8 +76,11 @@ export class ReferenceBackend implements TensorBackend {
     const bias = opts.bias ? widen(ref(opts.bias)) : undefined;          // [N]
     const { m, k, n } = matmulDims(A.shape, B.shape, opts.transposeB, bias?.length);
     const out = new Float32Array(m * n);                                  // [M, N]
-    // A 16-bit B (a weight) is widened inside the kernel, a chunk of rows at a time.
-    if (opts.transposeB) matmulTransposedB(widen(A), B.storage, out, m, k, n, B.dtype);
+    // A 16-bit B (a weight) is widened inside the kernel, a chunk of rows at a time; a table
+    // with a dequantized copy attached (the tied lm_head of a quantized folder) uses the copy.
+    const copy = opts.transposeB ? attachedCopy(B) : undefined;
+    if (copy) matmulTransposedB(widen(A), copy, out, m, k, n);
+    else if (opts.transposeB) matmulTransposedB(widen(A), B.storage, out, m, k, n, B.dtype);
     else matmulPlain(widen(A), widen(B), out, m, k, n);
     if (bias) {
       for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) out[i * n + j] += bias[j];

@@ -51,7 +51,7 @@ const OP = {
   f32Load: 0x2a, f64Load: 0x2b, f32Store: 0x38, f64Store: 0x39,
   i32Const: 0x41, f64Const: 0x44,
   i32Eq: 0x46, i32LtS: 0x48, i32GtS: 0x4a, i32GeU: 0x4f,
-  i32Add: 0x6a, i32Sub: 0x6b, i32Mul: 0x6c, i32And: 0x71, i32Shl: 0x74,
+  i32Add: 0x6a, i32Sub: 0x6b, i32Mul: 0x6c, i32And: 0x71, i32Shl: 0x74, f32Add: 0x92,
   f64PromoteF32: 0xbb,
 } as const;
 
@@ -61,6 +61,8 @@ const SIMD = {
   v128Store64Lane: 0x5b, v128Load64Zero: 0x5d,
   f32x4DemoteF64x2Zero: 0x5e, f64x2PromoteLowF32x4: 0x5f,
   f32x4Add: 0xe4, f64x2Add: 0xf0, f64x2Mul: 0xf2,
+  i16x8Splat: 0x10, i32x4Splat: 0x11, i16x8Eq: 0x2d, v128And: 0x4e, v128Or: 0x50, v128AnyTrue: 0x53,
+  i32x4ExtendLowI16x8U: 0xa9, i32x4ExtendHighI16x8U: 0xaa, i32x4Shl: 0xab, i32x4ShrS: 0xac, f32x4Mul: 0xe6,
 } as const;
 
 /** Builds one function body. Parameters are declared up front; other locals on first use. */
