@@ -44,6 +44,7 @@ import {
   compileGraph, ConstLeaf, DataLeaf, type ElemType, GraphNode, HostNode, type Operand, Storage, type StorageLeaf,
 } from './onnx-graph.js';
 import { HalfMemory } from './half-memory.js';
+import { runStaged, ScratchPool } from './staged-flush.js';
 import { ONNX_FLOAT, ONNX_INT64, type AttrValue } from './onnx-proto.js';
 import { executionProviders, loadOrt, type OnnxDevice, type OrtModule } from './onnx-runtime.js';
 import { evictWeightSessions, MAX_EMBEDDED_BYTES, matMulNBits, type NBitsWeight, quantizeStorageNBits } from './matmul-nbits.js';
@@ -147,9 +148,6 @@ const NBITS_ACCURACY_LEVEL = 4;
 
 /** A bf16 upload keeps f16 storage when at most this fraction of its elements need a patch. */
 const MAX_PATCH_FRACTION = 1 / 64;
-
-/** Most bytes of free buffers kept for the intermediate results of staged flushes. */
-const MAX_SCRATCH_BYTES = 1024 * 1024 * 1024;
 
 /** Rows up to which a product with a 16-bit weight runs in gemv16 (see halfGemvRows). */
 const DEFAULT_HALF_GEMV_ROWS = 16;
@@ -365,9 +363,9 @@ export class OnnxBackend implements TensorBackend {
       const gemv = m <= this.halfGemvRows && k % 8 === 0;
       if (gemv) return this.wrap(this.halfGemv(x, half, m, n, k, bias));
       if (n * k * 4 > this.widenChunkBytes) return this.wrap(this.halfMatmul(x, half, m, n, k, bias));
-      // Widened on the host once x exists (not before: every weight of the graph would be
-      // alive in float32 at once), into a buffer the flush lends and takes back after the Gemm.
-      const wide = new HostNode([x], [n, k], (_, into) => {
+      // Widened on the host into a buffer the flush lends and takes back after the Gemm; the
+      // flush widens weights ahead of their Gemms only up to a budget (staged-flush.ts).
+      const wide = new HostNode([], [n, k], (_, into) => {
         const out = into ?? new Float32Array(n * k);                          // [n, k]
         half.memory.widen(half.placed, 0, n * k, out);
         return out;
@@ -1002,69 +1000,14 @@ export class OnnxBackend implements TensorBackend {
     }
   }
 
-  /**
-   * Computes `wanted`. Without host nodes (HostNode) that is one onnxruntime run. With them,
-   * stage by stage: the first host node in dependency order needs only plain nodes, so one run
-   * computes its inputs (and every node of that run that later nodes or `wanted` still need,
-   * so nothing is computed twice), then the host computes it; repeat until no host node is left.
-   */
+  /** Computes `wanted`: one onnxruntime run, or stages around host nodes (staged-flush.ts). */
   private async runGraph(wanted: GraphNode[]): Promise<void> {
-    const order = pendingOrder(wanted);
-    if (!order.some((n) => n instanceof HostNode)) { await this.runOnnx(wanted); return; }
-    // Intermediate float32 results of the stages come from `scratch` (fresh buffers of that
-    // size cost more in page faults than the work that fills them) and go back to it as soon
-    // as every node that reads them has run; `wanted`'s results are the caller's and fresh.
-    const keep = new Set(wanted);
-    const readers = new Map<GraphNode, GraphNode[]>();
-    for (const n of order) for (const i of n.inputs) if (i.kind === 'node' && !i.done) readers.set(i, [...(readers.get(i) ?? []), n]);
-    const computed = new Set<GraphNode>();
-    const lent = new Map<GraphNode, Float32Array>();
-    const lend = (n: GraphNode): Float32Array | undefined => {
-      if (keep.has(n) || n.elemType !== 'float32') return undefined;
-      const buf = this.scratch.take(sizeOf(n.shape));
-      lent.set(n, buf);
-      return buf;
-    };
-    const giveBack = (all: boolean) => {
-      for (const [n, buf] of lent) {
-        if (all || (readers.get(n) ?? []).every((r) => computed.has(r))) { lent.delete(n); this.scratch.give(buf); }
-      }
-    };
-    try {
-      for (;;) {
-        const left = pendingOrder(wanted);
-        const host = left.find((n): n is HostNode => n instanceof HostNode);
-        if (!host) {
-          const rest = wanted.filter((n) => !n.done);
-          if (rest.length) await this.runOnnx(rest);
-          return;
-        }
-        const before = pendingOrder(host.inputs.filter((i): i is GraphNode => i.kind === 'node'));
-        if (before.length) {
-          const inStage = new Set(before);
-          const needed = new Set<GraphNode>();
-          for (const i of host.inputs) if (i.kind === 'node' && inStage.has(i)) needed.add(i);
-          for (const w of wanted) if (inStage.has(w)) needed.add(w);
-          for (const later of left) {
-            if (inStage.has(later) || later === host) continue;
-            for (const i of later.inputs) if (i.kind === 'node' && inStage.has(i)) needed.add(i);
-          }
-          await this.runOnnx([...needed], lend);
-          for (const n of before) computed.add(n);
-        }
-        const values = host.inputs.map((i) => this.hostValue(i));
-        const buf = lend(host);
-        const t0 = performance.now();
-        const result = await host.compute(values, buf);
-        this.stats.hostMs += performance.now() - t0;
-        if (buf && result !== buf) { lent.delete(host); this.scratch.give(buf); }     // it made its own
-        host.done = new Storage(result, host.shape).leaf(host.shape);
-        computed.add(host);
-        giveBack(false);
-      }
-    } finally {
-      giveBack(true);
-    }
+    await runStaged(wanted, {
+      runOnnx: (nodes, into) => this.runOnnx(nodes, into),
+      hostValue: (o) => this.hostValue(o),
+      scratch: this.scratch,
+      stats: this.stats,
+    });
   }
 
   /** An operand's float32 values on the host (it is stored, computed or constant). */
@@ -1297,48 +1240,3 @@ function hostValues(s: Storage): Float32Array {
   return out;
 }
 
-/** Float32 buffers by length, kept for reuse up to MAX_SCRATCH_BYTES. */
-class ScratchPool {
-  private readonly free = new Map<number, Float32Array[]>();
-  private bytes = 0;
-
-  take(length: number): Float32Array {
-    const list = this.free.get(length);
-    const buf = list?.pop();
-    if (buf) { this.bytes -= buf.byteLength; return buf; }
-    return new Float32Array(length);
-  }
-
-  give(buf: Float32Array): void {
-    if (this.bytes + buf.byteLength > MAX_SCRATCH_BYTES) return;
-    this.bytes += buf.byteLength;
-    const list = this.free.get(buf.length);
-    if (list) list.push(buf); else this.free.set(buf.length, [buf]);
-  }
-}
-
-/**
- * The nodes not yet computed that `outputs` need, inputs before the nodes that read them
- * (iterative depth-first walk: a full-size decode step has thousands of nodes).
- */
-function pendingOrder(outputs: readonly GraphNode[]): GraphNode[] {
-  const order: GraphNode[] = [];
-  const state = new Map<GraphNode, 1 | 2>();                // 1: inputs being visited, 2: placed
-  for (const out of outputs) {
-    if (out.done || state.has(out)) continue;
-    const stack: Array<{ node: GraphNode; next: number }> = [{ node: out, next: 0 }];
-    state.set(out, 1);
-    while (stack.length) {
-      const top = stack[stack.length - 1];
-      if (top.next < top.node.inputs.length) {
-        const i = top.node.inputs[top.next++];
-        if (i.kind === 'node' && !i.done && !state.has(i)) { state.set(i, 1); stack.push({ node: i, next: 0 }); }
-        continue;
-      }
-      stack.pop();
-      state.set(top.node, 2);
-      order.push(top.node);
-    }
-  }
-  return order;
-}
