@@ -185,11 +185,7 @@ export class HalfMemory {
     // Grow in steps of at least GROW_BYTES: one grow per weight would be thousands of them.
     const have = mem.pool.memory.buffer.byteLength;
     if (bytes > have) mem.pool.ensure(Math.min(MEMORY_BYTES, Math.max(bytes, have + GROW_BYTES)));
-    const buffer = mem.pool.memory.buffer;
-    if (mem.f32.buffer !== buffer || mem.f32.byteLength !== buffer.byteLength) {
-      mem.f32 = new Float32Array(buffer);
-      mem.u16 = new Uint16Array(buffer);
-    }
+    ({ f32: mem.f32, u16: mem.u16 } = mem.pool.views());
   }
 }
 

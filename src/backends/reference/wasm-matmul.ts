@@ -130,11 +130,7 @@ export class WasmMatmul {
   private ensure(bytes: number): void {
     if (bytes > MAX_PAGES * 65536) throw new Error(`matmul needs ${bytes} bytes of wasm memory`);
     this.pool.ensure(bytes);
-    const buffer = this.pool.memory.buffer;
-    if (this.f32.buffer !== buffer || this.f32.byteLength !== buffer.byteLength) {
-      this.f32 = new Float32Array(buffer);
-      this.u16 = new Uint16Array(buffer);
-    }
+    ({ f32: this.f32, u16: this.u16 } = this.pool.views());
   }
 }
 

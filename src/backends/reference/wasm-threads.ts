@@ -86,6 +86,7 @@ export class WasmThreadPool {
   private readonly module: object;
   private readonly names: string[];
   private helpers: Helper[] | undefined;
+  private cached: { f32: Float32Array<ArrayBufferLike>; u16: Uint16Array<ArrayBufferLike> } | undefined;
 
   constructor(moduleBytes: Uint8Array, names: readonly string[], options: WasmThreadPoolOptions) {
     this.threads = Math.max(1, Math.floor(options.threads ?? defaultThreads()));
@@ -100,6 +101,15 @@ export class WasmThreadPool {
   ensure(bytes: number): void {
     const have = this.memory.buffer.byteLength;
     if (bytes > have) this.memory.grow(Math.ceil((bytes - have) / WASM_PAGE));
+  }
+
+  /** float32 and 16-bit views of the whole memory as it is now (made again after it grows). */
+  views(): { f32: Float32Array<ArrayBufferLike>; u16: Uint16Array<ArrayBufferLike> } {
+    const buffer = this.memory.buffer;
+    if (!this.cached || this.cached.f32.buffer !== buffer || this.cached.f32.byteLength !== buffer.byteLength) {
+      this.cached = { f32: new Float32Array(buffer), u16: new Uint16Array(buffer) };
+    }
+    return this.cached;
   }
 
   /** Runs calls[0] here and the others on helper threads (calls.length ≤ threads); returns when all are done. */
