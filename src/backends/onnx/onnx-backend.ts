@@ -44,9 +44,10 @@ import {
 } from './onnx-graph.js';
 import { HalfMemory } from './half-memory.js';
 import { runStaged, ScratchPool } from './staged-flush.js';
+import { SessionCache } from './session-cache.js';
 import { ONNX_FLOAT, ONNX_INT64, type AttrValue } from './onnx-proto.js';
 import { executionProviders, loadOrt, type OnnxDevice, type OrtModule } from './onnx-runtime.js';
-import { evictWeightSessions, MAX_EMBEDDED_BYTES, matMulNBits, type NBitsWeight, quantizeStorageNBits } from './matmul-nbits.js';
+import { MAX_EMBEDDED_BYTES, matMulNBits, type NBitsWeight, quantizeStorageNBits } from './matmul-nbits.js';
 import { dequantizeBlockwise } from '../../tensor/block-quantization.js';
 import {
   bf16Storage, exactElement, f16Storage, hostValues, patchProducts, type PatchProducts, rowPatchIndex,
@@ -166,15 +167,13 @@ export class OnnxBackend implements TensorBackend {
   };
 
   private ort: OrtModule | undefined;
-  /** Keys of cached sessions that hold their own packed copy of quantized weights. */
-  private readonly weightSessions = new Set<string>();
   private providers: string[] = ['cpu'];
   private readonly options: OnnxBackendOptions;
   /** Live handles whose value is still a pending node. */
   private readonly pending = new Set<OnnxTensor>();
   /** Storages with recorded row writes not yet applied. */
   private readonly dirty = new Set<Storage>();
-  private readonly sessions = new Map<string, Promise<import('onnxruntime-node').InferenceSession>>();
+  private readonly sessions: SessionCache;
   private flushTail: Promise<void> = Promise.resolve();
   private readonly consts = new Map<string, ConstLeaf>();
   private lastRope: { positions: Int32Array; theta: number; d: number; cos: DataLeaf; sin: DataLeaf } | undefined;
@@ -214,6 +213,7 @@ export class OnnxBackend implements TensorBackend {
     }
     this.widenChunkBytes = chunk;
     this.attentionBlockElements = blockElementsOption(options.attentionBlockElements, 'onnx backend');
+    this.sessions = new SessionCache(options.maxSessions ?? 32, this.stats);
     const rows = options.halfGemvRows ?? DEFAULT_HALF_GEMV_ROWS;
     if (!(Number.isInteger(rows) && rows >= 0)) {
       throw new PaliGemmaError(`onnx backend: halfGemvRows must be a whole number ≥ 0, got ${String(options.halfGemvRows)}`);
@@ -257,11 +257,9 @@ export class OnnxBackend implements TensorBackend {
   async close(): Promise<void> {
     this.closed = true;
     await this.flushTail;
-    const all = [...this.sessions.values()];
-    this.sessions.clear();
     this.pending.clear();
     this.dirty.clear();
-    for (const p of all) await p.then((s) => s.release(), () => undefined);
+    await this.sessions.clear();
     this.halfMemory?.close();
     this.halfMemory = undefined;
     this.wide = undefined;
@@ -1053,38 +1051,14 @@ export class OnnxBackend implements TensorBackend {
   private session(
     key: string, model: () => Uint8Array, holdsWeights = false, externalData: ReadonlyArray<{ path: string; data: Uint8Array }> = [],
   ): Promise<import('onnxruntime-node').InferenceSession> {
-    const hit = this.sessions.get(key);
-    if (hit) {
-      this.sessions.delete(key);                                            // most recently used last
-      this.sessions.set(key, hit);
-      this.stats.sessionHits++;
-      return hit;
-    }
-    const t0 = performance.now();
-    const options: import('onnxruntime-node').InferenceSession.SessionOptions = {
+    return this.sessions.get(key, () => this.ort!.InferenceSession.create(model(), {
       executionProviders: this.providers,
       graphOptimizationLevel: this.options.graphOptimizationLevel ?? 'all',
       logSeverityLevel: 3,
       ...(this.options.threads ? { intraOpNumThreads: this.options.threads } : {}),
       ...this.options.sessionOptions,
       ...(externalData.length ? { externalData } : {}),
-    };
-    const created = this.ort!.InferenceSession.create(model(), options).then((s) => {
-      this.stats.compileMs += performance.now() - t0;
-      return s;
-    });
-    this.stats.sessionsCreated++;
-    this.sessions.set(key, created);
-    created.catch(() => this.sessions.delete(key));
-    const max = this.options.maxSessions ?? 32;
-    while (this.sessions.size > max) {
-      const [oldKey, old] = this.sessions.entries().next().value!;
-      this.sessions.delete(oldKey);
-      this.weightSessions.delete(oldKey);
-      void old.then((s) => s.release(), () => undefined);
-    }
-    if (holdsWeights) evictWeightSessions(this.sessions, this.weightSessions, key);
-    return created;
+    }), holdsWeights);
   }
 }
 
