@@ -42,7 +42,7 @@ import {
 import {
   compileGraph, ConstLeaf, DataLeaf, type ElemType, GraphNode, HostNode, type Operand, Storage, type StorageLeaf,
 } from './onnx-graph.js';
-import { HalfMemory } from './half-memory.js';
+import { type HalfEncoding, HalfWeights } from './half-weights.js';
 import { runStaged, ScratchPool } from './staged-flush.js';
 import { SessionCache } from './session-cache.js';
 import { ONNX_FLOAT, ONNX_INT64, type AttrValue } from './onnx-proto.js';
@@ -186,11 +186,8 @@ export class OnnxBackend implements TensorBackend {
   private readonly dtypes = new WeakMap<Storage, DType>();
 
   private readonly attentionBlockElements: number;
-  private readonly halfGemvRows: number;
-  /** The shared memories that hold 2-D 16-bit weights, and their kernels (made on first use). */
-  private halfMemory: HalfMemory | undefined;
-  /** See widenBuffer. */
-  private wide: Float32Array | undefined;
+  /** 2-D 16-bit weights in the half memory and their products (half-weights.ts). */
+  private readonly half: HalfWeights;
   /** Buffers for the intermediate results of staged flushes (see runGraph). */
   private readonly scratch = new ScratchPool();
 
@@ -218,7 +215,10 @@ export class OnnxBackend implements TensorBackend {
     if (!(Number.isInteger(rows) && rows >= 0)) {
       throw new PaliGemmaError(`onnx backend: halfGemvRows must be a whole number ≥ 0, got ${String(options.halfGemvRows)}`);
     }
-    this.halfGemvRows = rows;
+    this.half = new HalfWeights(rows, {
+      threads: options.threads, widenChunkBytes: this.widenChunkBytes, stats: this.stats,
+      runOnnx: (nodes, into) => this.runOnnx(nodes, into),
+    });
     const budget = options.embeddedWeightBytes;
     if (budget !== undefined && !(Number.isInteger(budget) && budget >= 0 && budget <= MAX_EMBEDDED_BYTES)) {
       throw new PaliGemmaError(`onnx backend: embeddedWeightBytes must be an integer from 0 to ${MAX_EMBEDDED_BYTES}, got ${String(budget)}`, 'invalid_option');
@@ -260,9 +260,7 @@ export class OnnxBackend implements TensorBackend {
     this.pending.clear();
     this.dirty.clear();
     await this.sessions.clear();
-    this.halfMemory?.close();
-    this.halfMemory = undefined;
-    this.wide = undefined;
+    this.half.close();
   }
 
   /** Number of compiled sessions held. */
@@ -279,8 +277,9 @@ export class OnnxBackend implements TensorBackend {
       s = new Storage(new Float32Array(data), [...shape]);
     } else if (dtype === 'f16' || dtype === 'bf16') {
       if (!(data instanceof Uint16Array)) throw new Error(`upload: ${dtype} data must be raw bits in a Uint16Array`);
-      s = this.placedHalf(data, shape, dtype)
-        ?? (dtype === 'f16' ? f16Storage(new Uint16Array(data), shape) : bf16Storage(data, shape));
+      // 2-D weights go to the half memory unless that is off or quantization replaces them by codes.
+      const placed = this.half.maxRows > 0 && (this.options.quantize ?? 'none') === 'none' ? this.half.place(data, shape, dtype) : undefined;
+      s = placed ?? (dtype === 'f16' ? f16Storage(new Uint16Array(data), shape) : bf16Storage(data, shape));
     } else {
       throw new Error(`onnx backend: unknown dtype ${String(dtype)}`);
     }
@@ -356,19 +355,7 @@ export class OnnxBackend implements TensorBackend {
     if (q) return this.wrap(matMulNBits(this.operand(A), q, NBITS_ACCURACY_LEVEL, bias));
     const x = this.operand(A);
     const half = opts.transposeB ? this.halfWeight(B) : undefined;
-    if (half) {
-      const gemv = m <= this.halfGemvRows && k % 8 === 0;
-      if (gemv) return this.wrap(this.halfGemv(x, half, m, n, k, bias));
-      if (n * k * 4 > this.widenChunkBytes) return this.wrap(this.halfMatmul(x, half, m, n, k, bias));
-      // Widened on the host into a buffer the flush lends and takes back after the Gemm; the
-      // flush widens weights ahead of their Gemms only up to a budget (staged-flush.ts).
-      const wide = new HostNode([], [n, k], (_, into) => {
-        const out = into ?? new Float32Array(n * k);                          // [n, k]
-        half.memory.widen(half.placed, 0, n * k, out);
-        return out;
-      });
-      return this.wrap(this.node('Gemm', bias ? [x, wide, bias] : [x, wide], { transB: int(1) }, [m, n]));
-    }
+    if (half) return this.wrap(this.half.product(x, half, m, n, k, bias));
     const f16 = this.narrowWeight(B);
     if (f16 && opts.transposeB && n * k * 4 > this.widenChunkBytes) return this.wrap(this.chunkedMatmul(x, f16, m, n, k, bias));
     const inputs = [x, f16 ? this.widenAfter(f16, x, B.shape) : this.operand(B)];
@@ -416,82 +403,12 @@ export class OnnxBackend implements TensorBackend {
     return bias ? this.node('Add', [y, bias], {}, [m, n]) : y;
   }
 
-  /**
-   * A 2-D 16-bit weight's storage in the shared half memory (half-memory.ts), its bits as the
-   * checkpoint holds them; undefined where it stays a plain f16 storage: the option is off,
-   * quantization will replace it by codes, it is not 2-D (norm scales, the patch-embedding
-   * kernel), it fits no memory, or it is f16 holding ±Infinity or NaN (which the kernels would
-   * read as finite numbers).
-   */
-  private placedHalf(bits: Uint16Array, shape: readonly number[], format: 'f16' | 'bf16'): Storage | undefined {
-    if (this.halfGemvRows === 0 || (this.options.quantize ?? 'none') !== 'none') return undefined;
-    if (shape.length !== 2 || bits.length === 0) return undefined;
-    this.halfMemory ??= new HalfMemory(this.options.threads);
-    const at = this.halfMemory.place(bits, format);
-    if (!at) return undefined;
-    const s = new Storage(at.view, [...shape]);
-    s.elemType = 'float16';
-    s.encoding = { kind: 'half', memory: this.halfMemory, placed: at.placed };
-    return s;
-  }
-
-  /**
-   * A float32 buffer of `elements` for a widened weight chunk, reused from call to call (grown
-   * to the largest chunk, at most widenChunkBytes): a fresh buffer of that size costs more in
-   * page faults than the Gemm that reads it. Only one Gemm reads it at a time.
-   */
-  private widenBuffer(elements: number): Float32Array {
-    if (!this.wide || this.wide.length < elements) this.wide = new Float32Array(elements);
-    return this.wide.subarray(0, elements);
-  }
-
   /** The placed half storage behind a weight operand, when it is one. */
-  private halfWeight(B: OnnxTensor): Extract<Storage['encoding'], { kind: 'half' }> | undefined {
+  private halfWeight(B: OnnxTensor): HalfEncoding | undefined {
     const r = B.ref;
     if (r.kind !== 'storage' || r.storage.pendingVersion || r.storage.encoding?.kind !== 'half') return undefined;
     r.storage.pinned = true;
     return r.storage.encoding;
-  }
-
-  /** x [m, k] · Wᵀ (+ bias) for a placed 16-bit weight W [n, k] and few rows: gemv16 from the bits, on the host. */
-  private halfGemv(x: Operand, w: Extract<Storage['encoding'], { kind: 'half' }>, m: number, n: number, k: number, bias: Operand | undefined): GraphNode {
-    return new HostNode(bias ? [x, bias] : [x], [m, n], ([xv, bv], into) => {
-      this.stats.halfGemvCalls++;
-      const out = into ?? new Float32Array(m * n);                            // [m, n]
-      w.memory.multiply(w.placed, xv, m, k, n, out);
-      if (bv) for (let r = 0; r < m; r++) for (let j = 0; j < n; j++) out[r * n + j] += bv[j];
-      return out;
-    });
-  }
-
-  /**
-   * x [m, k] · Wᵀ (+ bias) for a placed 16-bit weight W [n, k] too big to widen whole (the
-   * lm_head over many rows): W's rows widened on the host in chunks of at most widenChunkBytes
-   * as float32, each chunk's product one onnxruntime Gemm; one chunk's copy is alive at a time.
-   */
-  private halfMatmul(x: Operand, w: Extract<Storage['encoding'], { kind: 'half' }>, m: number, n: number, k: number, bias: Operand | undefined): GraphNode {
-    return new HostNode(bias ? [x, bias] : [x], [m, n], async ([xv, bv], into) => {
-      const rows = Math.min(n, Math.max(1, Math.floor(this.widenChunkBytes / (4 * k))));
-      const xLeaf = new DataLeaf(xv, [m, k], 'float32');
-      const out = rows < n ? into ?? new Float32Array(m * n) : undefined;     // [m, n] when chunked
-      for (let r0 = 0; r0 < n; r0 += rows) {
-        const r1 = Math.min(n, r0 + rows);
-        const wide = this.widenBuffer((r1 - r0) * k);                         // W[r0:r1] [r1 − r0, k]
-        w.memory.widen(w.placed, r0 * k, (r1 - r0) * k, wide);
-        const inputs: Operand[] = [xLeaf, new DataLeaf(wide, [r1 - r0, k], 'float32')];
-        if (bv && !out) inputs.push(new DataLeaf(bv, [n], 'float32'));
-        const y = this.node('Gemm', inputs, { transB: int(1) }, [m, r1 - r0]);
-        await this.runOnnx([y], () => (out ? undefined : into));
-        const yv = y.done!.storage.data as Float32Array;                       // [m, r1 − r0]
-        if (!out) return yv;
-        for (let r = 0; r < m; r++) {
-          const row = yv.subarray(r * (r1 - r0), (r + 1) * (r1 - r0));
-          out.set(row, r * n + r0);
-          if (bv) for (let j = r0; j < r1; j++) out[r * n + j] += bv[j];
-        }
-      }
-      return out!;
-    });
   }
 
   /** The f16-encoded storage behind a weight operand, when it is one (unquantized, no pending writes). */
@@ -610,8 +527,7 @@ export class OnnxBackend implements TensorBackend {
     if (half && sameShape(s!.shape, T.shape)) {
       // Widen only the gathered rows, on the host.
       s!.pinned = true;
-      const rows = new Int32Array(ids);
-      return this.wrap(new HostNode([], [ids.length, h], () => half.memory.gather(half.placed, rows, h)));
+      return this.wrap(this.half.gather(half, ids, h));
     }
     if (s?.encoding?.kind === 'f16' && sameShape(s.shape, T.shape)) {
       // Gather the f16 rows, then widen only those (never the whole table).
