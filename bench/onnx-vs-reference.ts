@@ -86,14 +86,12 @@ async function runOnce(m: PaliGemmaModel, w: Workload): Promise<Timings> {
   const vision = performance.now() - t;
 
   const rows = m.imageRows(w.pixels);
-  const embeds = m.embedPrompt(w.ids, rows);
-  b.dispose(rows);
-  await b.read(embeds);                                        // materialise: prefill timing excludes vision
-  const s = m.session(w.ids.length + w.decodeSteps);
+  await b.read(rows);                                          // materialise: prefill timing excludes vision
   t = performance.now();
-  let logits = await s.prefill(embeds, w.ids.length);
+  const s = await m.begin(rows, w.ids, { capacity: w.ids.length + w.decodeSteps });
+  let logits = s.logits;
   const prefill = performance.now() - t;
-  b.dispose(embeds);
+  b.dispose(rows);
 
   const tokens = [argmax(logits)];
   const steps: number[] = [];

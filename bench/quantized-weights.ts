@@ -100,17 +100,12 @@ const pixels = { data: fillUniform(new Float32Array(3 * v.imageSize ** 2), 1001,
 const ids = benchPromptIds(config, 8, 2001);
 const argmax = (x: Float32Array) => { let b = 0; for (let i = 1; i < x.length; i++) if (x[i] > x[b]) b = i; return b; };
 
-/** Image → first logits; returns the open session and its logits. */
+/** Image → first logits; returns the open sequence and its logits. */
 async function firstToken(l: Loaded) {
   const t0 = performance.now();
-  const rows = l.model.imageRows(pixels);
-  await l.backend.read(rows);
-  const session = l.model.session(ids.length + newTokens + 1);
-  const embeds = l.model.embedPrompt(ids, rows);
-  const logits = await session.prefill(embeds, ids.length);
+  const session = await l.model.begin(pixels, ids, { capacity: ids.length + newTokens + 1 });
   const ms = performance.now() - t0;
-  l.backend.dispose([rows, embeds]);
-  return { session, logits, ms };
+  return { session, logits: session.logits, ms };
 }
 
 // Warm-up: builds every session (and quantizes on first use), untimed.
