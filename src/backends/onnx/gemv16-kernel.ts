@@ -2,15 +2,15 @@
  * The WebAssembly SIMD kernels behind the onnx backend's 16-bit weights: few-row products
  * y[r, n] = Σ_k x[r, k] · W[n, k] for W stored as IEEE half or bfloat16 bits [N, K], read
  * straight from the bits, and widening to float32 (for onnxruntime's many-row products and
- * the embedding gather). A product reads the bits (half the bytes of float32, and no widened copy). onnxruntime's CPU provider has no
- * half-precision Gemm on x86 and widens the whole weight with a Cast on every call, which is
+ * the embedding gather). A product reads the bits (half the bytes of float32, and no widened
+ * copy). onnxruntime's CPU provider has no half-precision Gemm on x86 and widens the whole weight with a Cast on every call, which is
  * what made decoding a 16-bit checkpoint slower than decoding a float32 one; a decode step is
  * bound by reading weights, so reading 2 bytes per weight instead of 4 (+4 written, +4 read
  * again for the Cast) is the whole gain.
  *
- * bfloat16 → float32 is the bits moved to the top half of a 32-bit lane (one byte shuffle).
+ * bfloat16 → float32 is the bits moved to the top half of a 32-bit lane (one shift or mask).
  * Half → float32, exactly, for every finite value: with h the 16 bits placed in the top half
- * of a 32-bit lane (x = h << 16, one byte shuffle), an arithmetic shift right by 3 and a mask
+ * of a 32-bit lane (x = h << 16), an arithmetic shift right by 3 and a mask
  * 0x8fffe000 leave the sign in bit 31 and the 15 exponent and mantissa bits at bits 27..13,
  * which read as a float32 are the value times 2⁻¹¹² (normal and subnormal halves alike, since
  * a half subnormal lands on a float32 normal); one multiply by 2¹¹² (exact) finishes. Infinity
@@ -31,30 +31,29 @@ const SIGN_AND_MAGNITUDE = 0x8fffe000 | 0;
 const TWO_POW_112 = (112 + 127) << 23;
 const F16_EXPONENT = 0x7c00;
 
-/** Byte-shuffle lanes placing 16-bit lanes 0..3 (lo) or 4..7 (hi) of the second operand in the top half of 32-bit lanes. */
-const TOP_LO = [0, 1, 16, 17, 0, 1, 18, 19, 0, 1, 20, 21, 0, 1, 22, 23];
-const TOP_HI = [0, 1, 24, 25, 0, 1, 26, 27, 0, 1, 28, 29, 0, 1, 30, 31];
+/** Which four of the eight 16-bit values in a v128 one widening takes (see widenLanes). */
+type Lanes = 'lo' | 'hi';
 
-/** The 16-bit formats: IEEE half, or bfloat16 (the top half of a float32, widened by the shuffle alone). */
+/** The 16-bit formats: IEEE half, or bfloat16 (the top half of a float32). */
 export type Half = 'f16' | 'bf16';
 
 /**
- * Widens the eight 16-bit values in local `v` (lanes 0..3 with TOP_LO, 4..7 with TOP_HI) to
+ * Widens four of the eight 16-bit values in local `v` (values 0..3 for 'lo', 4..7 for 'hi') to
  * float32 into local `into`; needs the locals `halfConstants` sets. With `pairs`, it takes the
- * even values for TOP_LO and the odd ones for TOP_HI instead (one bit operation in place of a
- * two-operand byte shuffle, which costs several); the caller orders x to match (pairOrder).
+ * even values for 'lo' and the odd ones for 'hi' instead (one bit operation each, where the
+ * in-order widening takes two); the caller orders x to match (pairOrder).
  * Without `scaled`, f16 values come out times 2⁻¹¹² (the caller scaled x by 2¹¹² instead).
  */
-function widenLanes(f: FnBuilder, format: Half, lanes: number[], into: string, pairs = false, scaled = true): void {
+function widenLanes(f: FnBuilder, format: Half, lanes: Lanes, into: string, pairs = false, scaled = true): void {
   if (pairs) {
     // Value 2i is the low half of 32-bit lane i (shift it up), value 2i+1 the high half (clear
     // the low one): `lo` gets the even values and `hi` the odd ones of the eight, each at the
-    // top of its lane as the byte shuffle would put it, for a fraction of the instructions.
-    if (lanes === TOP_LO) f.get('v').i32(16).simd('i32x4Shl');
+    // top of its lane.
+    if (lanes === 'lo') f.get('v').i32(16).simd('i32x4Shl');
     else f.get('v').get('high').simd('v128And');
   } else {
     // In order: widen lanes 0..3 (or 4..7) to 32 bits, then move them to the top half.
-    f.get('v').simd(lanes === TOP_LO ? 'i32x4ExtendLowI16x8U' : 'i32x4ExtendHighI16x8U').i32(16).simd('i32x4Shl');
+    f.get('v').simd(lanes === 'lo' ? 'i32x4ExtendLowI16x8U' : 'i32x4ExtendHighI16x8U').i32(16).simd('i32x4Shl');
   }
   if (format === 'f16') {
     f.i32(3).simd('i32x4ShrS').get('mask').simd('v128And');
@@ -93,12 +92,12 @@ function gemv(rows: number, format: Half, scaled = true): FnBuilder {
   }
   f.get('k').i32(1).op('i32Shl').set('rowBytes');
   // In pairs: `lo` the even values, `hi` the odd ones, met by x permuted to match (pairOrder).
-  const widen = (lanes: number[], into: string) => widenLanes(f, format, lanes, into, true, scaled);
+  const widen = (lanes: Lanes, into: string) => widenLanes(f, format, lanes, into, true, scaled);
   /** Eight values of W at wp + 16·g meet x[r] at xp_r + 32·g. */
   const group = (g: number) => {
     f.get('wp').simdMem('v128Load', 16 * g).set('v');
-    widen(TOP_LO, 'lo');
-    widen(TOP_HI, 'hi');
+    widen('lo', 'lo');
+    widen('hi', 'hi');
     for (let r = 0; r < rows; r++) {
       f.get(acc(r, 2 * g)).get('lo').get(`xp${r}`).simdMem('v128Load', 32 * g).simd('f32x4Mul').simd('f32x4Add').set(acc(r, 2 * g));
       f.get(acc(r, 2 * g + 1)).get('hi').get(`xp${r}`).simdMem('v128Load', 32 * g + 16).simd('f32x4Mul').simd('f32x4Add').set(acc(r, 2 * g + 1));
@@ -145,8 +144,8 @@ function widen(format: Half): FnBuilder {
   f.local('lo', 'v128').local('hi', 'v128').local('d', 'i32');
   f.forRange('q', () => f.i32(0), () => f.get('n').i32(1).op('i32Shl'), 16, () => {
     f.get('src').get('q').op('i32Add').simdMem('v128Load').set('v');
-    widenLanes(f, format, TOP_LO, 'lo');
-    widenLanes(f, format, TOP_HI, 'hi');
+    widenLanes(f, format, 'lo', 'lo');
+    widenLanes(f, format, 'hi', 'hi');
     f.get('dst').get('q').op('i32Add').get('q').op('i32Add').set('d');
     f.get('d').get('lo').simdMem('v128Store', 0);
     f.get('d').get('hi').simdMem('v128Store', 16);

@@ -15,7 +15,7 @@ import { bf16ToF32, f16ToF32 } from '../../tensor/dtype.js';
 import {
   buildGemv16Module, GEMV16_EXPORTS, GEMV16_MAX_ROWS, gemvExport, type Half, pairOrder, PRESCALE, PRESCALE_LIMIT, widenExport,
 } from './gemv16-kernel.js';
-import { WASM_PAGE, WasmThreadPool, type WasmCall } from '../reference/wasm-threads.js';
+import { align64, WASM_PAGE, WasmThreadPool, type WasmCall } from '../reference/wasm-threads.js';
 
 /** Pages of one memory: just under 2 GiB, so that every byte offset is a positive i32. */
 const MEMORY_PAGES = 32767;
@@ -40,8 +40,6 @@ interface Memory16 {
   pool: WasmThreadPool;
   /** Bytes handed out so far (scratch first). */
   used: number;
-  f32: Float32Array<ArrayBufferLike>;
-  u16: Uint16Array<ArrayBufferLike>;
   hasSpecial: (src: number, bytes: number) => number;
 }
 
@@ -51,24 +49,21 @@ export class HalfMemory {
 
   constructor(private readonly threads?: number) {}
 
-  /** Largest weight (bytes) one memory can hold. */
-  static readonly maxBytes = MEMORY_BYTES - SCRATCH_BYTES;
-
   /**
    * Copies 16-bit bits into a shared memory and returns the copy (a view that stays valid) and
    * its place; undefined when the weight is too big for one memory or is f16 holding ±Infinity
    * or NaN (the caller keeps its own).
    */
   place(bits: Uint16Array, format: Half): { view: Uint16Array; placed: Placed16 } | undefined {
-    const bytes = align(bits.length * 2);
-    if (bytes > HalfMemory.maxBytes) return undefined;
+    const bytes = align64(bits.length * 2);
+    if (bytes > MEMORY_BYTES - SCRATCH_BYTES) return undefined;           // fits no memory
     let index = this.memories.findIndex((m) => m.used + bytes <= MEMORY_BYTES);
     if (index < 0) index = this.memories.push(this.newMemory()) - 1;
     const mem = this.memories[index];
     const offset = mem.used;
     mem.used += bytes;
     this.ensure(mem, mem.used);
-    mem.u16.set(bits, offset / 2);
+    mem.pool.views().u16.set(bits, offset / 2);
     const whole = bits.length & ~7;
     // bfloat16 widening is exact for every value; f16's only for finite halves, so an f16
     // weight holding ±Infinity or NaN is given back (the caller keeps it as it is).
@@ -88,21 +83,17 @@ export class HalfMemory {
     if (n * k > w.length) throw new Error('gemv16: the weight is smaller than its shape');
     if (x.length < m * k || out.length < m * n) throw new Error('gemv16: an operand is smaller than its shape');
     const mem = this.memories[w.memory];
+    const { f32 } = mem.pool.views();
     const xBytes = GEMV16_MAX_ROWS * k * 4;
     if (xBytes + GEMV16_MAX_ROWS * 4 > SCRATCH_BYTES) throw new Error(`gemv16: k = ${k} is too long`);
-    const xOff = 0, yOff = align(xBytes);
+    const xOff = 0, yOff = align64(xBytes);
     for (let r0 = 0; r0 < m; r0 += GEMV16_MAX_ROWS) {
       const rows = Math.min(GEMV16_MAX_ROWS, m - r0);
       const xs = x.subarray(r0 * k, (r0 + rows) * k);
       // f16: x times 2¹¹² saves the kernel that multiply per weight (exact: a power of two),
       // where x is small enough not to overflow; NaN in x takes the other kernel, which is fine.
-      let prescaled = false;
-      if (w.format === 'f16') {
-        let big = 0;
-        for (let i = 0; i < xs.length; i++) { const a = Math.abs(xs[i]); if (!(a < PRESCALE_LIMIT)) { big = 1; break; } }
-        prescaled = big === 0;
-      }
-      pairOrder(xs, mem.f32.subarray(xOff / 4, xOff / 4 + rows * k), prescaled ? PRESCALE : 1);
+      const prescaled = w.format === 'f16' && xs.every((v) => Math.abs(v) < PRESCALE_LIMIT);
+      pairOrder(xs, f32.subarray(xOff / 4, xOff / 4 + rows * k), prescaled ? PRESCALE : 1);
       const cols = Math.max(1, Math.min(n, Math.floor((SCRATCH_BYTES - yOff) / (rows * 4))));
       const fn = gemvExport(w.format, rows, prescaled);
       for (let n0 = 0; n0 < n; n0 += cols) {
@@ -117,7 +108,7 @@ export class HalfMemory {
         mem.pool.run(calls);
         for (let r = 0; r < rows; r++) {
           const src = yOff / 4 + r * nc;
-          out.set(mem.f32.subarray(src, src + nc), (r0 + r) * n + n0);
+          out.set(f32.subarray(src, src + nc), (r0 + r) * n + n0);
         }
       }
     }
@@ -130,6 +121,7 @@ export class HalfMemory {
   widen(w: Placed16, first: number, count: number, out: Float32Array, at = 0): void {
     if (first < 0 || first + count > w.length) throw new Error('halfMemory.widen: range outside the weight');
     const mem = this.memories[w.memory];
+    const { f32, u16 } = mem.pool.views();
     const chunk = (SCRATCH_BYTES / 4) & ~7;                                 // elements per pass
     for (let c0 = 0; c0 < count; c0 += chunk) {
       const len = Math.min(chunk, count - c0);
@@ -143,11 +135,11 @@ export class HalfMemory {
           calls.push({ fn: widenExport(w.format), args: [src + a * 2, a * 4, b - a] });
         }
         mem.pool.run(calls);
-        out.set(mem.f32.subarray(0, whole), at + c0);
+        out.set(f32.subarray(0, whole), at + c0);
       }
       if (whole < len) {
         // The last (fewer than eight) values, in JS.
-        const tail = mem.u16.subarray(src / 2 + whole, src / 2 + len);
+        const tail = u16.subarray(src / 2 + whole, src / 2 + len);
         out.set(w.format === 'f16' ? f16ToF32(tail) : bf16ToF32(tail), at + c0 + whole);
       }
     }
@@ -160,11 +152,6 @@ export class HalfMemory {
     return out;
   }
 
-  /** Bytes held in shared memories. */
-  get bytes(): number {
-    return this.memories.reduce((s, m) => s + m.used, 0);
-  }
-
   close(): void {
     for (const m of this.memories) m.pool.close();
     this.memories.length = 0;
@@ -174,7 +161,7 @@ export class HalfMemory {
     this.module ??= buildGemv16Module(MEMORY_PAGES);
     const pool = new WasmThreadPool(this.module, GEMV16_EXPORTS, { threads: this.threads, maximumPages: MEMORY_PAGES });
     const mem: Memory16 = {
-      pool, used: SCRATCH_BYTES, f32: new Float32Array(0), u16: new Uint16Array(0),
+      pool, used: SCRATCH_BYTES,
       hasSpecial: pool.exports.hasSpecial16 as Memory16['hasSpecial'],
     };
     this.ensure(mem, SCRATCH_BYTES);
@@ -185,10 +172,5 @@ export class HalfMemory {
     // Grow in steps of at least GROW_BYTES: one grow per weight would be thousands of them.
     const have = mem.pool.memory.buffer.byteLength;
     if (bytes > have) mem.pool.ensure(Math.min(MEMORY_BYTES, Math.max(bytes, have + GROW_BYTES)));
-    ({ f32: mem.f32, u16: mem.u16 } = mem.pool.views());
   }
-}
-
-function align(bytes: number): number {
-  return Math.ceil(bytes / 64) * 64;
 }

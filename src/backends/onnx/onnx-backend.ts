@@ -40,7 +40,7 @@ import {
   patchEmbedDims, ropeDims, sizeOf, sliceShape, transposeShape,
 } from '../../tensor/op-shapes.js';
 import {
-  compileGraph, ConstLeaf, DataLeaf, type ElemType, GraphNode, HostNode, type Operand, Storage, type StorageLeaf,
+  compileGraph, ConstLeaf, DataLeaf, type ElemType, GraphNode, HostNode, type Operand, resolve, Storage, type StorageLeaf,
 } from './onnx-graph.js';
 import { type HalfEncoding, HalfWeights } from './half-weights.js';
 import { runStaged, ScratchPool } from './staged-flush.js';
@@ -93,8 +93,9 @@ export interface OnnxBackendOptions extends BackendOptions {
   attentionBlockElements?: number;
   /**
    * Products of at most this many rows with a 16-bit weight (decode steps, the prompt's last
-   * row through the lm_head) run in the backend's own kernel straight from the half bits
-   * (gemv16.ts) instead of a Cast + float32 Gemm in onnxruntime. Default 16; 0 turns it off.
+   * row through the lm_head) run in the backend's own kernel straight from the 16-bit bits
+   * (half-weights.ts, gemv16-kernel.ts) instead of a Cast + float32 Gemm in onnxruntime; 2-D
+   * 16-bit weights then live in the half memory (half-memory.ts). Default 16; 0 turns it off.
    */
   halfGemvRows?: number;
   /**
@@ -148,7 +149,6 @@ const DEFAULT_WIDEN_CHUNK_BYTES = 256 * 1024 * 1024;
  */
 const NBITS_ACCURACY_LEVEL = 4;
 
-
 /** Rows up to which a product with a 16-bit weight runs in gemv16 (see halfGemvRows). */
 const DEFAULT_HALF_GEMV_ROWS = 16;
 
@@ -188,7 +188,7 @@ export class OnnxBackend implements TensorBackend {
   private readonly attentionBlockElements: number;
   /** 2-D 16-bit weights in the half memory and their products (half-weights.ts). */
   private readonly half: HalfWeights;
-  /** Buffers for the intermediate results of staged flushes (see runGraph). */
+  /** Buffers for the intermediate results of staged flushes (staged-flush.ts). */
   private readonly scratch = new ScratchPool();
 
   constructor(options: OnnxBackendOptions = {}) {
@@ -523,11 +523,10 @@ export class OnnxBackend implements TensorBackend {
     const idx = BigInt64Array.from(ids, (id) => BigInt(id));
     const leaf = new DataLeaf(idx, [ids.length], 'int64');
     const s = T.ref.kind === 'storage' && !T.ref.storage.pendingVersion ? T.ref.storage : undefined;
-    const half = s?.encoding?.kind === 'half' ? s.encoding : undefined;
-    if (half && sameShape(s!.shape, T.shape)) {
+    if (s?.encoding?.kind === 'half' && sameShape(s.shape, T.shape)) {
       // Widen only the gathered rows, on the host.
-      s!.pinned = true;
-      return this.wrap(this.half.gather(half, ids, h));
+      s.pinned = true;
+      return this.wrap(this.half.gather(s.encoding, ids, h));
     }
     if (s?.encoding?.kind === 'f16' && sameShape(s.shape, T.shape)) {
       // Gather the f16 rows, then widen only those (never the whole table).
@@ -596,7 +595,7 @@ export class OnnxBackend implements TensorBackend {
     if (!sameShape(D.shape, s.shape)) version = this.reshapeNode(version, s.shape);
     s.pendingVersion = version;
     // The rows to copy into host memory after the next run (a snapshot when already concrete).
-    const src0 = resolveOperand(upd);
+    const src0 = resolve(upd);
     const commitSrc: Operand = src0.kind === 'storage' && !src0.storage.pendingVersion
       ? new DataLeaf(new Float32Array(src0.storage.data as Float32Array), [t, ...rowShape], 'float32')
       : src0;
@@ -925,7 +924,7 @@ export class OnnxBackend implements TensorBackend {
 
   /** An operand's float32 values on the host (it is stored, computed or constant). */
   private hostValue(o: Operand): Float32Array {
-    const r = resolveOperand(o);
+    const r = resolve(o);
     if (r.kind === 'node') throw new Error('onnx backend: a host node input was not computed');
     if (r.kind === 'const') return Float32Array.from(r.values);
     if (r.kind === 'data') return r.data as Float32Array;
@@ -978,9 +977,6 @@ export class OnnxBackend implements TensorBackend {
   }
 }
 
-function resolveOperand(o: Operand): Operand {
-  return o.kind === 'node' && o.done ? o.done : o;
-}
 
 function int(value: number): AttrValue { return { kind: 'int', value }; }
 function ints(value: readonly number[]): AttrValue { return { kind: 'ints', value }; }

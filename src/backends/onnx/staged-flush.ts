@@ -37,7 +37,13 @@ export async function runStaged(wanted: GraphNode[], env: StagedFlushEnv): Promi
   // reads them has run; `wanted`'s results are the caller's and fresh.
   const keep = new Set(wanted);
   const readers = new Map<GraphNode, GraphNode[]>();
-  for (const n of order) for (const i of n.inputs) if (i.kind === 'node' && !i.done) readers.set(i, [...(readers.get(i) ?? []), n]);
+  for (const n of order) {
+    for (const i of n.inputs) {
+      if (i.kind !== 'node' || i.done) continue;
+      const list = readers.get(i);
+      if (list) list.push(n); else readers.set(i, [n]);
+    }
+  }
   const computed = new Set<GraphNode>();
   const lent = new Map<GraphNode, Float32Array>();
   let lentBytes = 0;
@@ -48,14 +54,13 @@ export async function runStaged(wanted: GraphNode[], env: StagedFlushEnv): Promi
     lentBytes += buf.byteLength;
     return buf;
   };
+  const release = (n: GraphNode, buf: Float32Array) => {
+    lent.delete(n);
+    lentBytes -= buf.byteLength;
+    env.scratch.give(buf);
+  };
   const giveBack = (all: boolean) => {
-    for (const [n, buf] of lent) {
-      if (all || (readers.get(n) ?? []).every((r) => computed.has(r))) {
-        lent.delete(n);
-        lentBytes -= buf.byteLength;
-        env.scratch.give(buf);
-      }
-    }
+    for (const [n, buf] of lent) if (all || (readers.get(n) ?? []).every((r) => computed.has(r))) release(n, buf);
   };
   const runHost = async (host: HostNode) => {
     const values = host.inputs.map((i) => env.hostValue(i));
@@ -63,7 +68,7 @@ export async function runStaged(wanted: GraphNode[], env: StagedFlushEnv): Promi
     const t0 = performance.now();
     const result = await host.compute(values, buf);
     env.stats.hostMs += performance.now() - t0;
-    if (buf && result !== buf) { lent.delete(host); lentBytes -= buf.byteLength; env.scratch.give(buf); }   // it made its own
+    if (buf && result !== buf) release(host, buf);                          // it made its own
     host.done = new Storage(result, host.shape).leaf(host.shape);
     computed.add(host);
     giveBack(false);

@@ -21,7 +21,7 @@
 import type { DType } from '../../interfaces/tensor-backend.js';
 import { f16ToF32 } from '../../tensor/dtype.js';
 import { buildGemmModule, F16_TABLE_ADDRESS, DEFAULT_GEMM_SHAPE, packedABytes, workspaceBytes, type GemmShape } from './wasm-gemm.js';
-import { WasmThreadPool, type WasmCall } from './wasm-threads.js';
+import { align64, WasmThreadPool, type WasmCall } from './wasm-threads.js';
 
 /** Addresses are passed as i32: keep the memory below 2 GiB. */
 const MAX_PAGES = 32767;
@@ -81,14 +81,14 @@ export class WasmMatmul {
       const threads = mc * n * k >= this.minThreadedMacs ? this.pool.threads : 1;
       // Memory: f16 table | A float32 | A packed float64 | B chunk | C block | one workspace per
       // thread | B chunk as 16-bit bits (16-bit B only).
-      const ws = align(workspaceBytes(this.shape));
+      const ws = align64(workspaceBytes(this.shape));
       const aOff = F16_TABLE_ADDRESS + F16_TABLE_BYTES;
-      const apOff = aOff + align(mc * k * 4);
-      const bOff = apOff + align(packedABytes(mc, k));
-      const cOff = bOff + align(ldc * k * 4);
-      const wsOff = cOff + align(mc * ldc * 4);
+      const apOff = aOff + align64(mc * k * 4);
+      const bOff = apOff + align64(packedABytes(mc, k));
+      const cOff = bOff + align64(ldc * k * 4);
+      const wsOff = cOff + align64(mc * ldc * 4);
       const b16Off = wsOff + threads * ws;
-      this.ensure(b16Off + (bDtype === 'f32' ? 0 : align(ldc * k * 2)));
+      this.ensure(b16Off + (bDtype === 'f32' ? 0 : align64(ldc * k * 2)));
       if (bDtype === 'f16' && !this.f16TableWritten) {
         f16ToF32(Uint16Array.from({ length: 65536 }, (_, h) => h), this.f32.subarray(F16_TABLE_ADDRESS / 4, F16_TABLE_ADDRESS / 4 + 65536));
         this.f16TableWritten = true;
@@ -132,8 +132,4 @@ export class WasmMatmul {
     this.pool.ensure(bytes);
     ({ f32: this.f32, u16: this.u16 } = this.pool.views());
   }
-}
-
-function align(bytes: number): number {
-  return Math.ceil(bytes / 64) * 64;
 }

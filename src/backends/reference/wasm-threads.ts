@@ -24,6 +24,11 @@ export const wasmApi = (globalThis as unknown as { WebAssembly: WasmApi }).WebAs
 
 export const WASM_PAGE = 65536;
 
+/** `bytes` rounded up to a multiple of 64 (a cache line): where regions of a shared memory start. */
+export function align64(bytes: number): number {
+  return Math.ceil(bytes / 64) * 64;
+}
+
 /** One call: an export of the module (by name) and its i32 arguments. */
 export interface WasmCall {
   fn: string;
