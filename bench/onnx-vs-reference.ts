@@ -11,7 +11,7 @@
  * `onnx build` is the time spent creating ONNX sessions during the warm-up (once per shape).
  * The larger model also runs with `quantize: 'int8'` (weight-only int8, DynamicQuantizeMatMul).
  */
-import { OnnxAttentionKernel } from '../src/backends/onnx/onnx-attention-kernel.js';
+import { AttendKernel } from '../src/attention/plain-attention-kernel.js';
 import { OnnxBackend } from '../src/backends/onnx/onnx-backend.js';
 import { onnxBackendPlugin } from '../src/backends/onnx/onnx-backend-module.js';
 import { BUILTIN_PLUGINS } from '../src/builtin-plugins.js';
@@ -123,7 +123,7 @@ async function measure(m: PaliGemmaModel, w: Workload, reps: number): Promise<Ti
 function inMemoryModel(b: TensorBackend, spec: ModelSpec, weights: Weights): PaliGemmaModel {
   const map = new Map<string, Tensor>();
   for (const [name, w] of weights) map.set(name, b.upload(w.data, w.shape));
-  const attention = b instanceof OnnxBackend ? new OnnxAttentionKernel() : new ReferenceAttentionKernel();
+  const attention = b instanceof OnnxBackend ? new AttendKernel('onnx') : new ReferenceAttentionKernel();
   return new PaliGemmaModel({ backend: b, attention, kvCacheStore: new ContiguousKvCacheStore() },
     { config: modelConfig(spec), weights: map, weightDtype: 'f32' });
 }

@@ -23,11 +23,11 @@
  * `paligemma bench --backend onnx --json` child (1 run, 2 tokens) and its peak resident set is
  * set against the checkpoint's weight bytes.
  */
+import { AttendKernel } from '../src/attention/plain-attention-kernel.js';
 import 'reflect-metadata';
 import { spawnSync } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { OnnxAttentionKernel } from '../src/backends/onnx/onnx-attention-kernel.js';
 import { OnnxBackend, type OnnxBackendOptions } from '../src/backends/onnx/onnx-backend.js';
 import { type BenchWeights, writeBenchCheckpoint } from '../src/bench/bench-checkpoint.js';
 import { benchConfig, benchPromptIds, fillUniform } from '../src/bench/paligemma-shapes.js';
@@ -87,7 +87,7 @@ try {
     const t0 = performance.now();
     const ckpt = await loadCheckpoint(file.dir, backend);
     const loadMs = performance.now() - t0;
-    const model = new PaliGemmaModel({ backend, attention: new OnnxAttentionKernel(), kvCacheStore: new ContiguousKvCacheStore() },
+    const model = new PaliGemmaModel({ backend, attention: new AttendKernel('onnx'), kvCacheStore: new ContiguousKvCacheStore() },
       { config, weights: ckpt.weights, weightDtype: ckpt.weightDtype });
     loaded.push({ name, backend, model, loadMs, fileBytes: file.fileBytes, ttft: [], decode: [] });
   }

@@ -1,9 +1,9 @@
-/** The parts every backend shares: the plain attention kernel, the KV cache, samplers, I/O. */
+/** The parts every backend shares: the attention kernels (attend, plain), the KV cache, samplers, I/O. */
 import {
   AttentionKernelContribution, ImageProcessorContribution, KVCacheStoreContribution,
   SamplerContribution, TokenizerContribution,
 } from './interfaces/contributions.js';
-import { PlainAttentionKernel } from './attention/plain-attention-kernel.js';
+import { AttendKernel, PlainAttentionKernel } from './attention/plain-attention-kernel.js';
 import { ContiguousKvCacheStore } from './kv-cache/contiguous-kv-cache.js';
 import { HfTokenizer } from './tokenizer/hf-tokenizer.js';
 import { SiglipImageProcessor } from './image/siglip-image-processor.js';
@@ -15,6 +15,11 @@ export const corePartsPlugin = definePlugin('core', ({ bind }) => {
     name: 'plain',
     description: 'attention from backend ops, head by head; works on any backend',
     create: () => new PlainAttentionKernel(),
+  });
+  bind(AttentionKernelContribution).toConstantValue({
+    name: 'attend',
+    description: "the backend's fused attention when it declares one, else attention from backend ops",
+    create: () => new AttendKernel(),
   });
   bind(KVCacheStoreContribution).toConstantValue({
     name: 'contiguous',

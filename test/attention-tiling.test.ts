@@ -5,14 +5,13 @@
  * the tiled kernels really hold less: the largest score tensor (plain), tfjs's peak bytes,
  * onnx's graph (one Softmax per block).
  */
+import { AttendKernel } from '../src/attention/plain-attention-kernel.js';
 import { expect } from 'chai';
 import type { AttentionKernel, AttentionOptions } from '../src/interfaces/attention-kernel.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
 import type { MatmulOptions, Tensor, TensorBackend } from '../src/interfaces/tensor-backend.js';
-import { OnnxAttentionKernel } from '../src/backends/onnx/onnx-attention-kernel.js';
 import { OnnxBackend } from '../src/backends/onnx/onnx-backend.js';
 import { ReferenceBackend } from '../src/backends/reference/reference-backend.js';
-import { TfjsAttentionKernel } from '../src/backends/tfjs/tfjs-attention-kernel.js';
 import { TfjsBackend } from '../src/backends/tfjs/tfjs-backend.js';
 import { PlainAttentionKernel } from '../src/attention/plain-attention-kernel.js';
 import { queryBlocks } from '../src/attention/query-blocks.js';
@@ -122,8 +121,8 @@ describe('attention tiled over query blocks', function () {
         const tiled = await attend(b, new PlainAttentionKernel(blockOf7(s)), s, x);
         expect(maxAbs(tiled, whole)).to.equal(0);
         expect(maxAbs(tiled, want)).to.be.below(tol);
-        // The soft-cap's tanh is a softmax over [rows, keys, 2] (generic-tanh.ts).
-        const len = (s.opts.kvLength ?? s.tk) * (s.opts.softCap === undefined ? 1 : 2);
+        // The soft-cap is an elementwise unary('tanh'): no softmax wider than [rows, keys].
+        const len = s.opts.kvLength ?? s.tk;
         expect(untiledLargest).to.equal(s.tq * len);
         expect(b.largest).to.equal(7 * len);
       });
@@ -134,7 +133,7 @@ describe('attention tiled over query blocks', function () {
           const b = new OnnxBackend({ attentionBlockElements });
           await b.init();
           try {
-            results.push(await attend(b, new OnnxAttentionKernel(), s, x));
+            results.push(await attend(b, new AttendKernel('onnx'), s, x));
             nodes.push(b.stats.lastGraph.nodes);
           } finally {
             await b.close();
@@ -153,7 +152,7 @@ describe('attention tiled over query blocks', function () {
           try {
             const up = { q: b.upload(x.q, [s.tq, s.hq, s.d]), k: b.upload(x.k, [s.tk, s.hkv, s.d]), v: b.upload(x.v, [s.tk, s.hkv, s.d]) };
             let out: Tensor | undefined;
-            const info = await b.tf.profile(() => { out = new TfjsAttentionKernel().attend(b, up.q, up.k, up.v, s.opts); });
+            const info = await b.tf.profile(() => { out = new AttendKernel('tfjs').attend(b, up.q, up.k, up.v, s.opts); });
             peaks.push(info.peakBytes);
             results.push(await b.read(out!));
             b.dispose([up.q, up.k, up.v, out!]);

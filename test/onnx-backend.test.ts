@@ -4,12 +4,12 @@
  * session reuse across decode-shaped steps, in-place cache writes, disposal), and a whole
  * in-memory PaliGemma (vision, prefill, greedy decode) against the reference pipeline.
  */
+import { AttendKernel } from '../src/attention/plain-attention-kernel.js';
 import { expect } from 'chai';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ReferenceAttentionKernel } from '../src/backends/reference/reference-attention-kernel.js';
 import { ReferenceBackend } from '../src/backends/reference/reference-backend.js';
-import { OnnxAttentionKernel } from '../src/backends/onnx/onnx-attention-kernel.js';
 import { OnnxBackend } from '../src/backends/onnx/onnx-backend.js';
 import { onnxBackendPlugin } from '../src/backends/onnx/onnx-backend-module.js';
 import { BUILTIN_PLUGINS } from '../src/builtin-plugins.js';
@@ -19,7 +19,7 @@ import type { AttentionMask } from '../src/interfaces/attention-kernel.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/tensor/dtype.js';
 import type { PixelValues } from '../src/interfaces/image-processor.js';
-import type { Tensor, TensorBackend } from '../src/interfaces/tensor-backend.js';
+import type { Tensor, TensorOps } from '../src/interfaces/tensor-backend.js';
 import { ContiguousKvCacheStore } from '../src/kv-cache/contiguous-kv-cache.js';
 import type { PaliGemmaConfig } from '../src/model/config-types.js';
 import { PaliGemmaModel } from '../src/model/paligemma-model.js';
@@ -193,7 +193,7 @@ describe('onnx backend', function () {
 
   // ── attention ───────────────────────────────────────────────────────────────
   describe('attention kernel vs reference', function () {
-    const kernel = new OnnxAttentionKernel();
+    const kernel = new AttendKernel('onnx');
     const refKernel = new ReferenceAttentionKernel();
 
     itAttentionGrid(async (tq, hq, hkv, d, cap, opts, seed) => {
@@ -218,7 +218,7 @@ describe('onnx backend', function () {
       const k = keep(b.rope(keep(b.reshape(keep(b.slice(h, 1, 0, 8)), [t, 2, 4])), positions, 10000));
       const v = keep(b.reshape(keep(b.slice(h, 1, 8, 16)), [t, 2, 4]));
       cache.write(0, k, v);
-      const a = keep(new OnnxAttentionKernel().attend(b, q, cache.keys(0), cache.values(0), {
+      const a = keep(new AttendKernel('onnx').attend(b, q, cache.keys(0), cache.values(0), {
         scale: 0.5, mask, queryOffset: cache.length, kvLength: cache.length + t,
       }));
       cache.advance(t);
@@ -260,11 +260,11 @@ describe('onnx backend', function () {
       const ref = new ReferenceBackend();
       const store = new ContiguousKvCacheStore();
       const results: Float32Array[][] = [];
-      for (const b of [onnx, ref] as TensorBackend[]) {
+      for (const b of [onnx, ref] as TensorOps[]) {
         const out: Float32Array[] = [];
         const w = b.upload(rand(16 * 16, 5), [16, 16]);
         const cache = store.create(b, { layers: 1, kvHeads: 2, headDim: 4, capacity: 12 });
-        const kernel = b === onnx ? new OnnxAttentionKernel() : new ReferenceAttentionKernel();
+        const kernel = b === onnx ? new AttendKernel('onnx') : new ReferenceAttentionKernel();
         for (let i = 0; i < 8; i++) {
           const t = i === 0 ? 4 : 1;
           const x = b.upload(rand(t * 16, 40 + i), [t, 16]);
@@ -313,10 +313,10 @@ describe('onnx backend', function () {
   // ── whole model, in memory ──────────────────────────────────────────────────
   type ModelSpec = ModelShape;
 
-  function makeModel(b: TensorBackend, spec: ModelSpec, seed: number): PaliGemmaModel {
+  function makeModel(b: TensorOps, spec: ModelSpec, seed: number): PaliGemmaModel {
     const weights = new Map<string, Tensor>();
     for (const [name, w] of randomWeightEntries(modelConfig(spec), seed)) weights.set(name, b.upload(w.data, w.shape));
-    const attention = b instanceof OnnxBackend ? new OnnxAttentionKernel() : new ReferenceAttentionKernel();
+    const attention = b instanceof OnnxBackend ? new AttendKernel('onnx') : new ReferenceAttentionKernel();
     return new PaliGemmaModel({ backend: b, attention, kvCacheStore: new ContiguousKvCacheStore() },
       { config: modelConfig(spec), weights, weightDtype: 'f32' });
   }

@@ -5,11 +5,11 @@
  * engine selection and the one-engine-per-process rule, whole tiny checkpoints through
  * createPipeline (greedy tokens and logits), and tensor leaks over 100 generations.
  */
+import { AttendKernel } from '../src/attention/plain-attention-kernel.js';
 import { expect } from 'chai';
 import { createRequire } from 'node:module';
 import { ReferenceAttentionKernel } from '../src/backends/reference/reference-attention-kernel.js';
 import { ReferenceBackend } from '../src/backends/reference/reference-backend.js';
-import { TfjsAttentionKernel } from '../src/backends/tfjs/tfjs-attention-kernel.js';
 import { TfjsBackend } from '../src/backends/tfjs/tfjs-backend.js';
 import { tfjsBackendPlugin } from '../src/backends/tfjs/tfjs-backend-module.js';
 import { activeEngine, engineUsers, type TfjsEngineKind } from '../src/backends/tfjs/tfjs-engine.js';
@@ -19,7 +19,7 @@ import { THRESHOLDS } from '../src/conformance/op-case.js';
 import { createPipeline } from '../src/create-pipeline.js';
 import type { AttentionOptions } from '../src/interfaces/attention-kernel.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
-import type { Tensor, TensorBackend } from '../src/interfaces/tensor-backend.js';
+import type { Tensor, TensorOps } from '../src/interfaces/tensor-backend.js';
 import { ContiguousKvCacheStore } from '../src/kv-cache/contiguous-kv-cache.js';
 import type { PaliGemmaPipeline } from '../src/paligemma-pipeline.js';
 import { promptIds } from '../src/generation/prompt-format.js';
@@ -274,7 +274,7 @@ describe('TensorFlow.js backend', function () {
   // ── attention ───────────────────────────────────────────────────────────────
   describe('tfjs attention kernel vs reference', function () {
     leakFree();
-    const kernel = new TfjsAttentionKernel();
+    const kernel = new AttendKernel('tfjs');
     const refKernel = new ReferenceAttentionKernel();
     let other: TfjsBackend;                                 // the other matmul layout, same engine
 
@@ -302,7 +302,7 @@ describe('TensorFlow.js backend', function () {
     it('a decode loop over a contiguous KV cache matches the reference', async function () {
       const store = new ContiguousKvCacheStore();
       const results: Float32Array[][] = [];
-      for (const b of [tfjs, pair.ref] as TensorBackend[]) {
+      for (const b of [tfjs, pair.ref] as TensorOps[]) {
         const out: Float32Array[] = [];
         const w = b.upload(rand(16 * 16, 5), [16, 16]);
         const cache = store.create(b, { layers: 1, kvHeads: 2, headDim: 4, capacity: 12 });
@@ -550,7 +550,7 @@ describe('TensorFlow.js backend', function () {
       note('cpu: rope', await cpuPair.check((be, [t]) => be.rope(t, Int32Array.of(1, 2, 900), 10000), [x], THRESHOLDS.rope));
       note('cpu: patchEmbed', await cpuPair.check((be, [p, q, r]) => be.patchEmbed(p, q, r, 4),
         [cpuPair.rand([3, 8, 8], seed++), cpuPair.rand([5, 3, 4, 4], seed++), cpuPair.rand([5], seed++)], THRESHOLDS.matmul));
-      const kernel = new TfjsAttentionKernel(), refKernel = new ReferenceAttentionKernel();
+      const kernel = new AttendKernel('tfjs'), refKernel = new ReferenceAttentionKernel();
       for (const [hq, hkv] of [[4, 4], [4, 2], [8, 1]]) {
         const q = cpuPair.rand([3, hq, 8], seed++), k = cpuPair.rand([10, hkv, 8], seed++), v = cpuPair.rand([10, hkv, 8], seed++);
         const opts: AttentionOptions = { scale: 8 ** -0.5, mask: { kind: 'prefixLm', prefixLength: 2 }, queryOffset: 4, kvLength: 7 };

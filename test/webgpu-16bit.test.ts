@@ -13,20 +13,20 @@
  * Without a GPU this runs on SwiftShader; it is skipped, with the reason printed, only when no
  * WebGPU adapter can be created.
  */
+import { AttendKernel } from '../src/attention/plain-attention-kernel.js';
 import { expect } from 'chai';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ReferenceAttentionKernel } from '../src/backends/reference/reference-attention-kernel.js';
 import { ReferenceBackend } from '../src/backends/reference/reference-backend.js';
-import { WebGpuAttentionKernel } from '../src/backends/webgpu/webgpu-attention-kernel.js';
 import { WebGpuBackend, parseWeightsOption, resolveWeights } from '../src/backends/webgpu/webgpu-backend.js';
 import { webgpuBackendPlugin } from '../src/backends/webgpu/webgpu-backend-module.js';
 import { BUILTIN_PLUGINS } from '../src/builtin-plugins.js';
 import { createPipeline } from '../src/create-pipeline.js';
 import { promptIds, type PaliGemmaPipeline } from '../src/index.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
-import type { Tensor, TensorBackend } from '../src/interfaces/tensor-backend.js';
+import type { Tensor, TensorOps } from '../src/interfaces/tensor-backend.js';
 import { f16ToF32, f32ToF16 } from '../src/tensor/dtype.js';
 import { greedyRun, relMaxDiff } from './support/model-compare.js';
 import { buildTinyCheckpoint, makeTestImage, mqaSpec, type TinySpec } from './support/tiny-checkpoint.js';
@@ -52,11 +52,11 @@ interface Input { shape: number[]; half?: boolean; scale?: number }
 interface OpCase {
   label: string;
   inputs: Input[];
-  op: (b: TensorBackend, xs: Tensor[]) => Tensor;
+  op: (b: TensorOps, xs: Tensor[]) => Tensor;
   tol: number;
 }
 
-const attention = { gpu: new WebGpuAttentionKernel(), ref: new ReferenceAttentionKernel() };
+const attention = { gpu: new AttendKernel('webgpu'), ref: new ReferenceAttentionKernel() };
 
 const OP_CASES: OpCase[] = [
   { label: 'matmul bᵀ 16-bit B [17,33]·[65,33]ᵀ (odd count)', inputs: [{ shape: [17, 33] }, { shape: [65, 33], half: true, scale: 0.2 }],
@@ -160,7 +160,7 @@ describe('webgpu backend: f16/bf16 storage and f16 weights', function () {
             const n = sizeOf(x.shape);
             return x.half ? { bits: halfBits(dtype, n, 10 + i, x.scale) } : { f32: rand(n, 10 + i, x.scale) };
           });
-          const upload = (b: TensorBackend, packed: boolean) => values.map((v, i) => {
+          const upload = (b: TensorOps, packed: boolean) => values.map((v, i) => {
             const shape = c.inputs[i].shape;
             if (!v.bits) return b.upload(v.f32!, shape);
             return packed ? b.upload(v.bits, shape, dtype) : b.upload(widened(dtype, v.bits), shape);

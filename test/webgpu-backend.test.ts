@@ -6,6 +6,7 @@
  * file is skipped, with the reason printed, only when no WebGPU adapter can be created.
  * Software WebGPU is slow, so shapes stay small.
  */
+import { AttendKernel } from '../src/attention/plain-attention-kernel.js';
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,12 +15,11 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ReferenceAttentionKernel } from '../src/backends/reference/reference-attention-kernel.js';
 import { ReferenceBackend } from '../src/backends/reference/reference-backend.js';
-import { WebGpuAttentionKernel } from '../src/backends/webgpu/webgpu-attention-kernel.js';
 import { WebGpuBackend } from '../src/backends/webgpu/webgpu-backend.js';
 import { webgpuBackendPlugin } from '../src/backends/webgpu/webgpu-backend-module.js';
 import type { AttentionMask, AttentionOptions } from '../src/interfaces/attention-kernel.js';
 import { PaliGemmaError } from '../src/interfaces/errors.js';
-import type { Tensor, TensorBackend } from '../src/interfaces/tensor-backend.js';
+import type { Tensor, TensorOps } from '../src/interfaces/tensor-backend.js';
 import { PlainAttentionKernel } from '../src/attention/plain-attention-kernel.js';
 import { BUILTIN_PLUGINS } from '../src/builtin-plugins.js';
 import { createPipeline } from '../src/create-pipeline.js';
@@ -47,7 +47,7 @@ const inp = (data: Float32Array, shape: number[]): Input => ({ data, shape });
 
 /** Runs `op` on both backends on the same inputs, compares, and disposes everything. */
 async function agree(
-  gpu: WebGpuBackend, ref: TensorBackend, inputs: Input[], op: (b: TensorBackend, xs: Tensor[]) => Tensor, tol: number,
+  gpu: WebGpuBackend, ref: TensorOps, inputs: Input[], op: (b: TensorOps, xs: Tensor[]) => Tensor, tol: number,
 ): Promise<number> {
   const xs = inputs.map((x) => gpu.upload(x.data, x.shape));
   const rs = inputs.map((x) => ref.upload(x.data, x.shape));
@@ -350,7 +350,7 @@ describe('webgpu backend', function () {
       { label: 'T33 sliding window 8', tq: 33, tk: 33, hq: 2, hkv: 1, d: 16, opts: { mask: { kind: 'causal' }, slidingWindow: 8 } },
       { label: 'T17 soft-cap 50', tq: 17, tk: 17, hq: 4, hkv: 2, d: 16, opts: { mask: { kind: 'bidirectional' }, softCap: 50 } },
     ];
-    const kernel = new WebGpuAttentionKernel(), oracle = new ReferenceAttentionKernel();
+    const kernel = new AttendKernel('webgpu'), oracle = new ReferenceAttentionKernel();
     for (const c of cases) {
       const m = c.opts.mask;
       it(`${c.label} ${m.kind === 'prefixLm' ? `prefixLm(${m.prefixLength})` : m.kind} gqa ${c.hq / c.hkv}`, async function () {

@@ -3,7 +3,8 @@
  * normalized MSE against the oracle backend, and the work it does for --perf.
  */
 import type { AttentionKernel } from '../interfaces/attention-kernel.js';
-import type { DType, OpName, Tensor, TensorBackend } from '../interfaces/tensor-backend.js';
+import type { DType, OpName, Tensor, TensorBackend, TensorOps } from '../interfaces/tensor-backend.js';
+import { withDefaultOps } from '../ops/with-default-ops.js';
 import { SeededData, seedOf, toHalfBits } from './seeded-data.js';
 
 /**
@@ -85,7 +86,7 @@ export interface CaseSpec {
   /** Storage dtype of the 16-bit inputs, if any. */
   dtype?: Exclude<DType, 'f32'>;
   work: CaseWork;
-  build(d: SeededData): { inputs: CaseInput[]; run(b: TensorBackend, xs: Tensor[], ctx: CaseContext): Tensor };
+  build(d: SeededData): { inputs: CaseInput[]; run(b: TensorOps, xs: Tensor[], ctx: CaseContext): Tensor };
 }
 
 /** Turns a spec into a case whose inputs are regenerated from its name on every prepare. */
@@ -101,7 +102,8 @@ export function defineCase(spec: CaseSpec): OpCase {
       const built = spec.build(new SeededData(seedOf(`${spec.op}/${spec.name}`)));
       const xs = built.inputs.map((x) => uploadInput(ctx.backend, x, ctx.oracle));
       return {
-        run: () => built.run(ctx.backend, xs, ctx),
+        // Composites the backend does not declare run on the defaults of src/ops.
+        run: () => built.run(withDefaultOps(ctx.backend), xs, ctx),
         dispose: () => ctx.backend.dispose(xs),
       };
     },

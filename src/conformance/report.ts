@@ -14,6 +14,8 @@ export interface OpResult {
   status: CaseStatus;
   /** Why it failed or is unsupported, or where the largest difference sits. */
   detail?: string;
+  /** Composites the backend does not declare, which ran on the defaults of src/ops. */
+  onDefaults?: string[];
   /** --perf: microseconds per run on the tested backend, and its rate. */
   usPerRun?: number;
   gflops?: number;
@@ -81,7 +83,7 @@ export function formatReport(r: ConformanceReport, opts: { perf?: boolean } = {}
   const lines: string[] = [`conformance: ${who(r.backend, r.engine)}${withOptions} against ${who(r.against, r.againstEngine)}`, ''];
   const header = ['op', 'case', 'shape', 'error', 'threshold', 'status', ...(opts.perf ? ['µs/run', 'rate'] : [])];
   const rows = r.ops.map((o) => [
-    o.op, o.case, o.shape, formatError(o.error), formatError(o.threshold), statusText(o.status),
+    o.op, o.case, o.shape, formatError(o.error), formatError(o.threshold), statusText(o.status) + (o.onDefaults ? ' (default)' : ''),
     ...(opts.perf ? [o.usPerRun === undefined ? '' : short(o.usPerRun), rate(o)] : []),
   ]);
   lines.push(...table(header, rows, r.ops.map((o) => (o.status === 'pass' ? undefined : o.detail))));

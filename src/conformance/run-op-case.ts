@@ -5,6 +5,8 @@
  */
 import type { AttentionKernel } from '../interfaces/attention-kernel.js';
 import type { Tensor, TensorBackend } from '../interfaces/tensor-backend.js';
+import { DEFAULT_USES, declaresOp } from '../ops/with-default-ops.js';
+import type { FusedOpName, OpName } from '../interfaces/tensor-backend.js';
 import { compare, unflatten } from './compare.js';
 import { opThreshold } from './lossy-weights.js';
 import { fmt, type CaseContext, type KernelSlot, type OpCase, type PreparedCase } from './op-case.js';
@@ -54,8 +56,21 @@ async function execute(c: OpCase, side: ConformanceSide, oracle: boolean): Promi
 
 export async function runOpCase(c: OpCase, tested: ConformanceSide, oracle: ConformanceSide, perf = false): Promise<OpResult> {
   const base = { op: c.op, case: caseLabel(c, tested), shape: c.shape, threshold: opThreshold(c, tested.backend.lossyWeights) };
-  const missing = c.needs.find(([op, dtype]) => !tested.backend.supports(op, dtype));
+  // A composite the backend does not declare runs on the defaults: it needs their core ops.
+  const onDefaults = c.needs.filter(([op]) => isFused(op) && !declaresOp(tested.backend, op)).map(([op]) => op);
+  const needs = c.needs.flatMap(([op, dtype]) => (onDefaults.includes(op)
+    ? DEFAULT_USES[op as FusedOpName].map((core) => [core, dtype] as const) : [[op, dtype] as const]));
+  const missing = needs.find(([op, dtype]) => !tested.backend.supports(op, dtype));
   if (missing) return { ...base, error: null, status: 'unsupported', detail: `supports('${missing[0]}', '${missing[1]}') is false` };
+  const result = await runSupported(c, tested, oracle, base, perf);
+  if (onDefaults.length > 0) result.onDefaults = [...new Set(onDefaults)];
+  return result;
+}
+
+const FUSED: ReadonlySet<string> = new Set(Object.keys(DEFAULT_USES));
+const isFused = (op: OpName): op is FusedOpName => FUSED.has(op);
+
+async function runSupported(c: OpCase, tested: ConformanceSide, oracle: ConformanceSide, base: Omit<OpResult, 'error' | 'status'>, perf: boolean): Promise<OpResult> {
 
   let expected: Output;
   try {

@@ -1,10 +1,20 @@
 /**
- * TensorBackend: owns device memory and runs the small, named op set the model needs.
+ * TensorBackend: owns device memory and runs a small core op set; fused composites are optional.
  *
  * Tensors are opaque handles owned by the backend that made them; only `read()` brings data
  * back to JS, and it is async because device readback is. A backend may record ops lazily and
  * flush at `read()`. All model compute is float32; weights may be stored as f16/bf16 when the
  * backend says it supports them (`supports('upload', 'bf16')`).
+ *
+ * The required core (14 methods besides `name` and `supports`) is what every composite the model
+ * uses can be written in, and no more: memory (upload, zeros, read, dispose), matmul, elementwise
+ * add/mul/scale plus `unary` (tanh, exp, sigmoid, rsqrt, reciprocal), one last-axis `reduce`
+ * (sum/max) whose [..., 1] result add/mul broadcast back over the row, and layout (embedding,
+ * concat, slice, reshape, transpose, writeRows). Norms, softmax, GELU, RoPE, the patch
+ * convolution and attention are Gemma/SigLIP conventions, not primitives: src/ops writes each
+ * once from the core (`withDefaultOps`), src/attention builds attention from it (`attend`), and a
+ * backend declares a method of the same name only when its fused kernel does better.
+ * `supports(op)` tells which ones it does natively.
  *
  * ```ts
  * const a = backend.upload(new Float32Array([1, 2, 3, 4, 5, 6]), [2, 3]);
@@ -15,6 +25,7 @@
  * ```
  */
 import type { ServiceIdentifier } from 'inversify';
+import type { AttentionOptions } from './attention-kernel.js';
 export const TensorBackend: ServiceIdentifier<TensorBackend> = Symbol('TensorBackend');
 
 /** Storage dtype of a tensor. Compute is float32; 16-bit types exist for weights. */
@@ -29,13 +40,26 @@ export interface Tensor {
   readonly dtype: DType;
 }
 
-/** Names of every op; `supports(op)` and the conformance kit speak these names. */
-export type OpName =
+/** The ops every backend implements: memory, matmul, elementwise, one reduction, layout. */
+export type CoreOpName =
   | 'upload' | 'read'
-  | 'matmul' | 'add' | 'mul' | 'scale'
-  | 'layerNorm' | 'rmsNorm' | 'gelu' | 'softmax' | 'rope'
-  | 'embedding' | 'concat' | 'slice' | 'reshape' | 'transpose'
-  | 'patchEmbed' | 'writeRows';
+  | 'matmul' | 'add' | 'mul' | 'scale' | 'unary' | 'reduce'
+  | 'embedding' | 'concat' | 'slice' | 'reshape' | 'transpose' | 'writeRows';
+
+/**
+ * Composites a backend may implement as fused kernels; src/ops builds each one from core ops
+ * otherwise (`withDefaultOps`), and src/attention builds attention the same way (`attend`).
+ */
+export type FusedOpName = 'layerNorm' | 'rmsNorm' | 'gelu' | 'softmax' | 'rope' | 'patchEmbed' | 'attention';
+
+/** Names of every op; `supports(op)` and the conformance kit speak these names. */
+export type OpName = CoreOpName | FusedOpName;
+
+/** Elementwise functions of `unary`: what the default composites and Gemma 2's soft-cap need. */
+export type UnaryOp = 'tanh' | 'exp' | 'sigmoid' | 'rsqrt' | 'reciprocal';
+
+/** Reductions of `reduce`, over the last axis. */
+export type ReduceOp = 'sum' | 'max';
 
 export interface MatmulOptions {
   /** b is [N, K] (PyTorch Linear layout) instead of [K, N]. */
@@ -73,7 +97,11 @@ export interface TensorBackend {
    * (src/conformance/op-case.ts). Unset: f32 weights are kept exactly.
    */
   readonly lossyWeights?: LossyWeights;
-  /** Whether this backend implements `op` for tensors stored as `dtype` (default f32). */
+  /**
+   * Whether this backend implements `op` natively for tensors stored as `dtype` (default f32).
+   * False for a fused op it does not declare (it then runs on the defaults of src/ops) and for
+   * a dtype it cannot store; true for a core op it runs on that dtype.
+   */
   supports(op: OpName, dtype?: DType): boolean;
   /** Releases everything the backend holds. The backend is unusable afterwards. */
   close?(): Promise<void>;
@@ -95,25 +123,15 @@ export interface TensorBackend {
   /** a [M, K] · b [K, N] (or b [N, K] with transposeB) + bias [N] → [M, N]. */
   matmul(a: Tensor, b: Tensor, opts?: MatmulOptions): Tensor;
 
-  // ── elementwise; b is a's shape or a's trailing dims (broadcast over leading ones) ──
+  // ── elementwise; b is a's shape, a's trailing dims (repeated over the leading ones), ──
+  // ── or a's shape with a last dim of 1 (one value per row, e.g. a `reduce` result) ──────
   add(a: Tensor, b: Tensor): Tensor;
   mul(a: Tensor, b: Tensor): Tensor;
   scale(a: Tensor, s: number): Tensor;
-  /** Tanh-approximated GELU (PyTorch's gelu(approximate='tanh')). */
-  gelu(a: Tensor): Tensor;
-
-  // ── normalisation and friends, all over the last axis ─────────────────────
-  /** (x - mean) / sqrt(var + eps) · w + b. */
-  layerNorm(x: Tensor, w: Tensor, b: Tensor, eps: number): Tensor;
-  /** x · rsqrt(mean(x²) + eps) · (1 + w), in float32 (Gemma's convention). */
-  rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor;
-  /** Numerically stable softmax over the last axis. */
-  softmax(x: Tensor): Tensor;
-  /**
-   * Rotate-half rotary embedding. x [T, H, D]; row t uses position positions[t]:
-   * angle_i = pos · theta^(-2i/D) for i < D/2; out = x·cos + rotate_half(x)·sin.
-   */
-  rope(x: Tensor, positions: Int32Array, theta: number): Tensor;
+  /** f(x) elementwise: tanh, exp, sigmoid 1/(1+e⁻ˣ), rsqrt 1/√x, reciprocal 1/x. */
+  unary(op: UnaryOp, x: Tensor): Tensor;
+  /** Sum or max over the last axis: x [..., D] → [..., 1]. */
+  reduce(op: ReduceOp, x: Tensor): Tensor;
 
   // ── indexing and layout ───────────────────────────────────────────────────
   /** table [V, H], ids [T] → [T, H]. */
@@ -133,10 +151,35 @@ export interface TensorBackend {
    */
   writeRows(dst: Tensor, src: Tensor, offset: number): void;
 
-  // ── vision ────────────────────────────────────────────────────────────────
+  // ── optional fused ops: declared only where a backend's own kernel does better than the ──
+  // ── defaults of src/ops (same names, same semantics); supports(op) is true for these ──────
+  /** Tanh-approximated GELU (PyTorch's gelu(approximate='tanh')). */
+  gelu?(a: Tensor): Tensor;
+  /** (x - mean) / sqrt(var + eps) · w + b over the last axis. */
+  layerNorm?(x: Tensor, w: Tensor, b: Tensor, eps: number): Tensor;
+  /** x · rsqrt(mean(x²) + eps) · (1 + w) over the last axis, in float32 (Gemma's convention). */
+  rmsNorm?(x: Tensor, w: Tensor, eps: number): Tensor;
+  /** Numerically stable softmax over the last axis. */
+  softmax?(x: Tensor): Tensor;
+  /**
+   * Rotate-half rotary embedding. x [T, H, D]; row t uses position positions[t]:
+   * angle_i = pos · theta^(-2i/D) for i < D/2; out = x·cos + rotate_half(x)·sin.
+   */
+  rope?(x: Tensor, positions: Int32Array, theta: number): Tensor;
   /**
    * Non-overlapping patch convolution (kernel = stride = patch, no padding).
    * pixels [C, H, W], weight [O, C, P, P], bias [O] → [(H/P)·(W/P), O], patches row-major.
    */
-  patchEmbed(pixels: Tensor, weight: Tensor, bias: Tensor, patch: number): Tensor;
+  patchEmbed?(pixels: Tensor, weight: Tensor, bias: Tensor, patch: number): Tensor;
+  /**
+   * Fused attention, as AttentionKernel defines it: q [Tq, Hq, D], k/v [Tk, Hkv, D] → [Tq, Hq, D].
+   * `attend()` (src/attention/attend.ts) calls it when `attentionHandles` (if declared) agrees,
+   * else builds attention from core ops.
+   */
+  attention?(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor;
+  /** Whether `attention` handles these operands and options; absent: it handles every call. */
+  attentionHandles?(q: Tensor, k: Tensor, opts: AttentionOptions): boolean;
 }
+
+/** The composites, each required: what the model code calls. `withDefaultOps(backend)` makes one. */
+export type TensorOps = TensorBackend & Required<Pick<TensorBackend, 'gelu' | 'layerNorm' | 'rmsNorm' | 'softmax' | 'rope' | 'patchEmbed'>>;

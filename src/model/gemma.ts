@@ -7,7 +7,7 @@
  */
 import type { AttentionKernel, AttentionMask } from '../interfaces/attention-kernel.js';
 import type { KVCache } from '../interfaces/kv-cache-store.js';
-import type { Tensor, TensorBackend } from '../interfaces/tensor-backend.js';
+import type { Tensor, TensorOps } from '../interfaces/tensor-backend.js';
 import type { TextConfig } from './config-types.js';
 import type { ModelWeights } from './model-weights.js';
 import { TensorScope } from '../tensor/tensor-scope.js';
@@ -41,7 +41,7 @@ export class GemmaDecoder {
   protected readonly norms: LayerNorms = { beforeMlp: 'post_attention_layernorm' };
 
   constructor(
-    protected readonly backend: TensorBackend,
+    protected readonly backend: TensorOps,
     protected readonly attention: AttentionKernel,
     protected readonly weights: ModelWeights,
     protected readonly cfg: TextConfig,

@@ -11,7 +11,7 @@
  * - an optional final logit soft-cap (see gemma2-options.ts), applied to the logits read back.
  */
 import type { AttentionKernel } from '../interfaces/attention-kernel.js';
-import type { TensorBackend } from '../interfaces/tensor-backend.js';
+import type { TensorOps } from '../interfaces/tensor-backend.js';
 import type { TextConfig } from './config-types.js';
 import { GemmaDecoder } from './gemma.js';
 import { resolveGemma2Options, type Gemma2Options } from './gemma2-options.js';
@@ -21,7 +21,7 @@ export class Gemma2Decoder extends GemmaDecoder {
   override readonly finalLogitSoftcap: number | undefined;
   private readonly window: number | undefined;
 
-  constructor(backend: TensorBackend, attention: AttentionKernel, weights: ModelWeights, cfg: TextConfig, opts: Gemma2Options = {}) {
+  constructor(backend: TensorOps, attention: AttentionKernel, weights: ModelWeights, cfg: TextConfig, opts: Gemma2Options = {}) {
     super(backend, attention, weights, cfg);
     const resolved = resolveGemma2Options(cfg, opts);
     this.finalLogitSoftcap = resolved.finalLogitSoftcap;

@@ -13,7 +13,8 @@
 import type { AttentionKernel, AttentionMask } from '../interfaces/attention-kernel.js';
 import type { PixelValues } from '../interfaces/image-processor.js';
 import type { KVCache, KVCacheStore } from '../interfaces/kv-cache-store.js';
-import type { DType, Tensor, TensorBackend } from '../interfaces/tensor-backend.js';
+import type { DType, Tensor, TensorBackend, TensorOps } from '../interfaces/tensor-backend.js';
+import { withDefaultOps } from '../ops/with-default-ops.js';
 import type { PaliGemmaConfig } from './config-types.js';
 import { GemmaDecoder } from './gemma.js';
 import { Gemma2Decoder, applyFinalSoftcap } from './gemma2.js';
@@ -35,9 +36,9 @@ export function decoderFor(backend: TensorBackend, attention: AttentionKernel, w
     if (gemma2 && Object.values(gemma2).some((v) => v !== undefined)) {
       throw new PaliGemmaError('the gemma2 options (finalLogitSoftcap, slidingWindow) apply to PaliGemma 2 only; this model\'s text_config.model_type is "gemma"', 'invalid_option');
     }
-    return new GemmaDecoder(backend, attention, weights, text);
+    return new GemmaDecoder(withDefaultOps(backend), attention, weights, text);
   }
-  if (type === 'gemma2') return new Gemma2Decoder(backend, attention, weights, text, gemma2);
+  if (type === 'gemma2') return new Gemma2Decoder(withDefaultOps(backend), attention, weights, text, gemma2);
   throw new PaliGemmaError(`text_config.model_type ${JSON.stringify(type)} is not supported: expected "gemma" (PaliGemma 1) or "gemma2" (PaliGemma 2)`, 'unsupported_model');
 }
 
@@ -58,7 +59,8 @@ export interface ModelCheckpoint {
 
 export class PaliGemmaModel {
   readonly config: PaliGemmaConfig;
-  readonly backend: TensorBackend;
+  /** parts.backend with the default composites for the ones it does not declare (src/ops). */
+  readonly backend: TensorOps;
   /** The resolved weights (read by the batched decode step). */
   readonly weights: ModelWeights;
   private readonly vision: SiglipVisionTower;
@@ -69,10 +71,10 @@ export class PaliGemmaModel {
 
   constructor(readonly parts: ModelParts, checkpoint: ModelCheckpoint) {
     this.config = checkpoint.config;
-    this.backend = parts.backend;
+    this.backend = withDefaultOps(parts.backend);
     this.weights = new ModelWeights(checkpoint.weights);
-    this.vision = new SiglipVisionTower(parts.backend, parts.attention, this.weights, this.config.vision);
-    this.decoder = decoderFor(parts.backend, parts.attention, this.weights, this.config.text, checkpoint.gemma2);
+    this.vision = new SiglipVisionTower(this.backend, parts.attention, this.weights, this.config.vision);
+    this.decoder = decoderFor(this.backend, parts.attention, this.weights, this.config.text, checkpoint.gemma2);
     this.embedScale = roundToDtype(Math.sqrt(this.config.text.hiddenSize), checkpoint.weightDtype);
   }
 

@@ -5,7 +5,7 @@
  * bidirectional multi-head attention, tanh-GELU MLP, and a final post-layernorm.
  */
 import type { AttentionKernel } from '../interfaces/attention-kernel.js';
-import type { Tensor, TensorBackend } from '../interfaces/tensor-backend.js';
+import type { Tensor, TensorBackend, TensorOps } from '../interfaces/tensor-backend.js';
 import type { VisionConfig } from './config-types.js';
 import type { ModelWeights } from './model-weights.js';
 import { TensorScope } from '../tensor/tensor-scope.js';
@@ -14,7 +14,7 @@ const P = 'vision_tower.vision_model';
 
 export class SiglipVisionTower {
   constructor(
-    private readonly backend: TensorBackend,
+    private readonly backend: TensorOps,
     private readonly attention: AttentionKernel,
     private readonly weights: ModelWeights,
     private readonly cfg: VisionConfig,

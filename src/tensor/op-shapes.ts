@@ -24,10 +24,25 @@ export function matmulDims(
 
 /** b must be a's shape or a's trailing dims (it repeats over a's leading dims). */
 export function checkBroadcast(op: string, a: readonly number[], b: readonly number[]): void {
+  if (broadcastKind(a, b) === undefined) throw new Error(`${op}: ${fmt(b)} does not broadcast onto ${fmt(a)}`);
+}
+
+/**
+ * How b broadcasts onto a: 'trailing' (b is a's trailing dims, repeated over the leading ones;
+ * a's own shape included) or 'rows' (a's shape with a last dim of 1: one value per row, as
+ * `reduce` returns it); undefined when neither holds.
+ */
+export function broadcastKind(a: readonly number[], b: readonly number[]): 'trailing' | 'rows' | undefined {
   const tail = a.slice(a.length - b.length);
-  if (b.length > a.length || tail.some((d, i) => d !== b[i])) {
-    throw new Error(`${op}: ${fmt(b)} does not broadcast onto ${fmt(a)}`);
-  }
+  if (b.length <= a.length && tail.every((d, i) => d === b[i])) return 'trailing';
+  if (b.length === a.length && b[b.length - 1] === 1 && a.slice(0, -1).every((d, i) => d === b[i])) return 'rows';
+  return undefined;
+}
+
+/** `reduce` over the last axis: x [..., D] → [..., 1]. */
+export function reduceShape(x: readonly number[]): number[] {
+  if (x.length === 0) throw new Error('reduce needs a tensor of rank ≥ 1, got a scalar');
+  return [...x.slice(0, -1), 1];
 }
 
 /** A per-feature vector (norm weight, bias) of n elements. */

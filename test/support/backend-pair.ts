@@ -6,7 +6,8 @@
 import { expect } from 'chai';
 import { ReferenceBackend } from '../../src/backends/reference/reference-backend.js';
 import { compare } from '../../src/conformance/compare.js';
-import type { Tensor, TensorBackend } from '../../src/interfaces/tensor-backend.js';
+import type { Tensor, TensorBackend, TensorOps } from '../../src/interfaces/tensor-backend.js';
+import { withDefaultOps } from '../../src/ops/with-default-ops.js';
 import { rand, sizeOf } from './seeded-values.js';
 
 export class BackendPair<B extends TensorBackend> {
@@ -26,8 +27,8 @@ export class BackendPair<B extends TensorBackend> {
   }
 
   /** Runs `op` on `on` (the subject by default) and on the reference; checks shapes and returns the normalized MSE. */
-  async check(op: (b: TensorBackend, x: Tensor[]) => Tensor, inputs: Array<[Tensor, Tensor]>, limit: number, on: TensorBackend = this.subject): Promise<number> {
-    const a = op(on, inputs.map((p) => p[0]));
+  async check(op: (b: TensorOps, x: Tensor[]) => Tensor, inputs: Array<[Tensor, Tensor]>, limit: number, on: TensorBackend = this.subject): Promise<number> {
+    const a = op(withDefaultOps(on), inputs.map((p) => p[0]));
     const b = op(this.ref, inputs.map((p) => p[1]));
     expect([...a.shape]).to.deep.equal([...b.shape]);
     const c = compare(await on.read(a), await this.ref.read(b));

@@ -14,6 +14,7 @@ import ts from 'typescript';
 export const LAYERS: readonly (readonly string[])[] = [
   ['interfaces'],
   ['tensor'],
+  ['ops'],
   ['attention', 'kv-cache', 'samplers', 'tokenizer', 'image', 'plugin', 'hub'],
   ['backends'],
   ['model'],

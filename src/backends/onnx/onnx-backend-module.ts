@@ -1,10 +1,9 @@
 import { AttentionKernelContribution, BackendContribution, type BackendOptions } from '../../interfaces/contributions.js';
 import { definePlugin } from '../../plugin/define-plugin.js';
-import { OnnxAttentionKernel } from './onnx-attention-kernel.js';
+import { AttendKernel } from '../../attention/plain-attention-kernel.js';
 import { OnnxBackend } from './onnx-backend.js';
 
 export { OnnxBackend, type OnnxBackendOptions, type OnnxBackendStats } from './onnx-backend.js';
-export { OnnxAttentionKernel } from './onnx-attention-kernel.js';
 
 export const onnxBackendPlugin = definePlugin('onnx-backend', ({ bind }) => {
   bind(BackendContribution).toConstantValue({
@@ -16,7 +15,7 @@ export const onnxBackendPlugin = definePlugin('onnx-backend', ({ bind }) => {
   });
   bind(AttentionKernelContribution).toConstantValue({
     name: 'onnx',
-    description: 'one ONNX subgraph per call over the whole KV cache with a fed mask; GQA, soft-capping, sliding window',
-    create: () => new OnnxAttentionKernel(),
+    description: "alias of attend: the backend's fused attention (on onnx: one subgraph per call over the KV cache), else backend ops",
+    create: () => new AttendKernel('onnx'),
   });
 });

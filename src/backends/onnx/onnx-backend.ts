@@ -31,12 +31,12 @@ import type { AttentionOptions } from '../../interfaces/attention-kernel.js';
 import type { BackendOptions } from '../../interfaces/contributions.js';
 import { PaliGemmaError } from '../../interfaces/errors.js';
 import type {
-  BlockQuantizedWeight, DType, LossyWeights, MatmulOptions, OpName, Tensor, TensorBackend,
+  BlockQuantizedWeight, DType, LossyWeights, MatmulOptions, OpName, ReduceOp, Tensor, TensorBackend, UnaryOp,
 } from '../../interfaces/tensor-backend.js';
 import { keyVisible } from '../../attention/attention-mask.js';
 import { blockElementsOption, queryBlocks } from '../../attention/query-blocks.js';
 import {
-  attentionDims, checkBroadcast, checkReshape, checkWriteRows, concatShape, embeddingDims, matmulDims,
+  attentionDims, checkBroadcast, reduceShape, checkReshape, checkWriteRows, concatShape, embeddingDims, matmulDims,
   patchEmbedDims, ropeDims, sizeOf, sliceShape, transposeShape,
 } from '../../tensor/op-shapes.js';
 import {
@@ -58,6 +58,9 @@ import {
 
 /** ONNX opset and IR version of the generated models (LayerNormalization needs 17, ReduceMean with axes as an input 18). */
 export const ONNX_OPSET = 21;
+
+/** ONNX operator of each `unary` op (rsqrt is Reciprocal(Sqrt)). */
+const ONNX_UNARY: Record<Exclude<UnaryOp, 'rsqrt'>, string> = { tanh: 'Tanh', exp: 'Exp', sigmoid: 'Sigmoid', reciprocal: 'Reciprocal' };
 export const ONNX_IR_VERSION = 10;
 
 export interface OnnxBackendOptions extends BackendOptions {
@@ -235,7 +238,8 @@ export class OnnxBackend implements TensorBackend {
   supports(op: OpName, dtype: DType = 'f32'): boolean {
     // Every op takes every storage dtype: f16 is kept as f16; bf16 as f16 where exact (else
     // float32); either is widened in-graph, so compute is float32 throughout.
-    return (dtype === 'f32' || dtype === 'f16' || dtype === 'bf16') && op.length > 0;
+    // Every op it declares, fused ones included (all seven), is lowered here.
+    return (dtype === 'f32' || dtype === 'f16' || dtype === 'bf16') && typeof this[op] === 'function';
   }
 
   /** Bytes of host memory held by live tensors' storages (weights, caches, results). */
@@ -455,6 +459,17 @@ export class OnnxBackend implements TensorBackend {
   // ── elementwise ─────────────────────────────────────────────────────────
   add(a: Tensor, b: Tensor): Tensor { return this.binary('Add', a, b); }
   mul(a: Tensor, b: Tensor): Tensor { return this.binary('Mul', a, b); }
+
+  unary(op: UnaryOp, x: Tensor): Tensor {
+    const X = this.own(x), s = X.shape, xo = this.operand(X);
+    if (op === 'rsqrt') return this.wrap(this.node('Reciprocal', [this.node('Sqrt', [xo], {}, s)], {}, s));
+    return this.wrap(this.node(ONNX_UNARY[op], [xo], {}, s));
+  }
+
+  reduce(op: ReduceOp, x: Tensor): Tensor {
+    const X = this.own(x);
+    return this.wrap(this.node(op === 'sum' ? 'ReduceSum' : 'ReduceMax', [this.operand(X), this.i64([-1])], { keepdims: int(1) }, reduceShape(X.shape)));
+  }
 
   scale(a: Tensor, s: number): Tensor {
     const A = this.own(a);

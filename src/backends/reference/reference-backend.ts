@@ -8,17 +8,19 @@
  * embedding only the gathered rows, other ops their (small) operand on the fly. Results equal
  * those of the same op on the widened float32 tensor, bit for bit.
  */
+import type { AttentionOptions } from '../../interfaces/attention-kernel.js';
 import type {
-  BlockQuantizedWeight, DType, LossyWeights, MatmulOptions, OpName, Tensor, TensorBackend,
+  BlockQuantizedWeight, DType, LossyWeights, MatmulOptions, OpName, ReduceOp, Tensor, TensorBackend, UnaryOp,
 } from '../../interfaces/tensor-backend.js';
 import {
-  checkBroadcast, checkReshape, checkVector, checkWriteRows, concatShape, embeddingDims, matmulDims,
-  patchEmbedDims, ropeDims, sizeOf, sliceShape, transposeShape,
+  broadcastKind, checkReshape, checkVector, checkWriteRows, concatShape, embeddingDims, matmulDims,
+  patchEmbedDims, reduceShape, ropeDims, sizeOf, sliceShape, transposeShape,
 } from '../../tensor/op-shapes.js';
 import { ropeTable } from '../../tensor/rope-table.js';
 import { f32ToBf16, f32ToF16 } from '../../tensor/dtype.js';
 import { attachDequantized, attachedCopy, checkedLossyKind, dequantizedTensor } from './block-quantized.js';
 import { matmulPlain, matmulTransposedB } from './matmul.js';
+import { referenceAttention } from './reference-attention-kernel.js';
 import { ReferenceTensor, widen, widenBits, type HalfDType } from './reference-tensor.js';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
@@ -30,7 +32,8 @@ export class ReferenceBackend implements TensorBackend {
   lossyWeights?: LossyWeights;
 
   supports(op: OpName, dtype: DType = 'f32'): boolean {
-    return (dtype === 'f32' || dtype === 'f16' || dtype === 'bf16') && op.length > 0;
+    // Every op, fused ones included, is written here and widens 16-bit operands as it reads.
+    return (dtype === 'f32' || dtype === 'f16' || dtype === 'bf16') && typeof this[op] === 'function';
   }
 
   // ── memory ──────────────────────────────────────────────────────────────
@@ -99,6 +102,24 @@ export class ReferenceBackend implements TensorBackend {
 
   scale(a: Tensor, s: number): Tensor {
     return new ReferenceTensor(a.shape, f32Copy(ref(a)).map((x) => x * s));
+  }
+
+  unary(op: UnaryOp, x: Tensor): Tensor {
+    const f = UNARY[op];
+    if (!f) throw new Error(`reference backend: unknown unary op '${op}'`);
+    return new ReferenceTensor(x.shape, f32Copy(ref(x)).map(f));
+  }
+
+  reduce(op: ReduceOp, x: Tensor): Tensor {
+    const X = ref(x), Xd = widen(X), d = lastDim(X);
+    const shape = reduceShape(X.shape);
+    const out = new Float32Array(sizeOf(shape));                          // [..., 1]
+    for (let r = 0; r < out.length; r++) {
+      let acc = op === 'max' ? -Infinity : 0;                             // float64 accumulator
+      for (let i = r * d; i < (r + 1) * d; i++) acc = op === 'max' ? Math.max(acc, Xd[i]) : acc + Xd[i];
+      out[r] = acc;
+    }
+    return new ReferenceTensor(shape, out);
   }
 
   gelu(a: Tensor): Tensor {
@@ -171,6 +192,10 @@ export class ReferenceBackend implements TensorBackend {
       }
     }
     return new ReferenceTensor(x.shape, out);
+  }
+
+  attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
+    return referenceAttention(q, k, v, opts);
   }
 
   // ── indexing and layout ─────────────────────────────────────────────────
@@ -307,17 +332,27 @@ function strides(shape: readonly number[]): number[] {
   return s;
 }
 
-/** b is a's shape or a's trailing dims; b repeats over a's leading dims. */
+/** b is a's shape or a's trailing dims (repeated over a's leading dims), or one value per row of a. */
 function broadcast(
   a: ReferenceTensor, b: ReferenceTensor, f: (x: number, y: number) => number, op: string,
 ): ReferenceTensor {
-  checkBroadcast(op, a.shape, b.shape);
+  const kind = broadcastKind(a.shape, b.shape);
+  if (!kind) throw new Error(`${op}: [${b.shape.join(', ')}] does not broadcast onto [${a.shape.join(', ')}]`);
   const out = new Float32Array(a.size);
-  const n = b.size;
+  const n = b.size, d = a.size / Math.max(1, n);
   const A = widen(a), B = widen(b);
-  for (let i = 0; i < a.size; i++) out[i] = f(A[i], B[i % n]);
+  if (kind === 'trailing') for (let i = 0; i < a.size; i++) out[i] = f(A[i], B[i % n]);
+  else for (let i = 0; i < a.size; i++) out[i] = f(A[i], B[Math.floor(i / d)]);
   return new ReferenceTensor(a.shape, out);
 }
+
+const UNARY: Record<UnaryOp, (x: number) => number> = {
+  tanh: Math.tanh,
+  exp: Math.exp,
+  sigmoid: (x) => 1 / (1 + Math.exp(-x)),
+  rsqrt: (x) => 1 / Math.sqrt(x),
+  reciprocal: (x) => 1 / x,
+};
 
 /** Max-subtracted softmax of data[o, o + d) into out; float64 sum. */
 export function softmaxRow(data: Float32Array, out: Float32Array, o: number, d: number): void {

@@ -1,10 +1,9 @@
 import { AttentionKernelContribution, BackendContribution, type BackendOptions } from '../../interfaces/contributions.js';
 import { definePlugin } from '../../plugin/define-plugin.js';
-import { TfjsAttentionKernel } from './tfjs-attention-kernel.js';
+import { AttendKernel } from '../../attention/plain-attention-kernel.js';
 import { TfjsBackend, type TfjsBackendOptions } from './tfjs-backend.js';
 
 export { TfjsBackend, type TfjsBackendOptions, type TfjsBackendStats } from './tfjs-backend.js';
-export { TfjsAttentionKernel } from './tfjs-attention-kernel.js';
 export { activeEngine, ENGINE_ORDER, type TfjsEngine, type TfjsEngineKind } from './tfjs-engine.js';
 
 export const tfjsBackendPlugin = definePlugin('tfjs-backend', ({ bind }) => {
@@ -17,7 +16,7 @@ export const tfjsBackendPlugin = definePlugin('tfjs-backend', ({ bind }) => {
   });
   bind(AttentionKernelContribution).toConstantValue({
     name: 'tfjs',
-    description: 'grouped-query heads batched per kv head in TensorFlow.js ops; every mask, soft-capping, sliding window',
-    create: () => new TfjsAttentionKernel(),
+    description: "alias of attend: the backend's fused attention (on tfjs: heads batched per kv head), else backend ops",
+    create: () => new AttendKernel('tfjs'),
   });
 });

@@ -29,12 +29,12 @@ import type { AttentionOptions } from '../../interfaces/attention-kernel.js';
 import type { BackendOptions } from '../../interfaces/contributions.js';
 import { PaliGemmaError } from '../../interfaces/errors.js';
 import type {
-  DType, MatmulOptions, OpName, Tensor, TensorBackend,
+  DType, MatmulOptions, OpName, ReduceOp, Tensor, TensorBackend, UnaryOp,
 } from '../../interfaces/tensor-backend.js';
 import { additiveMask } from '../../attention/attention-mask.js';
 import { blockElementsOption, queryBlocks } from '../../attention/query-blocks.js';
 import {
-  attentionDims, checkBroadcast, checkReshape, checkVector, checkWriteRows, concatShape, embeddingDims,
+  attentionDims, checkBroadcast, reduceShape, checkReshape, checkVector, checkWriteRows, concatShape, embeddingDims,
   matmulDims, patchEmbedDims, ropeDims, sizeOf, sliceShape, transposeShape,
 } from '../../tensor/op-shapes.js';
 import { ropeTable } from '../../tensor/rope-table.js';
@@ -154,8 +154,9 @@ export class TfjsBackend implements TensorBackend {
   }
 
   supports(op: OpName, dtype: DType = 'f32'): boolean {
-    // TensorFlow.js has no 16-bit float storage; the checkpoint loader widens such weights.
-    return dtype === 'f32' && op.length > 0;
+    // TensorFlow.js has no 16-bit float storage (the checkpoint loader widens such weights);
+    // every op it declares, fused ones included, runs as TensorFlow.js ops.
+    return dtype === 'f32' && typeof this[op] === 'function';
   }
 
   async close(): Promise<void> {
@@ -237,6 +238,16 @@ export class TfjsBackend implements TensorBackend {
   scale(a: Tensor, s: number): Tensor {
     const A = this.own(a);
     return this.op(A.shape, (tf) => tf.mul(this.val(A), tf.scalar(s, 'float32')));
+  }
+
+  unary(op: UnaryOp, x: Tensor): Tensor {
+    const X = this.own(x);
+    return this.op(X.shape, (tf) => tf[op](this.val(X)));
+  }
+
+  reduce(op: ReduceOp, x: Tensor): Tensor {
+    const X = this.own(x);
+    return this.op(reduceShape(X.shape), (tf) => tf[op](this.val(X), -1, true));
   }
 
   gelu(a: Tensor): Tensor {

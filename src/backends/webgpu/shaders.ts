@@ -106,10 +106,15 @@ ${flatEntry} {
 // ── elementwise ──────────────────────────────────────────────────────────────
 
 /** out[i] = a[i] op b[i mod nb]: b repeats over a's leading dims. */
-export function binaryShader(op: 'add' | 'mul'): string {
-  const expr = op === 'add' ? 'a[i] + b[i % P.nb]' : 'a[i] * b[i % P.nb]';
+/**
+ * add/mul with b broadcast onto a: b repeated over a's leading dims ('trailing'), or one b
+ * value per row of P.d elements of a ('rows', a [..., 1] reduction).
+ */
+export function binaryShader(op: 'add' | 'mul', kind: 'trailing' | 'rows' = 'trailing'): string {
+  const bi = kind === 'rows' ? 'b[i / P.d]' : 'b[i % P.nb]';
+  const expr = op === 'add' ? `a[i] + ${bi}` : `a[i] * ${bi}`;
   return `
-struct Params { n: u32, nb: u32 }
+struct Params { n: u32, nb: u32, d: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
@@ -122,8 +127,11 @@ ${flatEntry} {
 }`;
 }
 
-/** Unary maps: scale by s, tanh-GELU, or fill with s (no input). */
-export function unaryShader(op: 'scale' | 'gelu' | 'fill'): string {
+/** The maps of `unary`, and scale by s, tanh-GELU, or fill with s (no input). */
+export type UnaryShaderOp = 'scale' | 'gelu' | 'fill' | 'tanh' | 'exp' | 'sigmoid' | 'rsqrt' | 'reciprocal';
+
+/** Unary maps; tanh and sigmoid go through e^(−|v|) so that neither overflows for large |v|. */
+export function unaryShader(op: UnaryShaderOp): string {
   const body = {
     scale: 'out[i] = x[i] * P.s;',
     // 0.5·v·(1 + tanh(u)) = v·σ(2u), with σ evaluated from e^(−2|u|) so that the negative side
@@ -133,6 +141,15 @@ export function unaryShader(op: 'scale' | 'gelu' | 'fill'): string {
   let e = exp(-2.0 * abs(u));
   out[i] = v * select(e, 1.0, u >= 0.0) / (1.0 + e);`,
     fill: 'out[i] = P.s;',
+    tanh: `let v = x[i];
+  let e = exp(-2.0 * abs(v));
+  out[i] = sign(v) * (1.0 - e) / (1.0 + e);`,
+    exp: 'out[i] = exp(x[i]);',
+    sigmoid: `let v = x[i];
+  let e = exp(-abs(v));
+  out[i] = select(e, 1.0, v >= 0.0) / (1.0 + e);`,
+    rsqrt: 'out[i] = inverseSqrt(x[i]);',
+    reciprocal: 'out[i] = 1.0 / x[i];',
   }[op];
   return `
 struct Params { n: u32, s: f32 }
@@ -286,7 +303,7 @@ const rowStart = `
  * Row kernels. layerNorm sums x − x[0] (a shift that keeps the mean exact for rows far from 0)
  * and then the squared deviations; rmsNorm scales by (1 + w); softmax subtracts the row max.
  */
-export function rowShader(op: 'layerNorm' | 'rmsNorm' | 'softmax'): string {
+export function rowShader(op: 'layerNorm' | 'rmsNorm' | 'softmax' | 'sum' | 'max'): string {
   const io = {
     layerNorm: `@group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
@@ -296,6 +313,10 @@ export function rowShader(op: 'layerNorm' | 'rmsNorm' | 'softmax'): string {
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;`,
     softmax: `@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;`,
+    sum: `@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;`,
+    max: `@group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;`,
   }[op];
   const body = {
@@ -321,6 +342,17 @@ export function rowShader(op: 'layerNorm' | 'rmsNorm' | 'softmax'): string {
   for (var i = t; i < P.d; i += ${ROW_WG}u) { s += exp(x[o + i] - mx); }
   let inv = 1.0 / reduceSum(t, s);
   for (var i = t; i < P.d; i += ${ROW_WG}u) { out[o + i] = exp(x[o + i] - mx) * inv; }`,
+    // reduce: one value per row, out [rows, 1]; max starts at −∞ (bits), as an all-masked row needs.
+    sum: `
+  var s = 0.0;
+  for (var i = t; i < P.d; i += ${ROW_WG}u) { s += x[o + i]; }
+  let r = reduceSum(t, s);
+  if (t == 0u) { out[row] = r; }`,
+    max: `
+  var m = bitcast<f32>(0xff800000u);
+  for (var i = t; i < P.d; i += ${ROW_WG}u) { m = max(m, x[o + i]); }
+  let r = reduceMax(t, m);
+  if (t == 0u) { out[row] = r; }`,
   }[op];
   return `
 struct Params { rows: u32, d: u32, eps: f32 }

@@ -1,6 +1,6 @@
 import { AttentionKernelContribution, BackendContribution } from '../../interfaces/contributions.js';
 import { definePlugin } from '../../plugin/define-plugin.js';
-import { WebGpuAttentionKernel } from './webgpu-attention-kernel.js';
+import { AttendKernel } from '../../attention/plain-attention-kernel.js';
 import { WebGpuBackend, type WebGpuBackendOptions } from './webgpu-backend.js';
 
 export const webgpuBackendPlugin = definePlugin('webgpu-backend', ({ bind }) => {
@@ -13,7 +13,7 @@ export const webgpuBackendPlugin = definePlugin('webgpu-backend', ({ bind }) => 
   });
   bind(AttentionKernelContribution).toConstantValue({
     name: 'webgpu',
-    description: 'fused WGSL kernel, online softmax over key blocks; every mask, GQA, soft-capping',
-    create: () => new WebGpuAttentionKernel(),
+    description: "alias of attend: the backend's fused attention (on webgpu: one WGSL kernel, online softmax), else backend ops",
+    create: () => new AttendKernel('webgpu'),
   });
 });

@@ -25,11 +25,11 @@
  */
 import type { AttentionOptions } from '../../interfaces/attention-kernel.js';
 import type {
-  DType, LossyWeights, MatmulOptions, OpName, Tensor, TensorBackend,
+  DType, LossyWeights, MatmulOptions, OpName, ReduceOp, Tensor, TensorBackend, UnaryOp,
 } from '../../interfaces/tensor-backend.js';
 import {
-  checkBroadcast, checkReshape, checkVector, checkWriteRows, concatShape, embeddingDims,
-  matmulDims, patchEmbedDims, ropeDims, sizeOf, sliceShape, transposeShape,
+  broadcastKind, checkReshape, checkVector, checkWriteRows, concatShape, embeddingDims,
+  matmulDims, patchEmbedDims, reduceShape, ropeDims, sizeOf, sliceShape, transposeShape,
 } from '../../tensor/op-shapes.js';
 import { ropeTable } from '../../tensor/rope-table.js';
 import { BufferPool } from './buffer-pool.js';
@@ -40,6 +40,7 @@ import { asF32, narrowToF16, withF32 } from './half-storage.js';
 import { recordFill, recordMatmul, recordStridedCopy } from './op-encoders.js';
 import {
   MAX_RANK, binaryShader, gatherShader, im2colShader, ropeShader, rowShader, transposeShader, unaryShader,
+  type UnaryShaderOp,
 } from './shaders.js';
 import { UniformArena, f32, type Param } from './uniform-arena.js';
 import { recordAttention } from './webgpu-attention.js';
@@ -136,8 +137,9 @@ export class WebGpuBackend implements TensorBackend {
   }
 
   supports(op: OpName, dtype: DType = 'f32'): boolean {
-    // Every op exists for every dtype: 16-bit tensors are read packed or widened on the device.
-    return op !== undefined && (dtype === 'f32' || dtype === 'f16' || dtype === 'bf16');
+    // Every op it declares (all seven fused ones too) takes every dtype: 16-bit tensors are read
+    // packed or widened on the device.
+    return typeof this[op] === 'function' && (dtype === 'f32' || dtype === 'f16' || dtype === 'bf16');
   }
 
   /** Storages held by live tensors; returns to its old value once they are all disposed. */
@@ -244,11 +246,27 @@ export class WebGpuBackend implements TensorBackend {
   }
 
   scale(a: Tensor, s: number): Tensor {
-    return this.unary('scale', a, s);
+    return this.map('scale', a, s);
+  }
+
+  unary(op: UnaryOp, x: Tensor): Tensor {
+    if (!UNARY_OPS.has(op)) throw new Error(`webgpu: unknown unary op '${op}'`);
+    return this.map(op, x, 0);
+  }
+
+  reduce(op: ReduceOp, x: Tensor): Tensor {
+    this.ensureOpen();
+    const X0 = this.mem.own(x), d = lastDim(X0);
+    const out = this.mem.allocate(reduceShape(X0.shape));
+    const rows = out.size;
+    if (rows === 0 || d === 0) return out;
+    withF32(this.mem, [X0], ([X]) =>
+      this.rec.dispatch(`reduce:${op}`, () => rowShader(op), [rows, d, f32(0)], [X.buffer, out.buffer], groupGrid(rows)));
+    return out;
   }
 
   gelu(a: Tensor): Tensor {
-    return this.unary('gelu', a, 0);
+    return this.map('gelu', a, 0);
   }
 
   // ── normalisation over the last axis ──────────────────────────────────────
@@ -395,6 +413,11 @@ export class WebGpuBackend implements TensorBackend {
 
   // ── fused attention (used by WebGpuAttentionKernel) ───────────────────────
   /** q [Tq, Hq, D], k/v [Tk, Hkv, D] → [Tq, Hq, D]; see AttentionKernel. */
+  /** One kernel launch covers at most 65535 query rows and heads (a dispatch dimension). */
+  attentionHandles(q: Tensor): boolean {
+    return q.shape[0] <= 65535 && q.shape[1] <= 65535;
+  }
+
   attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
     this.ensureOpen();
     return recordAttention(this.mem, this.mem.own(q), this.mem.own(k), this.mem.own(v), opts);
@@ -414,15 +437,17 @@ export class WebGpuBackend implements TensorBackend {
   private binary(op: 'add' | 'mul', a: Tensor, b: Tensor): Tensor {
     this.ensureOpen();
     const A0 = this.mem.own(a), B0 = this.mem.own(b);
-    checkBroadcast(op, A0.shape, B0.shape);
+    const kind = broadcastKind(A0.shape, B0.shape);
+    if (!kind) throw new Error(`${op}: [${B0.shape.join(', ')}] does not broadcast onto [${A0.shape.join(', ')}]`);
     const out = this.mem.allocate(A0.shape);
     const n = A0.size;
     if (n === 0) return out;
-    withF32(this.mem, [A0, B0], ([A, B]) => this.rec.dispatch(op, () => binaryShader(op), [n, B.size], [A.buffer, B.buffer, out.buffer], flatGrid(n)));
+    const d = kind === 'rows' ? lastDim(A0) : 0;
+    withF32(this.mem, [A0, B0], ([A, B]) => this.rec.dispatch(`${op}:${kind}`, () => binaryShader(op, kind), [n, B.size, d], [A.buffer, B.buffer, out.buffer], flatGrid(n)));
     return out;
   }
 
-  private unary(op: 'scale' | 'gelu', a: Tensor, s: number): Tensor {
+  private map(op: UnaryShaderOp, a: Tensor, s: number): Tensor {
     this.ensureOpen();
     const A0 = this.mem.own(a);
     const out = this.mem.allocate(A0.shape);
@@ -444,3 +469,5 @@ export class WebGpuBackend implements TensorBackend {
     return out;
   }
 }
+
+const UNARY_OPS: ReadonlySet<string> = new Set<UnaryOp>(['tanh', 'exp', 'sigmoid', 'rsqrt', 'reciprocal']);
