@@ -9,7 +9,7 @@
  * those of the same op on the widened float32 tensor, bit for bit.
  */
 import type {
-  BlockQuantizedWeight, DType, LossyWeights, MatmulOptions, OpName, Tensor, TensorBackend,
+  BlockQuantizedWeight, DType, LossyWeights, MatmulOptions, OpName, Reservation, Tensor, TensorBackend,
 } from '../../interfaces/tensor-backend.js';
 import {
   checkBroadcast, checkReshape, checkVector, checkWriteRows, concatShape, embeddingDims, matmulDims,
@@ -40,6 +40,23 @@ export class ReferenceBackend implements TensorBackend {
       return new ReferenceTensor([...shape], new Uint16Array(data), dtype);
     }
     throw new Error(`reference backend: ${dtype} tensors are uploaded as ${dtype === 'f32' ? 'Float32Array' : 'Uint16Array'}, got ${data.constructor.name}`);
+  }
+
+  /** Room a loader fills in place; the tensor then holds that very array (no copy). */
+  reserve(shape: readonly number[], dtype: DType = 'f32'): Reservation {
+    if (dtype !== 'f32' && dtype !== 'f16' && dtype !== 'bf16') throw new Error(`reference backend: unknown dtype ${String(dtype)}`);
+    const n = shape.reduce((a, b) => a * b, 1);
+    const data = dtype === 'f32' ? new Float32Array(n) : new Uint16Array(n);
+    let used = false;
+    const once = () => { if (used) throw new Error('reserve: this reservation was already committed or discarded'); used = true; };
+    return {
+      data,
+      commit: () => {
+        once();
+        return data instanceof Float32Array ? new ReferenceTensor([...shape], data) : new ReferenceTensor([...shape], data, dtype as 'f16' | 'bf16');
+      },
+      discard: once,
+    };
   }
 
   uploadBlockQuantized(q: BlockQuantizedWeight): Tensor {
