@@ -115,6 +115,12 @@ class CountingBackend extends ReferenceBackend {
   failAt = -1;
   native16: DType[] = [];
 
+  constructor() {
+    super();
+    // A backend without reserve: every tensor arrives through upload, which this one records.
+    Object.defineProperty(this, 'reserve', { value: undefined });
+  }
+
   override supports(op: OpName, dtype: DType = 'f32'): boolean {
     // 16-bit uploads only as told (the reference backend itself would store them all).
     if (op === 'upload' && dtype !== 'f32') return this.native16.includes(dtype);
@@ -268,6 +274,34 @@ describe('safetensors reader', () => {
       bytes = 0;
       expect(bitsEqual(await f.readF32('f', (k) => { bytes += k; }), data)).to.equal(true);
       expect(bytes).to.equal(4 * n);
+    } finally { await f.close(); }
+  });
+
+  it('readStoredInto fills a destination part by part through one buffer, each part seen once, in order', async () => {
+    const path = join(dir, 'into.safetensors');
+    const n = 5 * 1024 * 1024 + 3;                                      // f32: 20 MiB, two parts of 16 MiB
+    const data = new Float32Array(n).map((_, i) => (i % 255) - 127);
+    await writeSafetensors(path, { h: { data, shape: [n], dtype: 'BF16' }, f: { data, shape: [n] } });
+    const f = await SafetensorsFile.open(path);
+    try {
+      for (const [name, dst] of [['h', new Uint16Array(n)], ['f', new Float32Array(n)]] as const) {
+        const parts: Array<[number, number]> = [];
+        let bytes = 0;
+        await f.readStoredInto(name, dst, (part, first) => {
+          expect(part.constructor).to.equal(dst.constructor);
+          parts.push([first, part.length]);
+        }, (k) => { bytes += k; });
+        let next = 0;
+        for (const [first, len] of parts) { expect(first).to.equal(next); next += len; }
+        expect(next, name).to.equal(n);
+        expect(bytes).to.equal(n * dst.BYTES_PER_ELEMENT);
+        const wide = dst instanceof Float32Array ? dst : bf16ToF32(dst);
+        expect(bitsEqual(wide, data), name).to.equal(true);
+      }
+      expect((await collectParts(f, 'f', n)).length).to.equal(2);
+      const wrong = await rejection(f.readStoredInto('f', new Uint16Array(n)));
+      expect(wrong).to.be.instanceOf(RangeError);
+      expect(wrong.message).to.match(/tensor f .*does not fit a Uint16Array/);
     } finally { await f.close(); }
   });
 
@@ -780,3 +814,9 @@ describe('loadCheckpoint', () => {
     });
   });
 });
+
+async function collectParts(f: SafetensorsFile, name: string, n: number): Promise<number[]> {
+  const firsts: number[] = [];
+  await f.readStoredInto(name, new Float32Array(n), (_, first) => { firsts.push(first); });
+  return firsts;
+}

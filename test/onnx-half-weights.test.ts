@@ -150,6 +150,50 @@ describe('onnx backend: 16-bit weights in the half memory', function () {
     }
   });
 
+  it('reserve: a weight filled in place computes as the same weight uploaded, in the half memory or (f16 with Inf/NaN) out of it', async function () {
+    const n = 24, k = 40;
+    const x = rand(3 * k, 11, 2);
+    const b = new OnnxBackend();
+    await b.init();
+    try {
+      for (const format of ['bf16', 'f16'] as const) {
+        const { bits, exact } = weights(format, n, k, 12);
+        const room = b.reserve([n, k], format);
+        expect(room.data).to.be.instanceOf(Uint16Array);
+        room.data.set(bits);
+        const w = room.commit();
+        expect(() => room.commit(), 'a second commit').to.throw(/already committed/);
+        const calls = b.stats.halfGemvCalls;
+        const one = await b.read(b.matmul(b.upload(x.subarray(0, k), [1, k]), w, { transposeB: true }));
+        expect(b.stats.halfGemvCalls, `${format}: gemv16 ran on the reserved weight`).to.equal(calls + 1);
+        expect(worstError(one, product(x, exact, 1, k, n)), format).to.be.below(1e-6);
+        const three = await b.read(b.matmul(b.upload(x, [3, k]), w, { transposeB: true }));
+        expect(worstError(three, product(x, exact, 3, k, n)), format).to.be.below(1e-6);
+      }
+      // An f16 weight holding Infinity: refused by the half memory at commit, kept as its own copy.
+      const { bits } = weights('f16', n, k, 13);
+      bits[3] = 0x7c00;
+      const room = b.reserve([n, k], 'f16');
+      room.data.set(bits);
+      const w = room.commit();
+      room.data.fill(0);                                                 // the room was given back: reusing it must not matter
+      const calls = b.stats.halfGemvCalls;
+      const got = await b.read(b.matmul(b.upload(new Float32Array(k).fill(1), [1, k]), w, { transposeB: true }));
+      expect(b.stats.halfGemvCalls).to.equal(calls);
+      expect(got[0]).to.equal(Infinity);
+      expect(Number.isFinite(got[1])).to.equal(true);
+      // f32, and a discarded room.
+      const f = b.reserve([2, 3], 'f32');
+      f.data.set([1, 2, 3, 4, 5, 6]);
+      expect([...await b.read(f.commit())]).to.deep.equal([1, 2, 3, 4, 5, 6]);
+      const gone = b.reserve([n, k], 'bf16');
+      gone.discard();
+      expect(() => gone.commit()).to.throw(/already committed or discarded/);
+    } finally {
+      await b.close();
+    }
+  });
+
   it('halfGemvRows: 0 keeps every 16-bit weight out of the half memory (the Cast path), with the same products', async function () {
     const n = 37, k = 264;
     const { bits, exact } = weights('f16', n, k, 9);

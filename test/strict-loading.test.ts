@@ -150,6 +150,33 @@ describe('strict loading: non-finite numbers never become an answer', function (
     });
   }
 
+  it('a NaN found while a weight is read in place gives its room back and releases every weight loaded before it', async () => {
+    const t = await tiny('pg-nan-reserve-', 'BF16');
+    const name = 'language_model.model.layers.1.mlp.up_proj.weight';
+    await rewriteWeights(t, (w) => { w[name].data[2 * 64 + 9] = NaN; });
+    const live = new Set<unknown>();
+    let reserved = 0, discarded = 0;
+    class Watching extends ReferenceBackend {
+      override reserve(shape: readonly number[], dtype?: 'f32' | 'f16' | 'bf16') {
+        const room = super.reserve(shape, dtype);
+        reserved++;
+        return {
+          data: room.data,
+          commit: () => { const x = room.commit(); live.add(x); return x; },
+          discard: () => { discarded++; room.discard(); },
+        };
+      }
+      override dispose(x: Parameters<ReferenceBackend['dispose']>[0]): void {
+        for (const one of Array.isArray(x) ? x : [x]) live.delete(one);
+        super.dispose(x);
+      }
+    }
+    await expectUserError(loadCheckpoint(t.dir, new Watching()), 'non_finite', name, '[2, 9]');
+    expect(reserved, 'weights read in place').to.be.above(1);
+    expect(discarded).to.equal(1);
+    expect(live.size, 'weights left behind').to.equal(0);
+  });
+
   it('the fast scan finds the same first non-finite element as a plain loop (all dtypes, odd lengths and offsets)', () => {
     const bitsOf = (dtype: 'f16' | 'bf16', b: number) => dtype === 'f16' ? (b & 0x7c00) === 0x7c00 : (b & 0x7f80) === 0x7f80;
     fc.assert(fc.property(

@@ -167,10 +167,21 @@ const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
  */
 async function uploadWeight(
   backend: TensorBackend, loc: Located, storage: WeightStorage, onBytes: (n: number) => void,
-  scan: (data: Float32Array | Uint16Array, dtype: 'f32' | 'f16' | 'bf16') => void,
+  scan: (data: Float32Array | Uint16Array, dtype: 'f32' | 'f16' | 'bf16', first?: number) => void,
 ): Promise<Tensor> {
   const stored = DTYPE_OF[loc.entry.dtype as SafetensorsFloatDtype];
   const target: DType = storage === 'auto' ? stored : storage;
+  if (target === stored && backend.reserve && (stored === 'f32' || backend.supports('upload', stored))) {
+    // Straight into the backend's memory: the weight is never held twice on the way in.
+    const room = backend.reserve(loc.entry.shape, stored);
+    try {
+      await loc.file.readStoredInto(loc.entry.name, room.data, (part, first) => scan(part, stored, first), onBytes);
+    } catch (e) {
+      room.discard();
+      throw e;
+    }
+    return room.commit();
+  }
   if (target === stored && stored !== 'f32' && backend.supports('upload', stored)) {
     const bits = await loc.file.readStored(loc.entry.name, onBytes);
     scan(bits, stored as 'f16' | 'bf16');
@@ -278,10 +289,10 @@ export async function loadCheckpoint(
         loadedBytes += n;
         opts.onProgress?.({ loadedBytes, totalBytes, tensor: loc.canonical });
       };
-      const scan = (data: Float32Array | Uint16Array, dtype: 'f32' | 'f16' | 'bf16') => {
+      const scan = (data: Float32Array | Uint16Array, dtype: 'f32' | 'f16' | 'bf16', first = 0) => {
         if (opts.checkFinite === false) return;
         const at = firstNonFiniteStored(data, dtype);
-        if (at >= 0) throw nonFiniteWeightError(loc.entry.name, loc.file.path, at, loc.entry.shape);
+        if (at >= 0) throw nonFiniteWeightError(loc.entry.name, loc.file.path, first + at, loc.entry.shape);
       };
       weights.set(loc.canonical, await uploadWeight(backend, loc, storage, onBytes, scan));
     }

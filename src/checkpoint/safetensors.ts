@@ -247,6 +247,35 @@ export class SafetensorsFile {
     return out;
   }
 
+  /**
+   * Fills `dst` (the tensor's element count, Float32Array for F32, raw bits for F16/BF16) with
+   * its stored elements, read through one reused buffer: `check(part, first)` sees each part
+   * (elements [first, first + part.length)) while it is hot, before it is copied into `dst`.
+   * For destinations that are fresh memory (a backend's own, see TensorBackend.reserve): the
+   * file is read into memory already touched, and `dst` is touched once, by the copy.
+   */
+  async readStoredInto(
+    name: string, dst: Float32Array | Uint16Array,
+    check?: (part: Float32Array | Uint16Array, first: number) => void, onBytes?: (n: number) => void,
+  ): Promise<void> {
+    const e = this.floatEntry(name);
+    const width = e.dtype === 'F32' ? 4 : 2;
+    if (dst.length !== elementCount(e.shape) || (width === 4) !== (dst instanceof Float32Array)) {
+      throw new RangeError(`${this.path}: tensor ${name} (${e.dtype} [${e.shape}]) does not fit a ${dst.constructor.name} of ${dst.length}`);
+    }
+    this.scratch ??= new Uint8Array(READ_CHUNK_BYTES);
+    const perPart = READ_CHUNK_BYTES / width;
+    for (let first = 0; first < dst.length; first += perPart) {
+      const count = Math.min(perPart, dst.length - first);
+      const bytes = this.scratch.subarray(0, count * width);
+      await this.readRange(e.begin + first * width, bytes);
+      const part = width === 4 ? new Float32Array(bytes.buffer, 0, count) : new Uint16Array(bytes.buffer, 0, count);
+      check?.(part, first);
+      dst.set(part, first);
+      onBytes?.(count * width);
+    }
+  }
+
   /** The tensor's bytes as stored, whatever its dtype (e.g. U8 codes of a quantized weight). */
   async readBytes(name: string, onBytes?: (n: number) => void): Promise<Uint8Array> {
     const e = this.entry(name);
@@ -306,6 +335,9 @@ export class SafetensorsFile {
   async close(): Promise<void> {
     await this.handle.close();
   }
+
+  /** readStoredInto's reused read buffer. */
+  private scratch: Uint8Array | undefined;
 
   private async readInto(e: SafetensorsEntry, dst: Uint8Array, onBytes?: (n: number) => void): Promise<void> {
     for (let done = 0; done < dst.length;) {

@@ -83,6 +83,15 @@ export interface BlockQuantizedWeight {
   scales: Float32Array;
 }
 
+/** See TensorBackend.reserve. `data` is `Float32Array` for f32, raw bits for f16/bf16. */
+export interface Reservation {
+  readonly data: Float32Array | Uint16Array;
+  /** The filled data as a tensor; the reservation is used up. */
+  commit(): Tensor;
+  /** Gives the room back without making a tensor (e.g. the read failed). */
+  discard(): void;
+}
+
 export interface TensorBackend {
   /** Registry name, e.g. 'reference'. */
   readonly name: string;
@@ -109,6 +118,13 @@ export interface TensorBackend {
   // ── memory ────────────────────────────────────────────────────────────────
   /** Copies host data into a new tensor. `Uint16Array` data is raw f16/bf16 bits. */
   upload(data: Float32Array | Uint16Array, shape: readonly number[], dtype?: DType): Tensor;
+  /**
+   * Optional: room for one tensor in the backend's own memory, for a loader to fill in place
+   * (a file read straight into it) before `commit()` makes it a tensor, as `upload` of the same
+   * data would. Saves holding a weight twice on the way in, which is most of a large
+   * checkpoint's load time where fresh memory is slow to touch. `discard()` gives it back.
+   */
+  reserve?(shape: readonly number[], dtype: DType): Reservation;
   /** Optional: a weight stored block-quantized, used as matmul's transposed `b` (the loader's quantized folders). */
   uploadBlockQuantized?(q: BlockQuantizedWeight): Tensor;
   /** Optional: a block-quantized copy of `table` for matmuls that take it transposed (the tied lm_head); gathers still read `table`. */

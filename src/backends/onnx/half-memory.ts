@@ -55,7 +55,19 @@ export class HalfMemory {
    * or NaN (the caller keeps its own).
    */
   place(bits: Uint16Array, format: Half): { view: Uint16Array; placed: Placed16 } | undefined {
-    const bytes = align64(bits.length * 2);
+    const room = this.reserve(bits.length, format);
+    if (!room) return undefined;
+    room.view.set(bits);
+    return this.settle(room) ? room : undefined;
+  }
+
+  /**
+   * Room for `length` elements in a shared memory, for the caller to fill in place (a loader
+   * reading a file straight into it, so the weight is not held twice on the way); `settle`
+   * then accepts it. Undefined when it fits no memory.
+   */
+  reserve(length: number, format: Half): { view: Uint16Array; placed: Placed16 } | undefined {
+    const bytes = align64(length * 2);
     if (bytes > MEMORY_BYTES - SCRATCH_BYTES) return undefined;           // fits no memory
     let index = this.memories.findIndex((m) => m.used + bytes <= MEMORY_BYTES);
     if (index < 0) index = this.memories.push(this.newMemory()) - 1;
@@ -63,15 +75,31 @@ export class HalfMemory {
     const offset = mem.used;
     mem.used += bytes;
     this.ensure(mem, mem.used);
-    mem.pool.views().u16.set(bits, offset / 2);
-    const whole = bits.length & ~7;
-    // bfloat16 widening is exact for every value; f16's only for finite halves, so an f16
-    // weight holding ±Infinity or NaN is given back (the caller keeps it as it is).
-    let special = format === 'f16' && whole > 0 && mem.hasSpecial(offset, whole * 2) !== 0;
-    for (let i = whole; format === 'f16' && i < bits.length && !special; i++) special = (bits[i] & 0x7c00) === 0x7c00;
-    if (special) { mem.used = offset; return undefined; }
-    const view = new Uint16Array(mem.pool.memory.buffer, offset, bits.length) as Uint16Array;
-    return { view, placed: { memory: index, offset, format, length: bits.length } };
+    const view = new Uint16Array(mem.pool.memory.buffer, offset, length) as Uint16Array;
+    return { view, placed: { memory: index, offset, format, length } };
+  }
+
+  /**
+   * Whether a filled reservation can be read by the kernels: bfloat16 widening is exact for
+   * every value, f16's only for finite halves, so an f16 weight holding ±Infinity or NaN is
+   * refused (false; the caller keeps a copy of its own). A refused or `release`d room is given
+   * back when it is the latest one.
+   */
+  settle(room: { view: Uint16Array; placed: Placed16 }): boolean {
+    const { placed, view } = room;
+    if (placed.format !== 'f16') return true;
+    const mem = this.memories[placed.memory];
+    const whole = placed.length & ~7;
+    let special = whole > 0 && mem.hasSpecial(placed.offset, whole * 2) !== 0;
+    for (let i = whole; i < placed.length && !special; i++) special = (view[i] & 0x7c00) === 0x7c00;
+    if (special) this.release(placed);
+    return !special;
+  }
+
+  /** Gives a reservation back (only the latest one's room can be reused). */
+  release(placed: Placed16): void {
+    const mem = this.memories[placed.memory];
+    if (mem.used === placed.offset + align64(placed.length * 2)) mem.used = placed.offset;
   }
 
   /**

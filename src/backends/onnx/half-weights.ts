@@ -41,10 +41,30 @@ export class HalfWeights {
     if (shape.length !== 2 || bits.length === 0) return undefined;
     this.memory ??= new HalfMemory(this.env.threads);
     const at = this.memory.place(bits, format);
-    if (!at) return undefined;
-    const s = new Storage(at.view, [...shape]);
+    return at && this.storage(at.view, at.placed, shape, this.memory);
+  }
+
+  /**
+   * Room in the half memory for a 2-D 16-bit weight that the caller fills in place; `settle`
+   * then gives its storage, or undefined for f16 holding ±Infinity or NaN (the room is given
+   * back and the caller keeps a copy). Undefined where `place` would be.
+   */
+  reserve(shape: readonly number[], format: 'f16' | 'bf16'): { view: Uint16Array; settle(): Storage | undefined; release(): void } | undefined {
+    if (shape.length !== 2 || shape[0] * shape[1] === 0) return undefined;
+    const memory = this.memory ??= new HalfMemory(this.env.threads);
+    const room = memory.reserve(shape[0] * shape[1], format);
+    if (!room) return undefined;
+    return {
+      view: room.view,
+      settle: () => (memory.settle(room) ? this.storage(room.view, room.placed, shape, memory) : undefined),
+      release: () => memory.release(room.placed),
+    };
+  }
+
+  private storage(view: Uint16Array, placed: HalfEncoding['placed'], shape: readonly number[], memory: HalfMemory): Storage {
+    const s = new Storage(view, [...shape]);
     s.elemType = 'float16';
-    s.encoding = { kind: 'half', memory: this.memory, placed: at.placed };
+    s.encoding = { kind: 'half', memory, placed };
     return s;
   }
 

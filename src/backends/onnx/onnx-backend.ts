@@ -31,7 +31,7 @@ import type { AttentionOptions } from '../../interfaces/attention-kernel.js';
 import type { BackendOptions } from '../../interfaces/contributions.js';
 import { PaliGemmaError } from '../../interfaces/errors.js';
 import type {
-  BlockQuantizedWeight, DType, LossyWeights, MatmulOptions, OpName, ReduceOp, Tensor, TensorBackend, UnaryOp,
+  BlockQuantizedWeight, DType, LossyWeights, MatmulOptions, OpName, ReduceOp, Reservation, Tensor, TensorBackend, UnaryOp,
 } from '../../interfaces/tensor-backend.js';
 import { keyVisible } from '../../attention/attention-mask.js';
 import { blockElementsOption, queryBlocks } from '../../attention/query-blocks.js';
@@ -287,6 +287,35 @@ export class OnnxBackend implements TensorBackend {
     } else {
       throw new Error(`onnx backend: unknown dtype ${String(dtype)}`);
     }
+    return this.uploaded(s, shape, dtype);
+  }
+
+  /** Room a loader fills in place: 2-D 16-bit weights straight in the half memory, the rest as `upload` would keep them, uncopied. */
+  reserve(shape: readonly number[], dtype: DType = 'f32'): Reservation {
+    const n = sizeOf(shape);
+    let used = false;
+    const once = () => { if (used) throw new Error('reserve: this reservation was already committed or discarded'); used = true; };
+    if (dtype === 'f32') {
+      const data = new Float32Array(n);
+      return { data, commit: () => { once(); return this.uploaded(new Storage(data, [...shape]), shape, dtype); }, discard: once };
+    }
+    if (dtype !== 'f16' && dtype !== 'bf16') throw new Error(`onnx backend: unknown dtype ${String(dtype)}`);
+    const room = this.half.maxRows > 0 && (this.options.quantize ?? 'none') === 'none' ? this.half.reserve(shape, dtype) : undefined;
+    const data = room?.view ?? new Uint16Array(n);
+    const keep = (bits: Uint16Array) => (dtype === 'f16' ? f16Storage(bits, shape) : bf16Storage(bits, shape));
+    return {
+      data,
+      commit: () => {
+        once();
+        const placed = room?.settle();
+        // An f16 weight the half memory refused (it holds ±Inf/NaN) is kept as a copy of its own.
+        return this.uploaded(placed ?? keep(room ? new Uint16Array(data) : data), shape, dtype);
+      },
+      discard: () => { once(); room?.release(); },
+    };
+  }
+
+  private uploaded(s: Storage, shape: readonly number[], dtype: DType): Tensor {
     s.quantizable = true;
     this.dtypes.set(s, dtype);
     return this.view(s, shape, dtype);

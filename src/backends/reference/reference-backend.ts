@@ -10,7 +10,7 @@
  */
 import type { AttentionOptions } from '../../interfaces/attention-kernel.js';
 import type {
-  BlockQuantizedWeight, DType, LossyWeights, MatmulOptions, OpName, ReduceOp, Tensor, TensorBackend, UnaryOp,
+  BlockQuantizedWeight, DType, LossyWeights, MatmulOptions, OpName, ReduceOp, Reservation, Tensor, TensorBackend, UnaryOp,
 } from '../../interfaces/tensor-backend.js';
 import {
   broadcastKind, checkReshape, checkVector, checkWriteRows, concatShape, embeddingDims, matmulDims,
@@ -43,6 +43,23 @@ export class ReferenceBackend implements TensorBackend {
       return new ReferenceTensor([...shape], new Uint16Array(data), dtype);
     }
     throw new Error(`reference backend: ${dtype} tensors are uploaded as ${dtype === 'f32' ? 'Float32Array' : 'Uint16Array'}, got ${data.constructor.name}`);
+  }
+
+  /** Room a loader fills in place; the tensor then holds that very array (no copy). */
+  reserve(shape: readonly number[], dtype: DType = 'f32'): Reservation {
+    if (dtype !== 'f32' && dtype !== 'f16' && dtype !== 'bf16') throw new Error(`reference backend: unknown dtype ${String(dtype)}`);
+    const n = shape.reduce((a, b) => a * b, 1);
+    const data = dtype === 'f32' ? new Float32Array(n) : new Uint16Array(n);
+    let used = false;
+    const once = () => { if (used) throw new Error('reserve: this reservation was already committed or discarded'); used = true; };
+    return {
+      data,
+      commit: () => {
+        once();
+        return data instanceof Float32Array ? new ReferenceTensor([...shape], data) : new ReferenceTensor([...shape], data, dtype as 'f16' | 'bf16');
+      },
+      discard: once,
+    };
   }
 
   uploadBlockQuantized(q: BlockQuantizedWeight): Tensor {
