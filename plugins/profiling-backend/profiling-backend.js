@@ -14,6 +14,8 @@
  * ```
  */
 
+import { wrapBackend } from 'paligemma-sdk';
+
 /** @import { DType, OpName, Tensor, TensorBackend } from 'paligemma-sdk' */
 
 /**
@@ -25,7 +27,11 @@
  * @property {{ shapes: string, count: number }[]} shapes  input shapes, most frequent first
  */
 
-/** @implements {TensorBackend} */
+/**
+ * Every method of the inner backend is forwarded by `wrapBackend` (fused ones included, so a
+ * fused attention or norm of the inner backend still runs) and timed under its own name; the
+ * members below are the profiler's own. The constructor returns that forwarding proxy.
+ */
 export class ProfilingBackend {
   /**
    * @param {TensorBackend} inner  the backend that does the work
@@ -42,15 +48,21 @@ export class ProfilingBackend {
     this.printed = false;
     this.onExit = () => this.printReport();
     if (options.printAtExit !== false) process.once('exit', this.onExit);
+    // eslint-disable-next-line no-constructor-return
+    return wrapBackend(inner, this, (op, args, call) => this.timed(op, args, call));
   }
 
   /**
-   * Runs `fn` and records its time under `op`, keyed by the input shapes in `args`.
-   * @template T @param {string} op @param {unknown[]} args @param {() => T} fn @returns {T}
+   * Runs `fn` and records its time under `op`, keyed by the input shapes in `args`; a promise
+   * (read) is timed until it settles.
+   * @template T @param {string} op @param {readonly unknown[]} args @param {() => T} fn @returns {T}
    */
   timed(op, args, fn) {
     const t0 = performance.now();
     const out = fn();
+    if (out instanceof Promise) {
+      return /** @type {T} */ (out.then((v) => { this.record(op, args, performance.now() - t0); return v; }));
+    }
     this.record(op, args, performance.now() - t0);
     return out;
   }
@@ -64,56 +76,6 @@ export class ProfilingBackend {
   /** @param {OpName} op @param {DType} [dtype] */
   supports(op, dtype) {
     return this.inner.supports(op, dtype);
-  }
-
-  /** @param {Tensor} t */
-  async read(t) {
-    const t0 = performance.now();
-    const out = await this.inner.read(t);
-    this.record('read', [t], performance.now() - t0);
-    return out;
-  }
-
-  // ── every op: forwarded, timed ──────────────────────────────────────────────
-  /** @type {TensorBackend['upload']} */
-  upload(data, shape, dtype) { return this.timed('upload', [shape, dtype ?? 'f32'], () => this.inner.upload(data, shape, dtype)); }
-  /** @type {TensorBackend['zeros']} */
-  zeros(shape) { return this.timed('zeros', [shape], () => this.inner.zeros(shape)); }
-  /** @type {TensorBackend['dispose']} */
-  dispose(t) { this.timed('dispose', [t], () => this.inner.dispose(t)); }
-  /** @type {TensorBackend['matmul']} */
-  matmul(a, b, opts) { return this.timed('matmul', [a, b, opts], () => this.inner.matmul(a, b, opts)); }
-  /** @type {TensorBackend['add']} */
-  add(a, b) { return this.timed('add', [a, b], () => this.inner.add(a, b)); }
-  /** @type {TensorBackend['mul']} */
-  mul(a, b) { return this.timed('mul', [a, b], () => this.inner.mul(a, b)); }
-  /** @type {TensorBackend['scale']} */
-  scale(a, s) { return this.timed('scale', [a], () => this.inner.scale(a, s)); }
-  /** @type {TensorBackend['gelu']} */
-  gelu(a) { return this.timed('gelu', [a], () => this.inner.gelu(a)); }
-  /** @type {TensorBackend['layerNorm']} */
-  layerNorm(x, w, b, eps) { return this.timed('layerNorm', [x, w, b], () => this.inner.layerNorm(x, w, b, eps)); }
-  /** @type {TensorBackend['rmsNorm']} */
-  rmsNorm(x, w, eps) { return this.timed('rmsNorm', [x, w], () => this.inner.rmsNorm(x, w, eps)); }
-  /** @type {TensorBackend['softmax']} */
-  softmax(x) { return this.timed('softmax', [x], () => this.inner.softmax(x)); }
-  /** @type {TensorBackend['rope']} */
-  rope(x, positions, theta) { return this.timed('rope', [x, positions], () => this.inner.rope(x, positions, theta)); }
-  /** @type {TensorBackend['embedding']} */
-  embedding(table, ids) { return this.timed('embedding', [table, ids], () => this.inner.embedding(table, ids)); }
-  /** @type {TensorBackend['concat']} */
-  concat(ts, axis) { return this.timed('concat', [ts], () => this.inner.concat(ts, axis)); }
-  /** @type {TensorBackend['slice']} */
-  slice(x, axis, start, end) { return this.timed('slice', [x], () => this.inner.slice(x, axis, start, end)); }
-  /** @type {TensorBackend['reshape']} */
-  reshape(x, shape) { return this.timed('reshape', [x, shape], () => this.inner.reshape(x, shape)); }
-  /** @type {TensorBackend['transpose']} */
-  transpose(x, perm) { return this.timed('transpose', [x, perm], () => this.inner.transpose(x, perm)); }
-  /** @type {TensorBackend['writeRows']} */
-  writeRows(dst, src, offset) { this.timed('writeRows', [dst, src], () => this.inner.writeRows(dst, src, offset)); }
-  /** @type {TensorBackend['patchEmbed']} */
-  patchEmbed(pixels, weight, bias, patch) {
-    return this.timed('patchEmbed', [pixels, weight, bias], () => this.inner.patchEmbed(pixels, weight, bias, patch));
   }
 
   /** Prints the table once, then closes the inner backend. */
@@ -147,7 +109,7 @@ export class ProfilingBackend {
     this.print(formatProfile(this.report(), this.engine));
   }
 
-  /** @private @param {string} op @param {unknown[]} args @param {number} ms */
+  /** @private @param {string} op @param {readonly unknown[]} args @param {number} ms */
   record(op, args, ms) {
     let s = this.stats.get(op);
     if (!s) this.stats.set(op, s = { count: 0, ms: 0, shapes: new Map() });
@@ -183,7 +145,7 @@ export function formatProfile(rows, title = 'profile') {
     line(header), ...body.map(line), ''].join('\n');
 }
 
-/** Input shapes of one call, e.g. "[1,64] [256,64]ᵀ" or "[7,4,16] i32[7]". @param {unknown[]} args */
+/** Input shapes of one call, e.g. "[1,64] [256,64]ᵀ" or "[7,4,16] i32[7]". @param {readonly unknown[]} args */
 function describeArgs(args) {
   /** @type {string[]} */
   const parts = [];

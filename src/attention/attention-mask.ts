@@ -19,13 +19,17 @@ export function keyVisible(mask: AttentionMask, q: number, j: number, slidingWin
   }
 }
 
-/** Additive mask [Tq, kvLength]: 0 where visible, -Infinity elsewhere. */
-export function additiveMask(tq: number, kvLength: number, opts: AttentionOptions): Float32Array {
+/**
+ * Additive mask [Tq, width]: 0 where visible, -Infinity elsewhere. `width` (default kvLength)
+ * may exceed kvLength for a kernel that attends over a whole preallocated cache: columns from
+ * kvLength on are hidden.
+ */
+export function additiveMask(tq: number, kvLength: number, opts: AttentionOptions, width = kvLength): Float32Array {
   const off = opts.queryOffset ?? 0;
-  const out = new Float32Array(tq * kvLength);
+  const out = new Float32Array(tq * width);
   for (let i = 0; i < tq; i++) {
-    for (let j = 0; j < kvLength; j++) {
-      if (!keyVisible(opts.mask, off + i, j, opts.slidingWindow)) out[i * kvLength + j] = -Infinity;
+    for (let j = 0; j < width; j++) {
+      if (j >= kvLength || !keyVisible(opts.mask, off + i, j, opts.slidingWindow)) out[i * width + j] = -Infinity;
     }
   }
   return out;

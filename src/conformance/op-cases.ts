@@ -10,6 +10,7 @@ import {
   defineCase, fmt, input, sizeOf, THRESHOLDS as T, uploadInput, type CaseSpec, type OpCase,
 } from './op-case.js';
 import type { SeededData } from './seeded-data.js';
+import type { ReduceOp, UnaryOp } from '../interfaces/tensor-backend.js';
 
 const F = 4;                       // bytes per float32
 
@@ -85,7 +86,30 @@ function elementwiseCases(): CaseSpec[] {
     work: { bytes: 2 * sizeOf(shape) * F },
     build: (d) => ({ inputs: [input(gen(d, sizeOf(shape)), shape)], run: (b, [x]) => b.gelu(x) }),
   });
-  const pairs: Array<[number[], number[]]> = [[[1], [1]], [[17, 33], [17, 33]], [[3, 17, 65], [65]], [[5, 7, 3], [7, 3]], [[300, 129], [129]]];
+  // The last two broadcast one value per row (a `reduce` result) over the last axis.
+  const pairs: Array<[number[], number[]]> = [[[1], [1]], [[17, 33], [17, 33]], [[3, 17, 65], [65]], [[5, 7, 3], [7, 3]], [[300, 129], [129]],
+    [[17, 33], [17, 1]], [[3, 5, 65], [3, 5, 1]]];
+  const unary = (op: UnaryOp, shape: number[], gen: (d: SeededData, n: number) => Float32Array, what: string): CaseSpec => ({
+    op: 'unary', name: `${op} ${fmt(shape)} ${what}`, shape: fmt(shape), threshold: T.gelu,
+    work: { bytes: 2 * sizeOf(shape) * F },
+    build: (d) => ({ inputs: [input(gen(d, sizeOf(shape)), shape)], run: (b, [x]) => b.unary(op, x) }),
+  });
+  const reduce = (op: ReduceOp, shape: number[], gen: (d: SeededData, n: number) => Float32Array, what: string): CaseSpec => ({
+    op: 'reduce', name: `${op} ${fmt(shape)} ${what}`, shape: fmt(shape), threshold: T.reduction,
+    work: { bytes: sizeOf(shape) * F },
+    build: (d) => ({ inputs: [input(gen(d, sizeOf(shape)), shape)], run: (b, [x]) => b.reduce(op, x) }),
+  });
+  const normal = (d: SeededData, n: number) => d.normal(n, 2);
+  const positive = (d: SeededData, n: number) => d.uniform(n, 0.01, 50);
+  const unaryCases = [
+    unary('tanh', [17, 65], (d, n) => d.uniform(n, -30, 30), 'uniform ±30 (saturates)'), unary('tanh', [1], normal, 'N(0,2)'),
+    unary('exp', [7, 129], (d, n) => d.uniform(n, -80, 80), 'uniform ±80'), unary('sigmoid', [7, 129], (d, n) => d.uniform(n, -60, 60), 'uniform ±60'),
+    unary('rsqrt', [17, 33], positive, 'uniform 0.01..50'), unary('reciprocal', [17, 33], positive, 'uniform 0.01..50'),
+  ];
+  const reduceCases = [
+    reduce('sum', [1], normal, 'N(0,2)'), reduce('sum', [17, 1031], normal, 'N(0,2)'), reduce('sum', [3, 5, 65], normal, 'N(0,2)'),
+    reduce('max', [1], normal, 'N(0,2)'), reduce('max', [17, 1031], (d, n) => d.uniform(n, -100, 100), 'uniform ±100'), reduce('max', [300, 3], normal, 'N(0,2)'),
+  ];
   return [
     ...pairs.map(([a, b]) => binary('add', a, b)), ...pairs.map(([a, b]) => binary('mul', a, b)),
     scale([1], -2.5), scale([17, 65], 0.125), scale([300, 33], 1 / Math.sqrt(3), '1/√3'),

@@ -33,7 +33,7 @@ import { PaliGemmaError } from '../../interfaces/errors.js';
 import type {
   BlockQuantizedWeight, DType, LossyWeights, MatmulOptions, OpName, ReduceOp, Reservation, Tensor, TensorBackend, UnaryOp,
 } from '../../interfaces/tensor-backend.js';
-import { keyVisible } from '../../attention/attention-mask.js';
+import { additiveMask } from '../../attention/attention-mask.js';
 import { blockElementsOption, queryBlocks } from '../../attention/query-blocks.js';
 import {
   attentionDims, checkBroadcast, reduceShape, checkReshape, checkWriteRows, concatShape, embeddingDims, matmulDims,
@@ -659,7 +659,7 @@ export class OnnxBackend implements TensorBackend {
     return this.wrap(this.node('Transpose', [flat], { perm: ints([1, 0]) }, [gh * gw, o]));  // [N, O]
   }
 
-  // ── attention (used by OnnxAttentionKernel) ─────────────────────────────
+  // ── fused attention (attend() in src/attention calls it) ────────────────
   /**
    * softmax(Q·Kᵀ·scale [+ softcap] + mask)·V over every row of k/v, GQA by reshaping the query
    * heads of one kv head into one batch. Rows past kvLength are masked (-∞) instead of sliced
@@ -900,13 +900,7 @@ export class OnnxBackend implements TensorBackend {
     const m = opts.mask;
     const key = `${tq}|${cap}|${kvLength}|${off}|${m.kind}|${m.kind === 'prefixLm' ? m.prefixLength : ''}|${opts.slidingWindow ?? ''}`;
     if (this.lastMask?.key === key) return this.lastMask.leaf;
-    const out = new Float32Array(tq * cap);
-    for (let i = 0; i < tq; i++) {
-      for (let j = 0; j < cap; j++) {
-        if (j >= kvLength || !keyVisible(m, off + i, j, opts.slidingWindow)) out[i * cap + j] = -Infinity;
-      }
-    }
-    const leaf = new DataLeaf(out, [tq, cap], 'float32');
+    const leaf = new DataLeaf(additiveMask(tq, kvLength, opts, cap), [tq, cap], 'float32');
     this.lastMask = { key, leaf };
     return leaf;
   }

@@ -411,7 +411,7 @@ export class WebGpuBackend implements TensorBackend {
     return out;
   }
 
-  // ── fused attention (used by WebGpuAttentionKernel) ───────────────────────
+  // ── fused attention (attend() in src/attention calls it) ──────────────────
   /** q [Tq, Hq, D], k/v [Tk, Hkv, D] → [Tq, Hq, D]; see AttentionKernel. */
   /** One kernel launch covers at most 65535 query rows and heads (a dispatch dimension). */
   attentionHandles(q: Tensor): boolean {
