@@ -4,6 +4,7 @@
  * session reuse across decode-shaped steps, in-place cache writes, disposal), and a whole
  * in-memory PaliGemma (vision, prefill, greedy decode) against the reference pipeline.
  */
+import { checkCoreOps } from './support/core-op-checks.js';
 import { AttendKernel } from '../src/attention/plain-attention-kernel.js';
 import { expect } from 'chai';
 import { stat } from 'node:fs/promises';
@@ -81,6 +82,10 @@ describe('onnx backend', function () {
           note(op, e);
         }
       }
+    });
+
+    it('unary, reduce, row broadcast, and the defaults (src/ops, attendFromCore) on its core ops', async function () {
+      for (const [op, e] of Object.entries(await checkCoreOps(pair.subject, 1e-9))) note(op, e);
     });
 
     it('scale and gelu', async function () {

@@ -5,6 +5,7 @@
  * engine selection and the one-engine-per-process rule, whole tiny checkpoints through
  * createPipeline (greedy tokens and logits), and tensor leaks over 100 generations.
  */
+import { checkCoreOps } from './support/core-op-checks.js';
 import { AttendKernel } from '../src/attention/plain-attention-kernel.js';
 import { expect } from 'chai';
 import { createRequire } from 'node:module';
@@ -135,6 +136,10 @@ describe('TensorFlow.js backend', function () {
       const [a] = pair.rand([4, 3], 1);
       const [b] = pair.rand([4], 2);
       expect(() => tfjs.add(a, b)).to.throw(/does not broadcast/);
+    });
+
+    it('unary, reduce, row broadcast, and the defaults (src/ops, attendFromCore) on its core ops', async function () {
+      for (const [op, e] of Object.entries(await checkCoreOps(pair.subject, 1e-9))) note(op, e);
     });
 
     it('scale and tanh-GELU (not the erf form)', async function () {

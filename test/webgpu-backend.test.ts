@@ -6,6 +6,7 @@
  * file is skipped, with the reason printed, only when no WebGPU adapter can be created.
  * Software WebGPU is slow, so shapes stay small.
  */
+import { checkCoreOps } from './support/core-op-checks.js';
 import { AttendKernel } from '../src/attention/plain-attention-kernel.js';
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
@@ -109,6 +110,9 @@ describe('webgpu backend', function () {
   });
 
   describe('elementwise', function () {
+    it('unary, reduce, row broadcast, and the defaults (src/ops, attendFromCore) on its core ops', async function () {
+      for (const [op, e] of Object.entries(await checkCoreOps(gpu, 1e-9))) note(op, e);
+    });
     const pairs: Array<[number[], number[]]> = [[[1], [1]], [[17, 33], [17, 33]], [[3, 17, 65], [65]], [[5, 7, 3], [7, 3]], [[300, 129], [129]]];
     for (const op of ['add', 'mul'] as const) {
       for (const [a, b] of pairs) {

@@ -116,6 +116,7 @@ function elementwiseCases(): CaseSpec[] {
     // One moderate value: in the far tail f32 1 + tanh(z) cancels, which every f32 backend shares.
     gelu([1], 'x = 0.7', () => Float32Array.of(0.7)), gelu([17, 65], 'N(0,2)', (d, n) => d.normal(n, 2)),
     gelu([7, 129], 'uniform ±30 (tanh saturates)', (d, n) => d.uniform(n, -30, 30)),
+    ...unaryCases, ...reduceCases,
   ];
 }
 

@@ -342,14 +342,15 @@ export function rowShader(op: 'layerNorm' | 'rmsNorm' | 'softmax' | 'sum' | 'max
   for (var i = t; i < P.d; i += ${ROW_WG}u) { s += exp(x[o + i] - mx); }
   let inv = 1.0 / reduceSum(t, s);
   for (var i = t; i < P.d; i += ${ROW_WG}u) { out[o + i] = exp(x[o + i] - mx) * inv; }`,
-    // reduce: one value per row, out [rows, 1]; max starts at −∞ (bits), as an all-masked row needs.
+    // reduce: one value per row, out [rows, 1]; each thread's max starts from an element of the
+    // row, so a row of −∞ (all masked) reduces to −∞ exactly.
     sum: `
   var s = 0.0;
   for (var i = t; i < P.d; i += ${ROW_WG}u) { s += x[o + i]; }
   let r = reduceSum(t, s);
   if (t == 0u) { out[row] = r; }`,
     max: `
-  var m = bitcast<f32>(0xff800000u);
+  var m = x[o + min(t, P.d - 1u)];
   for (var i = t; i < P.d; i += ${ROW_WG}u) { m = max(m, x[o + i]); }
   let r = reduceMax(t, m);
   if (t == 0u) { out[row] = r; }`,
