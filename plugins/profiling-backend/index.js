@@ -22,7 +22,8 @@
  * ```
  *
  * The default attention kernel is `plain`, built from backend ops, so attention shows up op by op
- * in the table; pass `attention: '<kernel>'` to time a fused kernel's calls as a whole instead.
+ * in the table; pass `attention: 'attend'` to time the inner backend's fused `attention` as a
+ * whole instead (the wrapper forwards every method, fused ones included).
  */
 import { BackendContribution, PaliGemmaError, definePlugin } from 'paligemma-sdk';
 import { ProfilingBackend } from './profiling-backend.js';
