@@ -6,7 +6,7 @@
  * flush at `read()`. All model compute is float32; weights may be stored as f16/bf16 when the
  * backend says it supports them (`supports('upload', 'bf16')`).
  *
- * The required core (14 methods besides `name` and `supports`) is what every composite the model
+ * The required core (16 methods besides `name` and `supports`) is what every composite the model
  * uses can be written in, and no more: memory (upload, zeros, read, dispose), matmul, elementwise
  * add/mul/scale plus `unary` (tanh, exp, sigmoid, rsqrt, reciprocal), one last-axis `reduce`
  * (sum/max) whose [..., 1] result add/mul broadcast back over the row, and layout (embedding,
