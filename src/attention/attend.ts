@@ -8,7 +8,7 @@
  */
 import type { AttentionOptions } from '../interfaces/attention-kernel.js';
 import type { Tensor, TensorBackend } from '../interfaces/tensor-backend.js';
-import { withDefaultOps } from '../ops/with-default-ops.js';
+import { defaultSoftmax } from '../ops/default-ops.js';
 import { TensorScope } from '../tensor/tensor-scope.js';
 import { additiveMask, kvHeadFor } from './attention-mask.js';
 import { DEFAULT_ATTENTION_BLOCK_ELEMENTS, queryBlocks } from './query-blocks.js';
@@ -40,7 +40,9 @@ export function attendFromCore(
   backend: TensorBackend, q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions,
   blockElements = DEFAULT_ATTENTION_BLOCK_ELEMENTS,
 ): Tensor {
-  const b = withDefaultOps(backend);
+  const b = backend;
+  // The one composite used here: the backend's own softmax, else the default from core ops.
+  const softmax = (x: Tensor) => (b.softmax ? b.softmax(x) : defaultSoftmax(b, x));
   const [tq, hq, d] = q.shape;
   const hkv = k.shape[1];
   const kvLength = opts.kvLength ?? k.shape[0];
@@ -68,7 +70,7 @@ export function attendFromCore(
       let scores = head.track(b.scale(head.track(b.matmul(qi, ks[g], { transposeB: true })), opts.scale)); // [rows, Tk]
       // Gemma 2 soft-caps the scaled scores before the mask is added.
       if (opts.softCap !== undefined) scores = head.track(softCap(b, scores, opts.softCap));
-      const probs = head.track(b.softmax(head.track(b.add(scores, mask))));                     // [rows, Tk]
+      const probs = head.track(softmax(head.track(b.add(scores, mask))));                     // [rows, Tk]
       heads.push(b.reshape(head.track(b.matmul(probs, vs[g])), [rows, 1, d]));                  // [rows, 1, D]
       head.dispose();
     }
