@@ -299,6 +299,9 @@ describe('safetensors reader', () => {
         expect(bitsEqual(wide, data), name).to.equal(true);
       }
       expect((await collectParts(f, 'f', n)).length).to.equal(2);
+      // Overlapping reads of one file do not share a buffer: both come back whole.
+      const [a, b] = await Promise.all([f.readF32('h'), f.readF32('f')]);
+      expect(bitsEqual(a, data) && bitsEqual(b, data), 'overlapping reads').to.equal(true);
       const wrong = await rejection(f.readStoredInto('f', new Uint16Array(n)));
       expect(wrong).to.be.instanceOf(RangeError);
       expect(wrong.message).to.match(/tensor f .*does not fit a Uint16Array/);

@@ -263,16 +263,36 @@ export class SafetensorsFile {
     if (dst.length !== elementCount(e.shape) || (width === 4) !== (dst instanceof Float32Array)) {
       throw new RangeError(`${this.path}: tensor ${name} (${e.dtype} [${e.shape}]) does not fit a ${dst.constructor.name} of ${dst.length}`);
     }
-    this.scratch ??= new Uint8Array(READ_CHUNK_BYTES);
-    const perPart = READ_CHUNK_BYTES / width;
-    for (let first = 0; first < dst.length; first += perPart) {
-      const count = Math.min(perPart, dst.length - first);
-      const bytes = this.scratch.subarray(0, count * width);
-      await this.readRange(e.begin + first * width, bytes);
-      const part = width === 4 ? new Float32Array(bytes.buffer, 0, count) : new Uint16Array(bytes.buffer, 0, count);
+    await this.eachPart(e, width, dst.length, (part, first) => {
       check?.(part, first);
       dst.set(part, first);
-      onBytes?.(count * width);
+    }, onBytes);
+  }
+
+  /**
+   * Reads `n` elements of `width` bytes of entry `e` part by part into the file's one reused
+   * buffer and hands each part (elements [first, first + part.length)) to `visit` before the
+   * next read overwrites it.
+   */
+  private async eachPart(
+    e: SafetensorsEntry, width: 2 | 4, n: number,
+    visit: (part: Float32Array | Uint16Array, first: number) => void, onBytes?: (n: number) => void,
+  ): Promise<void> {
+    // A read already using the file's buffer (calls that overlap) gets a buffer of its own.
+    const own = this.scratchBusy;
+    const buffer = own ? new Uint8Array(READ_CHUNK_BYTES) : (this.scratch ??= new Uint8Array(READ_CHUNK_BYTES));
+    if (!own) this.scratchBusy = true;
+    try {
+      const perPart = READ_CHUNK_BYTES / width;
+      for (let first = 0; first < n; first += perPart) {
+        const count = Math.min(perPart, n - first);
+        const bytes = buffer.subarray(0, count * width);
+        await this.readRange(e.begin + first * width, bytes);
+        visit(width === 4 ? new Float32Array(bytes.buffer, 0, count) : new Uint16Array(bytes.buffer, 0, count), first);
+        onBytes?.(count * width);
+      }
+    } finally {
+      if (!own) this.scratchBusy = false;
     }
   }
 
@@ -294,16 +314,7 @@ export class SafetensorsFile {
       return out;
     }
     const convert = e.dtype === 'F16' ? f16ToF32 : bf16ToF32;
-    const chunkElems = Math.min(n, READ_CHUNK_BYTES / 2);
-    const scratch = new Uint16Array(chunkElems);
-    const scratchBytes = new Uint8Array(scratch.buffer);
-    for (let done = 0; done < n;) {
-      const count = Math.min(chunkElems, n - done);
-      await this.readRange(e.begin + done * 2, scratchBytes.subarray(0, count * 2));
-      convert(scratch.subarray(0, count), out.subarray(done, done + count));
-      done += count;
-      onBytes?.(count * 2);
-    }
+    await this.eachPart(e, 2, n, (part, first) => { convert(part as Uint16Array, out.subarray(first, first + part.length)); }, onBytes);
     return out;
   }
 
@@ -336,8 +347,9 @@ export class SafetensorsFile {
     await this.handle.close();
   }
 
-  /** readStoredInto's reused read buffer. */
+  /** eachPart's reused read buffer, and whether a read is using it now. */
   private scratch: Uint8Array | undefined;
+  private scratchBusy = false;
 
   private async readInto(e: SafetensorsEntry, dst: Uint8Array, onBytes?: (n: number) => void): Promise<void> {
     for (let done = 0; done < dst.length;) {
